@@ -1,0 +1,137 @@
+//! Files and URLs named by the configuration, checked at load time so a bad path or a broken
+//! key is a configuration error, never a failure on the first request.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+
+pub fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    for cert in &certs {
+        x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|e| format!("{}: a certificate does not parse ({e})", path.display()))?;
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key. A key that other users can read is refused: the gateway's keys
+/// are what makes its signatures and its TLS identity worth anything.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    refuse_world_readable(path)?;
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("{}: not a PEM private key ({e})", path.display()))
+}
+
+#[cfg(unix)]
+pub fn refuse_world_readable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata =
+        std::fs::metadata(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
+    if metadata.permissions().mode() & 0o007 != 0 {
+        return Err(format!(
+            "{}: private key is accessible to other users (mode {:o}); chmod 600 it",
+            path.display(),
+            metadata.permissions().mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn refuse_world_readable(_path: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let bytes = read(path)?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a JWK set ({e})", path.display()))?;
+    if set.keys.is_empty() {
+        return Err(format!("{}: the JWK set has no keys", path.display()));
+    }
+    Ok(set)
+}
+
+pub fn read_secret(path: &Path) -> Result<(), String> {
+    refuse_world_readable(path)?;
+    let bytes = read(path)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("{}: the secret file is empty", path.display()));
+    }
+    Ok(())
+}
+
+/// Reads a signing key: a PEM private key, or a JWK file holding the private half.
+pub fn read_signing_key(path: &Path) -> Result<(), String> {
+    if path.extension().is_some_and(|e| e == "json" || e == "jwk") {
+        refuse_world_readable(path)?;
+        let bytes = read(path)?;
+        let jwk: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a JWK ({e})", path.display()))?;
+        if jwk.get("d").is_none() {
+            return Err(format!(
+                "{}: the JWK holds no private key (\"d\")",
+                path.display()
+            ));
+        }
+        return Ok(());
+    }
+    read_private_key(path).map(|_| ())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))
+}
+
+/// Outbound URLs must be https, except on loopback addresses (tests and sidecars).
+pub fn check_outbound_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("\"{url}\" is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("\"{url}\" has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback_host(host) => Ok(()),
+        Some("http") => Err(format!(
+            "\"{url}\" must use https (plain http is allowed only on loopback addresses)"
+        )),
+        _ => Err(format!("\"{url}\" must be an https URL")),
+    }
+}
+
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sp2_net_1_outbound_urls_are_https_except_loopback() {
+        assert!(check_outbound_url("https://as.bank.example/jwks").is_ok());
+        assert!(check_outbound_url("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(check_outbound_url("http://[::1]:8080/jwks").is_ok());
+        assert!(check_outbound_url("http://as.bank.example/jwks").is_err());
+        assert!(check_outbound_url("ftp://as.bank.example/jwks").is_err());
+        assert!(check_outbound_url("not a url").is_err());
+    }
+}

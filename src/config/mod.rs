@@ -1,0 +1,177 @@
+//! Configuration: the TOML file (`model`) compiled into the [`Policy`] the gateway runs on
+//! (`compile`). A file is accepted or refused as a whole; every error names the TOML key path
+//! and, where it can be found, the line.
+
+mod compile;
+mod files;
+pub mod model;
+pub mod units;
+
+pub use files::read_certificates;
+
+use crate::policy::Policy;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One mistake in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `route[1].upstream`; empty for the file as a whole.
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every mistake found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        writeln!(
+            f,
+            "{}: {count} error{}",
+            self.file.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for error in &self.errors {
+            let line = error
+                .line
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            if error.key.is_empty() {
+                writeln!(f, "  {line}{}", error.message)?;
+            } else {
+                writeln!(f, "  {line}{}: {}", error.key, error.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads, parses and compiles a configuration file.
+pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![ConfigError {
+            key: String::new(),
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&source, base).map_err(fail)
+}
+
+/// Parses and compiles configuration text; relative paths are resolved against `base`.
+pub fn load_str(source: &str, base: &Path) -> Result<Policy, Vec<ConfigError>> {
+    let file = parse(source)?;
+    let locator = Locator::new(source);
+    compile::compile(file, base).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(key, message)| ConfigError {
+                line: locator.line_of(&key),
+                key,
+                message,
+            })
+            .collect()
+    })
+}
+
+fn parse(source: &str) -> Result<model::File, Vec<ConfigError>> {
+    let deserializer = toml::Deserializer::new(source);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let line = error.inner().span().map(|span| line_at(source, span.start));
+        let mut key = error.path().to_string();
+        if key == "." {
+            key.clear();
+        }
+        let message = error.inner().message().trim().to_string();
+        vec![ConfigError { key, line, message }]
+    })
+}
+
+fn line_at(source: &str, offset: usize) -> usize {
+    let end = offset.min(source.len());
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the line of a key path (`route[1].authorization_details[0].match`) in the source.
+struct Locator<'a> {
+    source: &'a str,
+    document: Option<toml_edit::ImDocument<&'a str>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(source: &'a str) -> Self {
+        Locator {
+            source,
+            document: toml_edit::ImDocument::parse(source).ok(),
+        }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let document = self.document.as_ref()?;
+        let parts: Vec<&str> = key.split('.').filter(|p| !p.is_empty()).collect();
+        span_of(document.as_table(), &parts).map(|span| line_at(self.source, span.start))
+    }
+}
+
+/// The span of the deepest part of `parts` that exists below `table`.
+fn span_of(table: &dyn toml_edit::TableLike, parts: &[&str]) -> Option<std::ops::Range<usize>> {
+    let (part, rest) = parts.split_first()?;
+    let (name, index) = match part.split_once('[') {
+        Some((name, index)) => (name, index.trim_end_matches(']').parse::<usize>().ok()),
+        None => (*part, None),
+    };
+    let (found, item) = table.get_key_value(name)?;
+    let here = found.span().or_else(|| item.span());
+    let inner = match (index, item) {
+        (Some(i), toml_edit::Item::ArrayOfTables(array)) => {
+            let element = array.get(i)?;
+            span_of(element, rest).or_else(|| element.span())
+        }
+        (Some(i), toml_edit::Item::Value(toml_edit::Value::Array(array))) => {
+            array.get(i).and_then(|v| v.span())
+        }
+        (None, item) if !rest.is_empty() => item.as_table_like().and_then(|t| span_of(t, rest)),
+        _ => None,
+    };
+    inner.or(here)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let source = "[listener]\naddr = \"127.0.0.1:1\"\npublic_url = \"https://x\"\nbogus = 1\n";
+        let errors = load_str(source, Path::new(".")).unwrap_err();
+        assert_eq!(errors[0].key, "listener.bogus");
+        assert_eq!(errors[0].line, Some(4));
+    }
+
+    #[test]
+    fn lines_are_found_inside_arrays_of_tables() {
+        let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";
+        let locator = Locator::new(source);
+        assert_eq!(locator.line_of("route[1].upstream"), Some(9));
+        assert_eq!(locator.line_of("route[0].id"), Some(5));
+        assert_eq!(locator.line_of("a.x"), Some(2));
+    }
+}

@@ -1,0 +1,228 @@
+//! The TOML file as written by operators: a faithful serde mirror of
+//! `conf/fapigate.example.toml`. Nothing here is trusted yet; `compile` turns it into a
+//! [`crate::policy::Policy`]. Every struct refuses unknown keys so a typo is an error, not a
+//! silently ignored setting.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listener: Listener,
+    pub admin: Admin,
+    pub profile: Profile,
+    #[serde(default)]
+    pub server: Option<Server>,
+    #[serde(default)]
+    pub issuer: Vec<Issuer>,
+    #[serde(default)]
+    pub state: Option<State>,
+    #[serde(default)]
+    pub response_signing: Option<ResponseSigning>,
+    #[serde(default)]
+    pub audit: Option<Audit>,
+    #[serde(default)]
+    pub client: Vec<Client>,
+    #[serde(default)]
+    pub upstream: Vec<Upstream>,
+    #[serde(default)]
+    pub forward: Option<Forward>,
+    #[serde(default)]
+    pub route: Vec<Route>,
+    #[serde(default)]
+    pub log: Option<Log>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub addr: String,
+    pub public_url: String,
+    pub tls: Option<ListenerTls>,
+    pub forwarded: Option<Forwarded>,
+    /// An extra plain-HTTP listener, for deployments behind a TLS terminator.
+    pub plain_addr: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: String,
+    pub key: String,
+    pub client_cert: Option<String>,
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarded {
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub threads: Option<usize>,
+    pub shutdown_grace: Option<String>,
+    pub shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub algs: Option<Vec<String>>,
+    pub max_clock_skew: Option<String>,
+    pub dpop_proof_max_age: Option<String>,
+    pub dpop_nonce: Option<String>,
+    pub interaction_id: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    pub id: String,
+    pub issuer: String,
+    pub audience: OneOrMany,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub ca_file: Option<String>,
+    pub introspection: Option<Introspection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    pub endpoint: String,
+    pub client_id: String,
+    pub auth: String,
+    pub key: Option<String>,
+    pub key_id: Option<String>,
+    pub cert: Option<String>,
+    pub secret_file: Option<String>,
+    pub signed_response: Option<bool>,
+    pub cache_max_ttl: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub backend: Option<String>,
+    pub redis_url: Option<String>,
+    pub token_cache_entries: Option<u64>,
+    pub replay_cache_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSigning {
+    pub format: Option<String>,
+    pub key: String,
+    pub key_id: String,
+    pub alg: String,
+    pub max_body: Option<String>,
+    pub jwks_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub path: String,
+    pub fsync: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub client_id: String,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub id: String,
+    pub addrs: Vec<String>,
+    pub tls: Option<bool>,
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    pub subject_header: Option<String>,
+    pub client_id_header: Option<String>,
+    pub authorization_details_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub id: String,
+    pub methods: Vec<String>,
+    pub path: String,
+    pub upstream: String,
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub authorization_details: Vec<DetailRequirement>,
+    pub sign_response: Option<bool>,
+    pub response_format: Option<String>,
+    pub verify_request_signature: Option<bool>,
+    pub acr_values: Option<Vec<String>>,
+    pub max_auth_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailRequirement {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub locations: Vec<String>,
+    #[serde(default)]
+    pub datatypes: Vec<String>,
+    /// JSON pointer into the detail -> one comparison.
+    #[serde(rename = "match", default)]
+    pub rules: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}

@@ -1,0 +1,163 @@
+//! From the request to the credential it carries: RFC 6750 §2 and RFC 9449 §7.1.
+//!
+//! The access token is accepted from the `Authorization` header only (SP2-RS-1/2, BEARER-2.3);
+//! the scheme is matched case-insensitively (HTTP-11.1). A token in the query string is
+//! refused even when a header is present too (BEARER-2), and so are two `Authorization`
+//! headers.
+
+use crate::reject::Rejection;
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Bearer => "Bearer",
+            Scheme::Dpop => "DPoP",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub scheme: Scheme,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Credential {
+    // Tokens never reach logs, not even through Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credential({:?}, <{} bytes>)",
+            self.scheme,
+            self.token.len()
+        )
+    }
+}
+
+/// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
+pub fn extract(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Credential>, Rejection> {
+    if query.is_some_and(has_access_token_parameter) {
+        return Err(Rejection::InvalidRequest {
+            description: "access tokens are accepted in the Authorization header only",
+        });
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::InvalidRequest {
+            description: "more than one Authorization header",
+        });
+    }
+    let malformed = Rejection::InvalidRequest {
+        description: "malformed Authorization header",
+    };
+    let text = value.to_str().map_err(|_| malformed.clone())?;
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return Ok(None);
+    };
+    let token = token.trim_start_matches(' ');
+    if !is_token68(token) {
+        return Err(malformed);
+    }
+    Ok(Some(Credential {
+        scheme,
+        token: token.to_string(),
+    }))
+}
+
+fn has_access_token_parameter(query: &str) -> bool {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .any(|name| name == "access_token" || name.eq_ignore_ascii_case("access%5Ftoken"))
+}
+
+/// RFC 9110 §11.2 token68: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_token68(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn http_11_1_scheme_is_case_insensitive() {
+        for (value, scheme) in [
+            ("Bearer abc.def", Scheme::Bearer),
+            ("bEARER abc.def", Scheme::Bearer),
+            ("DPoP abc.def", Scheme::Dpop),
+            ("dPoP abc.def", Scheme::Dpop),
+        ] {
+            let got = extract(&headers(&[value]), None).unwrap().unwrap();
+            assert_eq!(got.scheme, scheme, "{value}");
+            assert_eq!(got.token, "abc.def");
+        }
+    }
+
+    #[test]
+    fn sp2_rs_2_bearer_2_3_query_token_is_refused_even_with_a_header() {
+        for query in ["access_token=abc", "a=1&access_token=abc", "access_token"] {
+            assert!(matches!(
+                extract(&headers(&["Bearer x"]), Some(query)),
+                Err(Rejection::InvalidRequest { .. })
+            ));
+            assert!(matches!(
+                extract(&HeaderMap::new(), Some(query)),
+                Err(Rejection::InvalidRequest { .. })
+            ));
+        }
+        assert!(extract(&HeaderMap::new(), Some("not_access_token=1")).is_ok());
+    }
+
+    #[test]
+    fn bearer_2_two_authorization_headers_are_refused() {
+        assert!(matches!(
+            extract(&headers(&["Bearer a", "DPoP b"]), None),
+            Err(Rejection::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_and_foreign_credentials() {
+        for bad in ["Bearer", "Bearer a b", "DPoP ===", "Bearer a,b"] {
+            assert!(
+                matches!(
+                    extract(&headers(&[bad]), None),
+                    Err(Rejection::InvalidRequest { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(extract(&headers(&["Basic dXNlcjpwYXNz"]), None), Ok(None));
+        assert_eq!(extract(&HeaderMap::new(), None), Ok(None));
+    }
+}

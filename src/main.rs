@@ -1,0 +1,82 @@
+//! The `fapigate` command: run the gateway, check a configuration file, print the version.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fapigate", version, about = "FAPI 2.0 resource-server gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and summarise it; exit 1 listing every error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    fapigate::proxy::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match fapigate::config::load(&config) {
+            Ok(policy) => {
+                println!("{}: ok: {}", config.display(), summary(&policy));
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let policy = match fapigate::config::load(&config) {
+                Ok(policy) => policy,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            fapigate::telemetry::init_logging(policy.log.json, &policy.log.level);
+            match fapigate::server::run(policy, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fapigate: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn summary(policy: &fapigate::policy::Policy) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let tls = match &policy.listener.tls {
+        Some(tls) => format!("tls, client_cert={:?}", tls.client_cert).to_lowercase(),
+        None => "plain".into(),
+    };
+    let plain = policy
+        .listener
+        .plain_addr
+        .map(|a| format!(", plain listener {a}"))
+        .unwrap_or_default();
+    format!(
+        "listener {} ({tls}){plain}, admin {}, profile {:?}, {}, {}, {}",
+        policy.listener.addr,
+        policy.admin_addr,
+        policy.profile.kind,
+        plural(policy.issuers.len(), "issuer"),
+        plural(policy.upstreams.len(), "upstream"),
+        plural(policy.routes.len(), "route"),
+    )
+}

@@ -1,0 +1,285 @@
+//! The compiled policy: what the gateway runs on. Built only by `config::compile` from a file
+//! that passed every check, so nothing downstream re-validates: templates are parsed, addresses
+//! resolved, durations typed, keys and certificates already read.
+
+pub mod path;
+pub mod rar;
+pub mod routes;
+
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use routes::{Route, RouteMatch, RouteTable};
+
+#[derive(Debug)]
+pub struct Policy {
+    pub listener: ListenerPolicy,
+    pub admin_addr: SocketAddr,
+    pub server: ServerPolicy,
+    pub log: LogPolicy,
+    pub profile: Profile,
+    pub issuers: Vec<IssuerPolicy>,
+    pub state: StatePolicy,
+    pub response_signing: Option<ResponseSigningPolicy>,
+    pub audit: Option<AuditPolicy>,
+    pub clients: Vec<ClientPolicy>,
+    pub upstreams: Vec<Arc<UpstreamPolicy>>,
+    pub forward: ForwardPolicy,
+    pub routes: RouteTable,
+}
+
+#[derive(Debug)]
+pub struct ListenerPolicy {
+    pub addr: SocketAddr,
+    pub public_url: PublicUrl,
+    pub tls: Option<TlsPolicy>,
+    pub plain_addr: Option<SocketAddr>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ListenerPolicy {
+    /// RFC 9440 `Client-Cert` is believed only from these peers (CC-4).
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// The external URL clients use: `scheme://authority[/base]`, normalised per RFC 3986
+/// §6.2.2/§6.2.3 (lowercase scheme and host, default port dropped, no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub scheme: String,
+    pub authority: String,
+    pub base_path: String,
+}
+
+impl PublicUrl {
+    /// The URL of a request path as a client addressed it (DPoP `htu`, RFC 9421 `@target-uri`).
+    pub fn join(&self, path: &str) -> String {
+        format!(
+            "{}://{}{}{}",
+            self.scheme, self.authority, self.base_path, path
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Ask every client and accept any certificate, self-signed included (RFC 8705 §6.2).
+    Request,
+    /// Refuse the handshake without a certificate.
+    Require,
+    /// Never ask.
+    Off,
+}
+
+#[derive(Debug)]
+pub struct TlsPolicy {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: ClientCertMode,
+    /// Trust roots for client certificates; `None` accepts any certificate whose holder proves
+    /// possession of its key.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerPolicy {
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogPolicy {
+    pub json: bool,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// FAPI 2.0 Security Profile: DPoP- or mTLS-bound tokens.
+    Fapi2,
+    /// FAPI 1.0 Advanced: mTLS-bound tokens only.
+    Fapi1Advanced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    PS256,
+    ES256,
+    EdDSA,
+}
+
+impl Alg {
+    pub fn parse(name: &str) -> Option<Alg> {
+        match name {
+            "PS256" => Some(Alg::PS256),
+            "ES256" => Some(Alg::ES256),
+            "EdDSA" => Some(Alg::EdDSA),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::PS256 => "PS256",
+            Alg::ES256 => "ES256",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub kind: ProfileKind,
+    pub algs: Vec<Alg>,
+    pub max_clock_skew: Duration,
+    pub dpop_proof_max_age: Duration,
+    pub dpop_nonce_required: bool,
+    pub interaction_id: bool,
+}
+
+impl Profile {
+    /// The `algs` challenge parameter: the profile's algorithms, space separated.
+    pub fn algs_parameter(&self) -> String {
+        let names: Vec<&str> = self.algs.iter().map(|a| a.name()).collect();
+        names.join(" ")
+    }
+}
+
+#[derive(Debug)]
+pub enum KeySet {
+    Url {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
+    File(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct IssuerPolicy {
+    pub id: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: KeySet,
+    pub jwks_refresh: Duration,
+    pub introspection: Option<IntrospectionPolicy>,
+}
+
+#[derive(Debug)]
+pub enum IntrospectionAuth {
+    PrivateKeyJwt {
+        key: PathBuf,
+        key_id: Option<String>,
+    },
+    TlsClientAuth {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    ClientSecretBasic {
+        secret_file: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct IntrospectionPolicy {
+    pub endpoint: String,
+    pub client_id: String,
+    pub auth: IntrospectionAuth,
+    pub signed_response: bool,
+    pub cache_max_ttl: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum StateBackend {
+    Memory,
+    Redis { url: String },
+}
+
+#[derive(Debug)]
+pub struct StatePolicy {
+    pub backend: StateBackend,
+    pub token_cache_entries: u64,
+    pub replay_cache_entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    HttpSignature,
+    JwsDetached,
+    Jwt,
+}
+
+impl ResponseFormat {
+    pub fn parse(name: &str) -> Option<ResponseFormat> {
+        match name {
+            "http-signature" => Some(ResponseFormat::HttpSignature),
+            "jws-detached" => Some(ResponseFormat::JwsDetached),
+            "jwt" => Some(ResponseFormat::Jwt),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ResponseSigningPolicy {
+    pub format: ResponseFormat,
+    pub key: PathBuf,
+    pub key_id: String,
+    pub alg: String,
+    pub max_body: u64,
+    pub jwks_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    EveryRecord,
+    Interval,
+}
+
+#[derive(Debug)]
+pub struct AuditPolicy {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+}
+
+#[derive(Debug)]
+pub struct ClientPolicy {
+    pub client_id: String,
+    pub jwks: KeySet,
+}
+
+#[derive(Debug)]
+pub struct UpstreamPolicy {
+    pub id: String,
+    pub addrs: Vec<SocketAddr>,
+    pub tls: bool,
+    pub sni: String,
+    /// Trust roots from `ca_file`; `None` uses the system roots.
+    pub ca: Option<Arc<crate::proxy::tls::UpstreamRoots>>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardPolicy {
+    pub subject_header: http::HeaderName,
+    pub client_id_header: http::HeaderName,
+    pub authorization_details_header: http::HeaderName,
+}
+
+impl ForwardPolicy {
+    /// Headers the gateway alone may set towards the upstream; incoming copies are removed.
+    pub fn owned_headers(&self) -> [&http::HeaderName; 3] {
+        [
+            &self.subject_header,
+            &self.client_id_header,
+            &self.authorization_details_header,
+        ]
+    }
+}

@@ -1,0 +1,153 @@
+//! Compiled RFC 9396 `authorization_details` requirements of a route (the match language of
+//! the configuration contract). Compiled and checked at load time; evaluated by the
+//! authorization stage.
+
+/// An RFC 6901 JSON pointer, already checked for syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPointer(String);
+
+impl JsonPointer {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !text.is_empty() && !text.starts_with('/') {
+            return Err(format!(
+                "\"{text}\" is not a JSON pointer (it must start with /)"
+            ));
+        }
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0') | Some('1')) {
+                return Err(format!(
+                    "\"{text}\" is not a JSON pointer (~ must be followed by 0 or 1)"
+                ));
+            }
+        }
+        Ok(JsonPointer(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a detail's field is compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// `{path.NAME}`: a captured path parameter.
+    PathParam(String),
+    /// `{body/POINTER}`: a field of the JSON request body.
+    Body(JsonPointer),
+    /// Anything else: a literal value.
+    Literal(serde_json::Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Equals,
+    /// The detail's field is an array holding the operand.
+    Contains,
+    /// Decimal comparison, exact (never floating point).
+    AtLeast,
+    AtMost,
+}
+
+impl Comparison {
+    pub fn parse(name: &str) -> Option<Comparison> {
+        match name {
+            "equals" => Some(Comparison::Equals),
+            "contains" => Some(Comparison::Contains),
+            "at_least" => Some(Comparison::AtLeast),
+            "at_most" => Some(Comparison::AtMost),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub field: JsonPointer,
+    pub comparison: Comparison,
+    pub operand: Operand,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetailRequirement {
+    pub kind: String,
+    pub actions: Vec<String>,
+    pub locations: Vec<String>,
+    pub datatypes: Vec<String>,
+    pub rules: Vec<Rule>,
+}
+
+impl DetailRequirement {
+    pub fn reads_body(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.operand, Operand::Body(_)))
+    }
+}
+
+/// Reads an operand as the contract writes it: `{path.NAME}`, `{body/POINTER}` or a literal.
+pub fn parse_operand(value: &toml::Value) -> Result<Operand, String> {
+    if let toml::Value::String(text) = value {
+        if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            if let Some(name) = inner.strip_prefix("path.") {
+                return Ok(Operand::PathParam(name.to_string()));
+            }
+            if let Some(pointer) = inner.strip_prefix("body") {
+                if pointer.is_empty() {
+                    return Err(
+                        "{body} needs a pointer, e.g. {body/instructedAmount/amount}".into(),
+                    );
+                }
+                return JsonPointer::parse(pointer).map(Operand::Body);
+            }
+            return Err(format!(
+                "\"{text}\" is neither {{path.NAME}} nor {{body/POINTER}}"
+            ));
+        }
+    }
+    serde_json::to_value(value)
+        .map(Operand::Literal)
+        .map_err(|e| format!("literal cannot be used: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_follow_rfc_6901() {
+        for good in [
+            "",
+            "/",
+            "/accounts",
+            "/a~0b/c~1d",
+            "/instructedAmount/amount",
+        ] {
+            assert!(JsonPointer::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["accounts", "/a~2", "/a~"] {
+            assert!(JsonPointer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operands_are_typed() {
+        let s = |t: &str| toml::Value::String(t.into());
+        assert_eq!(
+            parse_operand(&s("{path.account_id}")),
+            Ok(Operand::PathParam("account_id".into()))
+        );
+        assert!(matches!(
+            parse_operand(&s("{body/creditorAccount/iban}")),
+            Ok(Operand::Body(_))
+        ));
+        assert_eq!(
+            parse_operand(&s("EUR")),
+            Ok(Operand::Literal(serde_json::json!("EUR")))
+        );
+        assert!(parse_operand(&s("{query.x}")).is_err());
+        assert!(parse_operand(&s("{body}")).is_err());
+        assert!(parse_operand(&s("{bodyx}")).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Where the client certificate of a request comes from: the TLS handshake of this connection
+//! (RFC 8705 §3, MTLS-3-2), or, on the plain listener behind a TLS terminator, the RFC 9440
+//! `Client-Cert` header, believed only from `trusted_proxies` (CC-4). Any other `Client-Cert`
+//! is ignored here and removed before the upstream sees it (CC-2.4).
+
+use crate::policy::Policy;
+use crate::request::{CertSource, ClientCert};
+use base64::Engine;
+use pingora::proxy::Session;
+use std::net::IpAddr;
+
+pub const CLIENT_CERT: &str = "client-cert";
+pub const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
+
+pub fn from_tls(session: &Session) -> Option<&ClientCert> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<ClientCert>()
+}
+
+pub fn from_trusted_proxy(
+    session: &Session,
+    policy: &Policy,
+    peer: Option<IpAddr>,
+) -> Option<ClientCert> {
+    let on_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    if on_tls || !peer.is_some_and(|ip| policy.listener.is_trusted_proxy(ip)) {
+        return None;
+    }
+    let mut values = session.req_header().headers.get_all(CLIENT_CERT).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None; // CC-2.2: a singleton; two values are not believed.
+    }
+    parse_client_cert(value.to_str().ok()?)
+        .map(|der| ClientCert::new(der, CertSource::TrustedProxyHeader))
+}
+
+/// RFC 9440 §2.1: an RFC 8941 Byte Sequence, `:base64:`, of the DER certificate.
+pub fn parse_client_cert(value: &str) -> Option<Vec<u8>> {
+    let inner = value.trim().strip_prefix(':')?.strip_suffix(':')?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(inner)
+        .ok()?;
+    x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cc_2_1_byte_sequence_is_required() {
+        assert_eq!(parse_client_cert("not-a-cert"), None);
+        assert_eq!(parse_client_cert(":bm90IGEgY2VydA==:"), None); // base64, but not DER
+        assert_eq!(parse_client_cert(":!!:"), None);
+    }
+}

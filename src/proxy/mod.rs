@@ -1,0 +1,374 @@
+//! The Pingora adapter: turns a Pingora session into [`RequestFacts`], asks
+//! [`Enforcer::admit`], and either writes the rendered rejection or proxies to the route's
+//! upstream. No FAPI decision is made here.
+
+pub mod client_cert;
+pub mod headers;
+pub mod tls;
+
+use crate::enforce::Enforcer;
+use crate::gateway::Gateway;
+use crate::interaction::{self, InteractionId, Origin};
+use crate::policy::Policy;
+use crate::reject::Rejection;
+use crate::request::{ClientCert, RequestFacts, X5tS256};
+use crate::telemetry::{access_log, AccessRecord};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::ErrorType;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct FapiProxy {
+    gateway: Arc<Gateway>,
+}
+
+impl FapiProxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        FapiProxy { gateway }
+    }
+}
+
+/// What one request carries from phase to phase.
+pub struct RequestContext {
+    started: Instant,
+    policy: Option<Arc<Policy>>,
+    interaction: Option<InteractionId>,
+    route: Option<usize>,
+    rejection: Option<&'static str>,
+    client_cert: Option<X5tS256>,
+    peer: Option<IpAddr>,
+    upstream_started: Option<Instant>,
+    upstream_ms: Option<f64>,
+}
+
+impl RequestContext {
+    fn route_id(&self) -> &str {
+        match (&self.policy, self.route) {
+            (Some(policy), Some(index)) => policy
+                .routes
+                .get(index)
+                .map(|r| r.id.as_str())
+                .unwrap_or("none"),
+            _ => "none",
+        }
+    }
+}
+
+/// The ceiling on the total size of request headers (431 above it).
+const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+
+fn header_bytes(session: &Session) -> usize {
+    let header = session.req_header();
+    header
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + header.uri.to_string().len()
+}
+
+#[async_trait]
+impl ProxyHttp for FapiProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestContext {
+            started: Instant::now(),
+            policy: None,
+            interaction: None,
+            route: None,
+            rejection: None,
+            client_cert: None,
+            peer: None,
+            upstream_started: None,
+            upstream_ms: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let policy = self.gateway.policy();
+        ctx.policy = Some(policy.clone());
+        ctx.interaction = Some(interaction::resolve(
+            session.req_header().headers.get(interaction::HEADER),
+        ));
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+
+        if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
+            respond(session, ctx, &policy, Rejection::HeadersTooLarge).await?;
+            return Ok(true);
+        }
+
+        let from_header;
+        let client_cert: Option<&ClientCert> = match client_cert::from_tls(session) {
+            Some(cert) => Some(cert),
+            None => {
+                from_header = client_cert::from_trusted_proxy(session, &policy, ctx.peer);
+                from_header.as_ref()
+            }
+        };
+        ctx.client_cert = client_cert.map(|c| c.x5t_s256);
+
+        let header = session.req_header();
+        let facts = RequestFacts {
+            method: &header.method,
+            path: header.uri.path(),
+            query: header.uri.query(),
+            headers: &header.headers,
+            client_cert,
+        };
+        match Enforcer::new(&policy).admit(&facts) {
+            Ok(admission) => {
+                ctx.route = Some(admission.route);
+                Ok(false)
+            }
+            Err(refused) => {
+                ctx.route = refused.route;
+                respond(session, ctx, &policy, refused.rejection).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .policy
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(policy, index)| policy.routes.get(index))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
+        let upstream = &route.upstream;
+        let slot = self.gateway.next_upstream_slot() % upstream.addrs.len().max(1);
+        let addr = upstream
+            .addrs
+            .get(slot)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
+        let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(roots) = &upstream.ca {
+            peer.options.ca = Some(roots.clone());
+        }
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(policy) = ctx.policy.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no policy");
+        };
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let trusted = ctx
+            .peer
+            .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
+        headers::prepare_upstream_request(
+            upstream_request,
+            policy,
+            headers::Hop {
+                peer: ctx.peer,
+                tls,
+                from_trusted_proxy: trusted,
+            },
+        );
+        if let Some(id) = &ctx.interaction {
+            if policy.profile.interaction_id {
+                upstream_request.insert_header(interaction::HEADER, id.value.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        headers::prepare_response(response)?;
+        stamp_response(response, ctx)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let rejection = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &pingora::ErrorSource::Upstream =>
+            {
+                Some(Rejection::UpstreamTimeout)
+            }
+            _ if e.esource() == &pingora::ErrorSource::Upstream => Some(Rejection::UpstreamFailed),
+            _ => None,
+        };
+        let policy = ctx.policy.clone().unwrap_or_else(|| self.gateway.policy());
+        let code = match rejection {
+            Some(rejection) => {
+                let status = rejection.status();
+                if respond(session, ctx, &policy, rejection).await.is_err() {
+                    0
+                } else {
+                    status
+                }
+            }
+            None => {
+                // Malformed requests and broken downstream connections: Pingora's own answer.
+                let code = match e.etype() {
+                    ErrorType::HTTPStatus(code) => *code,
+                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                    _ if e.esource() == &pingora::ErrorSource::Downstream => 400,
+                    _ => 500,
+                };
+                if code > 0 {
+                    let _ = session.respond_error(code).await;
+                }
+                code
+            }
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route_id().to_string();
+        let metrics = &self.gateway.metrics;
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), status.to_string().as_str()])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed);
+        if let Some(upstream_ms) = ctx.upstream_ms {
+            metrics
+                .upstream_duration
+                .with_label_values(&[route.as_str()])
+                .observe(upstream_ms / 1000.0);
+        }
+        if let Some(reason) = ctx.rejection {
+            metrics
+                .rejections
+                .with_label_values(&[route.as_str(), reason])
+                .inc();
+        }
+        let header = session.req_header();
+        let (interaction_id, origin) = match &ctx.interaction {
+            Some(id) => (
+                id.value.as_str(),
+                match id.origin {
+                    Origin::Echoed => "echoed",
+                    Origin::Minted => "minted",
+                    Origin::Replaced => "replaced",
+                },
+            ),
+            None => ("", "none"),
+        };
+        access_log(&AccessRecord {
+            interaction_id,
+            interaction_id_origin: origin,
+            route: &route,
+            method: header.method.as_str(),
+            path: header.uri.path(),
+            status,
+            outcome: ctx
+                .rejection
+                .unwrap_or(if status == 0 { "aborted" } else { "proxied" }),
+            upstream_ms: ctx.upstream_ms,
+            total_ms: elapsed * 1000.0,
+            client_cert: ctx.client_cert.map(|x5t| x5t.log_prefix()),
+            peer: ctx.peer.map(|ip| ip.to_string()),
+        });
+    }
+}
+
+/// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
+fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result<()> {
+    if response.headers.get(http::header::DATE).is_none() {
+        response.insert_header(
+            http::header::DATE,
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )?;
+    }
+    let echo = ctx
+        .policy
+        .as_ref()
+        .is_none_or(|policy| policy.profile.interaction_id);
+    if let (true, Some(id)) = (echo, &ctx.interaction) {
+        response.insert_header(interaction::HEADER, id.value.as_str())?;
+    }
+    Ok(())
+}
+
+/// Writes a rejection, rendered by `reject.rs`, as the whole response.
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestContext,
+    policy: &Policy,
+    rejection: Rejection,
+) -> Result<()> {
+    ctx.rejection = Some(rejection.reason());
+    let rendered = rejection.render(&policy.profile);
+    let mut response = ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 3))?;
+    for (name, value) in &rendered.headers {
+        response.insert_header(*name, value.as_str())?;
+    }
+    response.insert_header(
+        http::header::CONTENT_LENGTH,
+        rendered.body.len().to_string(),
+    )?;
+    stamp_response(&mut response, ctx)?;
+    // A body the client is still sending is not worth reading: close instead of reusing.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(response), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(rendered.body)), true)
+        .await
+}

@@ -1,0 +1,167 @@
+//! The listener's TLS: TLS 1.3, and TLS 1.2 with the FAPI / BCP 195 suites only
+//! (SP2-NET-1..6, FAPI1-ADV-4); client certificates asked for in the first handshake
+//! (RFC 8705 §3, MTLS-3-1) and carried to the request phases through the TLS digest.
+
+use crate::policy::{ClientCertMode, TlsPolicy};
+use crate::request::{CertSource, ClientCert};
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::any::Any;
+use std::sync::Arc;
+
+/// Trust roots for one upstream's TLS.
+pub type UpstreamRoots = pingora::protocols::tls::CaType;
+
+pub fn upstream_roots(certs: Vec<CertificateDer<'static>>) -> Arc<UpstreamRoots> {
+    use pingora::utils::tls::{parse_x509, WrappedX509};
+    // The certificates were parsed with x509-parser when the configuration was compiled.
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|cert| WrappedX509::new(cert.to_vec(), parse_x509))
+        .collect();
+    Arc::from(wrapped)
+}
+
+/// The process-wide rustls provider, restricted to the FAPI cipher suites. Pingora installs
+/// its own default only when none is set, so this must run first thing in `main`. It applies
+/// to outbound connections too.
+pub fn fapi_crypto_provider() -> CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..default_provider()
+    }
+}
+
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed (a second call in tests): keep it.
+    let _ = fapi_crypto_provider().install_default();
+}
+
+/// Accepts any well-formed client certificate whose holder proves possession of its key:
+/// the binding is the certificate hash (RFC 8705 §6.2, MTLS-6.2).
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Hands the client certificate from the handshake to the request phases.
+struct CarryClientCert;
+
+#[async_trait]
+impl TlsAccept for CarryClientCert {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        Some(Arc::new(ClientCert::new(der.to_vec(), CertSource::Tls)))
+    }
+}
+
+pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(CarryClientCert)).map_err(|e| e.to_string())?;
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    settings
+        .set_certificate_chain_file(&path(&policy.cert))
+        .map_err(|e| e.to_string())?;
+    settings
+        .set_private_key_file(&path(&policy.key))
+        .map_err(|e| e.to_string())?;
+    settings.enable_h2();
+    let algorithms = fapi_crypto_provider().signature_verification_algorithms;
+    let verifier: Option<Arc<dyn ClientCertVerifier>> =
+        match (&policy.client_ca, policy.client_cert) {
+            (_, ClientCertMode::Off) => None,
+            (None, mode) => Some(Arc::new(AnyClientCert {
+                mandatory: mode == ClientCertMode::Require,
+                algorithms,
+            })),
+            (Some(ca), mode) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = crate::config::read_certificates(ca)?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("{}: no usable trust root", ca.display()));
+                }
+                let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::new(fapi_crypto_provider()),
+                );
+                let builder = if mode == ClientCertMode::Require {
+                    builder
+                } else {
+                    builder.allow_unauthenticated()
+                };
+                Some(builder.build().map_err(|e| e.to_string())?)
+            }
+        };
+    if let Some(verifier) = verifier {
+        settings.set_client_cert_verifier(verifier);
+    }
+    Ok(settings)
+}

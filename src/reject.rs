@@ -1,0 +1,247 @@
+//! Every refusal the gateway makes, as a typed value, and the one place where it becomes an
+//! HTTP response: status, `WWW-Authenticate` challenges (RFC 6750 §3, RFC 9449 §7.1) and a
+//! small JSON body. The formats are those of the checklist §3.
+
+use crate::credential::Scheme;
+use crate::policy::path::PathError;
+use crate::policy::{Profile, ProfileKind};
+use http::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The path could be read in more than one way (see `policy::path`).
+    BadPath(PathError),
+    NotFound,
+    MethodNotAllowed {
+        allow: Vec<Method>,
+    },
+    /// RFC 6750 `invalid_request` (400): ambiguous or malformed credentials.
+    InvalidRequest {
+        description: &'static str,
+    },
+    /// No credential of an accepted scheme (401, challenges without an error code).
+    NoCredentials,
+    /// RFC 6750 `invalid_token` (401), under the scheme the client used.
+    InvalidToken {
+        scheme: Scheme,
+        description: &'static str,
+    },
+    /// The request headers exceed the gateway's limit (431).
+    HeadersTooLarge,
+    /// The upstream could not be reached or failed mid-response (502).
+    UpstreamFailed,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+}
+
+/// A rejection as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Rejection {
+    /// The metric and log label of this rejection.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) => "bad_path",
+            Rejection::NotFound => "no_route",
+            Rejection::MethodNotAllowed { .. } => "method_not_allowed",
+            Rejection::InvalidRequest { .. } => "invalid_request",
+            Rejection::NoCredentials => "no_credentials",
+            Rejection::InvalidToken { .. } => "invalid_token",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::UpstreamFailed => "upstream_failed",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::BadPath(_) | Rejection::InvalidRequest { .. } => 400,
+            Rejection::NoCredentials | Rejection::InvalidToken { .. } => 401,
+            Rejection::NotFound => 404,
+            Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::HeadersTooLarge => 431,
+            Rejection::UpstreamFailed => 502,
+            Rejection::UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn render(&self, profile: &Profile) -> Rendered {
+        let mut headers = Vec::new();
+        let (error, description): (&str, &str) = match self {
+            Rejection::BadPath(e) => ("invalid_request", e.describe()),
+            Rejection::NotFound => ("not_found", "no route for this path"),
+            Rejection::MethodNotAllowed { allow } => {
+                let names: Vec<&str> = allow.iter().map(Method::as_str).collect();
+                headers.push(("allow", names.join(", ")));
+                (
+                    "method_not_allowed",
+                    "the route does not accept this method",
+                )
+            }
+            Rejection::InvalidRequest { description } => {
+                let challenge = challenges(profile, None, Some(("invalid_request", description)));
+                headers.push(("www-authenticate", challenge));
+                ("invalid_request", *description)
+            }
+            Rejection::NoCredentials => {
+                headers.push(("www-authenticate", challenges(profile, None, None)));
+                ("invalid_request", "an access token is required")
+            }
+            Rejection::InvalidToken {
+                scheme,
+                description,
+            } => {
+                let challenge =
+                    challenges(profile, Some(*scheme), Some(("invalid_token", description)));
+                headers.push(("www-authenticate", challenge));
+                ("invalid_token", *description)
+            }
+            Rejection::HeadersTooLarge => (
+                "request_header_fields_too_large",
+                "the request headers are too large",
+            ),
+            Rejection::UpstreamFailed => ("bad_gateway", "the upstream service failed"),
+            Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
+        };
+        headers.push(("content-type", "application/json".into()));
+        headers.push(("cache-control", "no-store".into()));
+        let body = serde_json::json!({ "error": error, "error_description": description });
+        Rendered {
+            status: self.status(),
+            headers,
+            body: body.to_string(),
+        }
+    }
+}
+
+/// The `WWW-Authenticate` value. With `only`, just that scheme's challenge carries the error
+/// (RFC 9449 §7.2); without it, every scheme the profile accepts is offered.
+fn challenges(profile: &Profile, only: Option<Scheme>, error: Option<(&str, &str)>) -> String {
+    let offered: &[Scheme] = match profile.kind {
+        ProfileKind::Fapi2 => &[Scheme::Bearer, Scheme::Dpop],
+        ProfileKind::Fapi1Advanced => &[Scheme::Bearer],
+    };
+    let schemes: Vec<Scheme> = match only {
+        Some(scheme) => vec![scheme],
+        None => offered.to_vec(),
+    };
+    let rendered: Vec<String> = schemes
+        .into_iter()
+        .map(|scheme| {
+            let mut params = Vec::new();
+            if let Some((code, description)) = error {
+                params.push(format!("error=\"{code}\""));
+                params.push(format!("error_description=\"{}\"", quoted(description)));
+            }
+            if scheme == Scheme::Dpop {
+                params.push(format!("algs=\"{}\"", profile.algs_parameter()));
+            }
+            if params.is_empty() {
+                scheme.name().to_string()
+            } else {
+                format!("{} {}", scheme.name(), params.join(", "))
+            }
+        })
+        .collect();
+    rendered.join(", ")
+}
+
+/// Quoted-string content: no CR/LF/TAB, quotes and backslashes escaped.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Alg;
+    use std::time::Duration;
+
+    fn profile(kind: ProfileKind) -> Profile {
+        Profile {
+            kind,
+            algs: vec![Alg::ES256, Alg::PS256, Alg::EdDSA],
+            max_clock_skew: Duration::from_secs(10),
+            dpop_proof_max_age: Duration::from_secs(60),
+            dpop_nonce_required: false,
+            interaction_id: true,
+        }
+    }
+
+    fn challenge(rendered: &Rendered) -> &str {
+        rendered
+            .headers
+            .iter()
+            .find(|(name, _)| *name == "www-authenticate")
+            .map(|(_, value)| value.as_str())
+            .unwrap()
+    }
+
+    #[test]
+    fn bearer_3_2_no_credentials_offers_both_schemes_without_error() {
+        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi2));
+        assert_eq!(rendered.status, 401);
+        assert_eq!(
+            challenge(&rendered),
+            "Bearer, DPoP algs=\"ES256 PS256 EdDSA\""
+        );
+        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi1Advanced));
+        assert_eq!(challenge(&rendered), "Bearer");
+    }
+
+    #[test]
+    fn dpop_7_2_2_ambiguous_request_errors_in_both_challenges() {
+        let rendered = Rejection::InvalidRequest {
+            description: "more than one Authorization header",
+        }
+        .render(&profile(ProfileKind::Fapi2));
+        assert_eq!(rendered.status, 400);
+        assert_eq!(
+            challenge(&rendered),
+            "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\", \
+             DPoP error=\"invalid_request\", error_description=\"more than one Authorization header\", algs=\"ES256 PS256 EdDSA\""
+        );
+    }
+
+    #[test]
+    fn jwt_4_7_invalid_token_uses_the_scheme_of_the_request() {
+        let rendered = Rejection::InvalidToken {
+            scheme: Scheme::Dpop,
+            description: "Invalid DPoP key binding",
+        }
+        .render(&profile(ProfileKind::Fapi2));
+        assert_eq!(rendered.status, 401);
+        assert_eq!(
+            challenge(&rendered),
+            "DPoP error=\"invalid_token\", error_description=\"Invalid DPoP key binding\", algs=\"ES256 PS256 EdDSA\""
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_lists_allow() {
+        let rendered = Rejection::MethodNotAllowed {
+            allow: vec![Method::GET, Method::POST],
+        }
+        .render(&profile(ProfileKind::Fapi2));
+        assert_eq!(rendered.status, 405);
+        assert!(rendered
+            .headers
+            .contains(&("allow", "GET, POST".to_string())));
+    }
+
+    #[test]
+    fn descriptions_cannot_break_the_header() {
+        assert_eq!(quoted("a\"b\\c\r\nd"), "a\\\"b\\\\cd");
+    }
+}

@@ -1,0 +1,71 @@
+//! The plain facts about one request that every FAPI decision is made from. Built by the
+//! Pingora adapter; nothing here touches a socket.
+
+use http::{HeaderMap, Method};
+use std::fmt;
+
+/// `x5t#S256` (RFC 8705 §3.1): SHA-256 of the DER client certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct X5tS256(pub [u8; 32]);
+
+impl X5tS256 {
+    pub fn of_der(der: &[u8]) -> Self {
+        use sha2::Digest;
+        X5tS256(sha2::Sha256::digest(der).into())
+    }
+
+    /// The form used in `cnf`: base64url without padding.
+    pub fn encoded(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// A short prefix for logs: enough to correlate, too short to matter.
+    pub fn log_prefix(&self) -> String {
+        self.encoded().chars().take(12).collect()
+    }
+}
+
+impl fmt::Debug for X5tS256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "X5tS256({})", self.encoded())
+    }
+}
+
+/// Where the client certificate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertSource {
+    /// Presented in this TLS handshake.
+    Tls,
+    /// RFC 9440 `Client-Cert` header from a trusted TLS-terminating proxy.
+    TrustedProxyHeader,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub der: Vec<u8>,
+    pub x5t_s256: X5tS256,
+    pub source: CertSource,
+}
+
+impl ClientCert {
+    pub fn new(der: Vec<u8>, source: CertSource) -> Self {
+        let x5t_s256 = X5tS256::of_der(&der);
+        ClientCert {
+            der,
+            x5t_s256,
+            source,
+        }
+    }
+}
+
+/// What the enforcer sees of a request.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The path exactly as received, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub client_cert: Option<&'a ClientCert>,
+}

@@ -1,0 +1,145 @@
+//! Process wiring: the Pingora server with the proxy listeners, the admin listener and the
+//! lifecycle task (readiness, SIGHUP reload). SIGTERM is Pingora's graceful shutdown: the
+//! listeners close, requests in flight finish within `server.shutdown_grace`.
+
+use crate::admin::AdminApp;
+use crate::gateway::Gateway;
+use crate::policy::Policy;
+use crate::proxy::{tls, FapiProxy};
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the gateway; returns only on a startup error (Pingora exits the process itself).
+pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
+    let metrics = crate::telemetry::Metrics::new().map_err(|e| e.to_string())?;
+    let tls_settings = match &policy.listener.tls {
+        Some(tls_policy) => Some(tls::listener_settings(tls_policy)?),
+        None => None,
+    };
+    let mut addrs = vec![policy.listener.addr, policy.admin_addr];
+    addrs.extend(policy.listener.plain_addr);
+    for addr in &addrs {
+        // Binding once here turns "address in use" into a clear error before anything starts.
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+
+    let conf = ServerConf {
+        threads: policy.server.threads,
+        grace_period_seconds: Some(policy.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(policy.server.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listener = (
+        policy.listener.addr,
+        policy.listener.plain_addr,
+        policy.admin_addr,
+    );
+    let gateway = Arc::new(Gateway::new(policy, config_path, metrics));
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        FapiProxy::new(gateway.clone()),
+        "fapigate",
+    );
+    match tls_settings {
+        Some(settings) => proxy.add_tls_with_settings(&listener.0.to_string(), None, settings),
+        None => proxy.add_tcp(&listener.0.to_string()),
+    }
+    if let Some(plain) = listener.1 {
+        proxy.add_tcp(&plain.to_string());
+    }
+    let mut admin = Service::new("fapigate admin".to_string(), AdminApp::new(gateway.clone()));
+    admin.add_tcp(&listener.2.to_string());
+
+    let probe: Vec<SocketAddr> = [Some(listener.0), listener.1, Some(listener.2)]
+        .into_iter()
+        .flatten()
+        .map(loopback_for)
+        .collect();
+    let lifecycle = background_service(
+        "fapigate lifecycle",
+        Lifecycle {
+            gateway: gateway.clone(),
+            probe,
+        },
+    );
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(lifecycle);
+    tracing::info!(
+        listener = %listener.0,
+        admin = %listener.2,
+        routes = gateway.policy().routes.len(),
+        "fapigate starting"
+    );
+    server.run_forever()
+}
+
+/// A wildcard listen address is probed on loopback.
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+struct Lifecycle {
+    gateway: Arc<Gateway>,
+    probe: Vec<SocketAddr>,
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reload is unavailable");
+                None
+            }
+        };
+        // Ready once every listener accepts connections.
+        for addr in &self.probe {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.gateway.set_ready(true);
+        tracing::info!("fapigate ready");
+        loop {
+            tokio::select! {
+                Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    match self.gateway.reload() {
+                        Ok(()) => tracing::info!(routes = self.gateway.policy().routes.len(), "configuration reloaded"),
+                        Err(errors) => tracing::error!(errors = %errors, "configuration reload refused; the running policy stays"),
+                    }
+                }
+                _ = shutdown.changed() => {
+                    self.gateway.set_ready(false);
+                    tracing::info!("shutting down: draining requests in flight");
+                    return;
+                }
+            }
+        }
+    }
+}

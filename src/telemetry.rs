@@ -1,0 +1,140 @@
+//! Metric families, log setup and the access log. Metrics are registered once per process;
+//! the access log is one structured line per request and never holds a token, proof, key or
+//! secret: only short hashes and the interaction id.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub rejections: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "fapigate_requests_total",
+                "Requests answered, by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fapigate_request_duration_seconds",
+                "Time from request header to the end of the response, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fapigate_upstream_duration_seconds",
+                "Time from sending to the upstream to its response header, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "fapigate_rejections_total",
+                "Requests refused by the gateway, by route and reason",
+            ),
+            &["route", "reason"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "fapigate_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
+            &["result"],
+        )?;
+        let ready = IntGauge::new(
+            "fapigate_ready",
+            "1 once listeners are bound and a policy is loaded",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            rejections,
+            reloads,
+            ready,
+        })
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Installs the global tracing subscriber (JSON or plain lines on stdout).
+pub fn init_logging(json: bool, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FAPIGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    // A second initialisation (tests, reload) keeps the first subscriber.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// One access-log line.
+pub struct AccessRecord<'a> {
+    pub interaction_id: &'a str,
+    pub interaction_id_origin: &'a str,
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub outcome: &'a str,
+    pub upstream_ms: Option<f64>,
+    pub total_ms: f64,
+    pub client_cert: Option<String>,
+    pub peer: Option<String>,
+}
+
+pub fn access_log(record: &AccessRecord<'_>) {
+    tracing::info!(
+        target: "fapigate::access",
+        interaction_id = record.interaction_id,
+        interaction_id_origin = record.interaction_id_origin,
+        route = record.route,
+        method = record.method,
+        path = record.path,
+        status = record.status,
+        outcome = record.outcome,
+        upstream_ms = record.upstream_ms,
+        total_ms = record.total_ms,
+        client_cert_x5t = record.client_cert.as_deref(),
+        peer = record.peer.as_deref(),
+        "access"
+    );
+}
