@@ -1,0 +1,81 @@
+//! Reload on SIGHUP and draining on SIGTERM.
+
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+const EXTRA_ROUTE: &str = "\n[[route]]\nid = \"added\"\nmethods = [\"GET\"]\npath = \"/added\"\nupstream = \"core\"\nauth = \"none\"\n";
+
+fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_policy() {
+    let env = Env::start();
+    let config = env.gateway.config.clone();
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace(
+            "upstream = \"core\"\nauth = \"none\"",
+            "upstream = \"nowhere\"\nauth = \"none\"",
+        ),
+    )
+    .unwrap();
+    env.gateway.signal("HUP");
+    assert!(wait_for(|| env
+        .gateway
+        .log_text()
+        .contains("configuration reload refused")));
+    let log = env.gateway.log_text();
+    assert!(
+        log.contains("upstream \\\"nowhere\\\" is not defined"),
+        "{log}"
+    );
+    assert_eq!(
+        env.get("/status", &[]).status,
+        200,
+        "old policy still serves"
+    );
+    let metrics = admin_get(env.gateway.admin_port, "/metrics").1;
+    assert!(
+        metrics.contains("fapigate_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sighup_with_a_valid_file_adds_a_route_without_restart() {
+    let env = Env::start();
+    assert_eq!(env.get("/added", &[]).status, 404);
+    let config = env.gateway.config.clone();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(EXTRA_ROUTE);
+    std::fs::write(&config, text).unwrap();
+    let pid = env.gateway.child.id();
+    env.gateway.signal("HUP");
+    assert!(wait_for(|| env.get("/added", &[]).status == 200));
+    assert_eq!(env.gateway.child.id(), pid);
+    assert_eq!(env.get("/status", &[]).status, 200);
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let mut env = Env::start();
+    let url = env.gateway.url("/slow/800");
+    let ca = env.pki.ca().to_string_lossy().to_string();
+    let in_flight = std::thread::spawn(move || curl(&["--cacert", &ca, &url]));
+    std::thread::sleep(Duration::from_millis(200));
+    env.gateway.signal("TERM");
+    let response = in_flight.join().unwrap();
+    assert_eq!(response.status, 200, "the request in flight completes");
+    let status = env.gateway.child.wait().unwrap();
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+}
