@@ -1,13 +1,30 @@
 //! `Enforcer::admit`: the one door every request passes. The steps read like the pipeline of
 //! the architecture: route, credential, token, binding, request signature, authorization.
-//! The token, binding, signature and authorization stages come with their own issues; until
-//! then a route that needs a token admits nothing (fail closed).
+//! Stages that are not built yet admit nothing (fail closed).
 
 use crate::credential::{self, Credential};
+use crate::grant::Grant;
 use crate::policy::routes::AuthMode;
 use crate::policy::{Policy, RouteMatch};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
+use crate::telemetry::Metrics;
+use crate::token::{TokenError, Tokens};
+use std::sync::Arc;
+
+/// What the gateway runs on: the compiled policy and the runtime built from it (key sets,
+/// AS clients, caches). Replaced whole on reload.
+pub struct Engine {
+    pub policy: Policy,
+    pub tokens: Tokens,
+}
+
+impl Engine {
+    pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let tokens = Tokens::new(&policy, metrics)?;
+        Ok(Engine { policy, tokens })
+    }
+}
 
 /// A request the gateway lets through, with everything later phases need.
 #[derive(Debug)]
@@ -15,6 +32,7 @@ pub struct Admission {
     /// Index of the route in the policy the request was admitted under.
     pub route: usize,
     pub params: Vec<(String, String)>,
+    pub grant: Option<Arc<Grant>>,
 }
 
 /// A refused request: why, and on which route (for metrics), if one matched.
@@ -33,18 +51,19 @@ impl Refused {
     }
 }
 
-pub struct Enforcer<'p> {
-    policy: &'p Policy,
+pub struct Enforcer<'e> {
+    engine: &'e Engine,
 }
 
-impl<'p> Enforcer<'p> {
-    pub fn new(policy: &'p Policy) -> Self {
-        Enforcer { policy }
+impl<'e> Enforcer<'e> {
+    pub fn new(engine: &'e Engine) -> Self {
+        Enforcer { engine }
     }
 
     /// Admits or rejects one request.
-    pub fn admit(&self, facts: &RequestFacts<'_>) -> Result<Admission, Refused> {
-        let (route_index, params) = match self.policy.routes.find(facts.method, facts.path) {
+    pub async fn admit(&self, facts: &RequestFacts<'_>) -> Result<Admission, Refused> {
+        let policy = &self.engine.policy;
+        let (route_index, params) = match policy.routes.find(facts.method, facts.path) {
             RouteMatch::Found { route, params } => (route, params),
             RouteMatch::NotFound => return Err(Refused::before_routing(Rejection::NotFound)),
             RouteMatch::BadPath(error) => {
@@ -56,8 +75,7 @@ impl<'p> Enforcer<'p> {
                 }))
             }
         };
-        let route = self
-            .policy
+        let route = policy
             .routes
             .get(route_index)
             .ok_or(Refused::before_routing(Rejection::NotFound))?;
@@ -69,19 +87,36 @@ impl<'p> Enforcer<'p> {
             return Ok(Admission {
                 route: route_index,
                 params,
+                grant: None,
             });
         }
         let credential = credential::extract(facts.headers, facts.query)
             .map_err(on_route)?
             .ok_or_else(|| on_route(Rejection::NoCredentials))?;
-        Err(on_route(self.validate_token(&credential)))
+        let grant = self
+            .engine
+            .tokens
+            .validate(&credential.token, facts.now)
+            .await
+            .map_err(|e| on_route(token_rejection(&credential, e)))?;
+        Err(on_route(self.bind(&credential, &grant)))
     }
 
-    /// The token stage. No validator is wired in yet, so every token is refused.
-    fn validate_token(&self, credential: &Credential) -> Rejection {
+    /// The binding stage (RFC 9449 / RFC 8705) is not built yet: nothing is admitted.
+    fn bind(&self, credential: &Credential, _grant: &Grant) -> Rejection {
         Rejection::InvalidToken {
             scheme: credential.scheme,
-            description: "access token validation is not available on this gateway",
+            description: "the token's sender constraint cannot be verified on this gateway",
         }
+    }
+}
+
+fn token_rejection(credential: &Credential, error: TokenError) -> Rejection {
+    match error {
+        TokenError::Invalid(description) => Rejection::InvalidToken {
+            scheme: credential.scheme,
+            description,
+        },
+        TokenError::Unavailable(_) => Rejection::AuthorizationServerUnavailable,
     }
 }

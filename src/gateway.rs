@@ -1,8 +1,8 @@
 //! The state shared by every request and every service of one gateway process: the running
-//! policy (swapped whole on reload), the metrics and readiness.
+//! engine (policy plus runtime, swapped whole on reload), the metrics and readiness.
 
 use crate::config;
-use crate::policy::Policy;
+use crate::enforce::Engine;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -10,18 +10,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct Gateway {
-    policy: ArcSwap<Policy>,
+    engine: ArcSwap<Engine>,
     config_path: PathBuf,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     ready: AtomicBool,
     /// Round-robin position over upstream addresses.
     next_upstream: AtomicUsize,
 }
 
 impl Gateway {
-    pub fn new(policy: Policy, config_path: PathBuf, metrics: Metrics) -> Self {
+    pub fn new(engine: Engine, config_path: PathBuf, metrics: Arc<Metrics>) -> Self {
         Gateway {
-            policy: ArcSwap::from_pointee(policy),
+            engine: ArcSwap::from_pointee(engine),
             config_path,
             metrics,
             ready: AtomicBool::new(false),
@@ -29,9 +29,9 @@ impl Gateway {
         }
     }
 
-    /// The policy new requests run under.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy.load_full()
+    /// The engine new requests run under.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -47,20 +47,24 @@ impl Gateway {
         self.next_upstream.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Re-reads the configuration file. A valid file replaces the policy for new requests
+    /// Re-reads the configuration file. A valid file replaces the engine for new requests
     /// (requests in flight finish under the one they started with); an invalid one is
-    /// reported and the running policy stays. Listener and TLS settings need a restart.
-    pub fn reload(&self) -> Result<(), config::ConfigErrors> {
-        match config::load(&self.config_path) {
-            Ok(policy) => {
-                let running = self.policy();
-                if policy.listener.addr != running.listener.addr
-                    || policy.admin_addr != running.admin_addr
-                    || policy.listener.plain_addr != running.listener.plain_addr
+    /// reported and the running engine stays. Listener and TLS settings need a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let outcome = config::load(&self.config_path)
+            .map_err(|errors| errors.to_string())
+            .and_then(|policy| Engine::new(policy, self.metrics.clone()));
+        match outcome {
+            Ok(engine) => {
+                let running = self.engine();
+                let (new, old) = (&engine.policy, &running.policy);
+                if new.listener.addr != old.listener.addr
+                    || new.admin_addr != old.admin_addr
+                    || new.listener.plain_addr != old.listener.plain_addr
                 {
                     tracing::warn!("listener addresses changed: they take effect after a restart");
                 }
-                self.policy.store(Arc::new(policy));
+                self.engine.store(Arc::new(engine));
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 Ok(())
             }

@@ -31,8 +31,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match fapigate::config::load(&config) {
             Ok(policy) => {
-                println!("{}: ok: {}", config.display(), summary(&policy));
-                ExitCode::SUCCESS
+                let summary = summary(&policy);
+                // Building the runtime also checks what only it reads (AS clients, key files).
+                match fapigate::telemetry::Metrics::new()
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| fapigate::enforce::Engine::new(policy, std::sync::Arc::new(m)))
+                {
+                    Ok(_) => {
+                        println!("{}: ok: {summary}", config.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("{}: {error}", config.display());
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(errors) => {
                 eprint!("{errors}");

@@ -26,6 +26,8 @@ pub enum Rejection {
         scheme: Scheme,
         description: &'static str,
     },
+    /// The AS or its keys cannot be reached, or its answer not verified (503, INT-2).
+    AuthorizationServerUnavailable,
     /// The request headers exceed the gateway's limit (431).
     HeadersTooLarge,
     /// The upstream could not be reached or failed mid-response (502).
@@ -52,6 +54,7 @@ impl Rejection {
             Rejection::InvalidRequest { .. } => "invalid_request",
             Rejection::NoCredentials => "no_credentials",
             Rejection::InvalidToken { .. } => "invalid_token",
+            Rejection::AuthorizationServerUnavailable => "authorization_server_unavailable",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::UpstreamFailed => "upstream_failed",
             Rejection::UpstreamTimeout => "upstream_timeout",
@@ -67,6 +70,7 @@ impl Rejection {
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
+            Rejection::AuthorizationServerUnavailable => 503,
         }
     }
 
@@ -105,6 +109,13 @@ impl Rejection {
                 "request_header_fields_too_large",
                 "the request headers are too large",
             ),
+            Rejection::AuthorizationServerUnavailable => {
+                headers.push(("retry-after", "5".into()));
+                (
+                    "temporarily_unavailable",
+                    "the access token cannot be checked right now",
+                )
+            }
             Rejection::UpstreamFailed => ("bad_gateway", "the upstream service failed"),
             Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
         };

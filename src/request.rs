@@ -68,4 +68,6 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client_cert: Option<&'a ClientCert>,
+    /// The time of the decision, Unix seconds (the injected clock).
+    pub now: u64,
 }

@@ -3,6 +3,7 @@
 //! listeners close, requests in flight finish within `server.shutdown_grace`.
 
 use crate::admin::AdminApp;
+use crate::enforce::Engine;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{tls, FapiProxy};
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 /// Starts the gateway; returns only on a startup error (Pingora exits the process itself).
 pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
-    let metrics = crate::telemetry::Metrics::new().map_err(|e| e.to_string())?;
+    let metrics = Arc::new(crate::telemetry::Metrics::new().map_err(|e| e.to_string())?);
     let tls_settings = match &policy.listener.tls {
         Some(tls_policy) => Some(tls::listener_settings(tls_policy)?),
         None => None,
@@ -44,7 +45,8 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
         policy.listener.plain_addr,
         policy.admin_addr,
     );
-    let gateway = Arc::new(Gateway::new(policy, config_path, metrics));
+    let engine = Engine::new(policy, metrics.clone())?;
+    let gateway = Arc::new(Gateway::new(engine, config_path, metrics));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -80,7 +82,7 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
     tracing::info!(
         listener = %listener.0,
         admin = %listener.2,
-        routes = gateway.policy().routes.len(),
+        routes = gateway.engine().policy.routes.len(),
         "fapigate starting"
     );
     server.run_forever()
@@ -130,7 +132,7 @@ impl BackgroundService for Lifecycle {
             tokio::select! {
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => None } } => {
                     match self.gateway.reload() {
-                        Ok(()) => tracing::info!(routes = self.gateway.policy().routes.len(), "configuration reloaded"),
+                        Ok(()) => tracing::info!(routes = self.gateway.engine().policy.routes.len(), "configuration reloaded"),
                         Err(errors) => tracing::error!(errors = %errors, "configuration reload refused; the running policy stays"),
                     }
                 }

@@ -3,7 +3,8 @@
 //! secret: only short hashes and the interaction id.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -18,6 +19,11 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     pub reloads: IntCounterVec,
     pub ready: IntGauge,
+    pub token_validations: IntCounterVec,
+    pub token_cache: IntCounterVec,
+    pub introspection_duration: Histogram,
+    pub introspection_failures: IntCounterVec,
+    pub jwks_refreshes: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +70,46 @@ impl Metrics {
             "fapigate_ready",
             "1 once listeners are bound and a policy is loaded",
         )?;
+        let token_validations = IntCounterVec::new(
+            Opts::new(
+                "fapigate_token_validations_total",
+                "Access-token validations, by kind (jwt, opaque) and result (valid, invalid, unavailable)",
+            ),
+            &["kind", "result"],
+        )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "fapigate_token_cache_total",
+                "Token cache lookups, by kind and result (hit, miss)",
+            ),
+            &["kind", "result"],
+        )?;
+        let introspection_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fapigate_introspection_duration_seconds",
+                "Time of one introspection call to the AS",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let introspection_failures = IntCounterVec::new(
+            Opts::new(
+                "fapigate_introspection_failures_total",
+                "Introspection calls that gave no usable answer, by reason",
+            ),
+            &["reason"],
+        )?;
+        let jwks_refreshes = IntCounterVec::new(
+            Opts::new(
+                "fapigate_jwks_refreshes_total",
+                "JWKS fetches, by key set and result",
+            ),
+            &["key_set", "result"],
+        )?;
+        registry.register(Box::new(token_validations.clone()))?;
+        registry.register(Box::new(token_cache.clone()))?;
+        registry.register(Box::new(introspection_duration.clone()))?;
+        registry.register(Box::new(introspection_failures.clone()))?;
+        registry.register(Box::new(jwks_refreshes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -78,6 +124,11 @@ impl Metrics {
             rejections,
             reloads,
             ready,
+            token_validations,
+            token_cache,
+            introspection_duration,
+            introspection_failures,
+            jwks_refreshes,
         })
     }
 

@@ -6,7 +6,7 @@ pub mod client_cert;
 pub mod headers;
 pub mod tls;
 
-use crate::enforce::Enforcer;
+use crate::enforce::{Enforcer, Engine};
 use crate::gateway::Gateway;
 use crate::interaction::{self, InteractionId, Origin};
 use crate::policy::Policy;
@@ -36,7 +36,7 @@ impl FapiProxy {
 /// What one request carries from phase to phase.
 pub struct RequestContext {
     started: Instant,
-    policy: Option<Arc<Policy>>,
+    engine: Option<Arc<Engine>>,
     interaction: Option<InteractionId>,
     route: Option<usize>,
     rejection: Option<&'static str>,
@@ -48,8 +48,9 @@ pub struct RequestContext {
 
 impl RequestContext {
     fn route_id(&self) -> &str {
-        match (&self.policy, self.route) {
-            (Some(policy), Some(index)) => policy
+        match (&self.engine, self.route) {
+            (Some(engine), Some(index)) => engine
+                .policy
                 .routes
                 .get(index)
                 .map(|r| r.id.as_str())
@@ -79,7 +80,7 @@ impl ProxyHttp for FapiProxy {
     fn new_ctx(&self) -> Self::CTX {
         RequestContext {
             started: Instant::now(),
-            policy: None,
+            engine: None,
             interaction: None,
             route: None,
             rejection: None,
@@ -91,8 +92,9 @@ impl ProxyHttp for FapiProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let policy = self.gateway.policy();
-        ctx.policy = Some(policy.clone());
+        let engine = self.gateway.engine();
+        ctx.engine = Some(engine.clone());
+        let policy = &engine.policy;
         ctx.interaction = Some(interaction::resolve(
             session.req_header().headers.get(interaction::HEADER),
         ));
@@ -102,7 +104,7 @@ impl ProxyHttp for FapiProxy {
             .map(|a| a.ip());
 
         if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
-            respond(session, ctx, &policy, Rejection::HeadersTooLarge).await?;
+            respond(session, ctx, policy, Rejection::HeadersTooLarge).await?;
             return Ok(true);
         }
 
@@ -110,7 +112,7 @@ impl ProxyHttp for FapiProxy {
         let client_cert: Option<&ClientCert> = match client_cert::from_tls(session) {
             Some(cert) => Some(cert),
             None => {
-                from_header = client_cert::from_trusted_proxy(session, &policy, ctx.peer);
+                from_header = client_cert::from_trusted_proxy(session, policy, ctx.peer);
                 from_header.as_ref()
             }
         };
@@ -123,15 +125,17 @@ impl ProxyHttp for FapiProxy {
             query: header.uri.query(),
             headers: &header.headers,
             client_cert,
+            now: unix_now(),
         };
-        match Enforcer::new(&policy).admit(&facts) {
+        let decision = Enforcer::new(&engine).admit(&facts).await;
+        match decision {
             Ok(admission) => {
                 ctx.route = Some(admission.route);
                 Ok(false)
             }
             Err(refused) => {
                 ctx.route = refused.route;
-                respond(session, ctx, &policy, refused.rejection).await?;
+                respond(session, ctx, policy, refused.rejection).await?;
                 Ok(true)
             }
         }
@@ -143,10 +147,10 @@ impl ProxyHttp for FapiProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
-            .policy
+            .engine
             .as_ref()
             .zip(ctx.route)
-            .and_then(|(policy, index)| policy.routes.get(index))
+            .and_then(|(engine, index)| engine.policy.routes.get(index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
         let upstream = &route.upstream;
         let slot = self.gateway.next_upstream_slot() % upstream.addrs.len().max(1);
@@ -173,9 +177,10 @@ impl ProxyHttp for FapiProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let Some(policy) = ctx.policy.as_ref() else {
+        let Some(engine) = ctx.engine.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no policy");
         };
+        let policy = &engine.policy;
         let tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -237,11 +242,14 @@ impl ProxyHttp for FapiProxy {
             _ if e.esource() == &pingora::ErrorSource::Upstream => Some(Rejection::UpstreamFailed),
             _ => None,
         };
-        let policy = ctx.policy.clone().unwrap_or_else(|| self.gateway.policy());
+        let engine = ctx.engine.clone().unwrap_or_else(|| self.gateway.engine());
         let code = match rejection {
             Some(rejection) => {
                 let status = rejection.status();
-                if respond(session, ctx, &policy, rejection).await.is_err() {
+                if respond(session, ctx, &engine.policy, rejection)
+                    .await
+                    .is_err()
+                {
                     0
                 } else {
                     status
@@ -325,6 +333,13 @@ impl ProxyHttp for FapiProxy {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
 fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result<()> {
     if response.headers.get(http::header::DATE).is_none() {
@@ -334,9 +349,9 @@ fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result
         )?;
     }
     let echo = ctx
-        .policy
+        .engine
         .as_ref()
-        .is_none_or(|policy| policy.profile.interaction_id);
+        .is_none_or(|engine| engine.policy.profile.interaction_id);
     if let (true, Some(id)) = (echo, &ctx.interaction) {
         response.insert_header(interaction::HEADER, id.value.as_str())?;
     }

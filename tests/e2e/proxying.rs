@@ -133,7 +133,7 @@ fn token_routes_are_never_proxied_without_a_valid_token() {
     assert_eq!(response.status, 401);
     assert_eq!(
         response.header("www-authenticate"),
-        Some("DPoP error=\"invalid_token\", error_description=\"access token validation is not available on this gateway\", algs=\"ES256 PS256 EdDSA\"")
+        Some("DPoP error=\"invalid_token\", error_description=\"the access token has no issuer\", algs=\"ES256 PS256 EdDSA\"")
     );
     // SP2-RS-2: a token in the query string.
     let response = env.get("/accounts?access_token=abc", &[]);

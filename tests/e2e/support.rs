@@ -182,11 +182,13 @@ fn serve_connection(stream: TcpStream) {
         }
         let mut header_map = serde_json::Map::new();
         for (name, value) in &headers {
-            header_map
+            if let Some(values) = header_map
                 .entry(name.clone())
                 .or_insert_with(|| serde_json::Value::Array(vec![]))
                 .as_array_mut()
-                .map(|a| a.push(serde_json::Value::String(value.clone())));
+            {
+                values.push(serde_json::Value::String(value.clone()));
+            }
         }
         let echo = serde_json::json!({
             "method": method,

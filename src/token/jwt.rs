@@ -1,0 +1,195 @@
+//! JWT access tokens, RFC 9068 §4 (JWT-4-1..7) under RFC 8725 and the FAPI algorithm list
+//! (SP2-CRY-1..3).
+
+use super::jwks::KeySet;
+use super::TokenError;
+use crate::grant::{Grant, TokenClaims};
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether a token is a JWS: three segments whose first decodes to a JSON object with `alg`.
+/// Anything else is an opaque token, sent to introspection.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|value| value.get("alg").is_some())
+}
+
+/// The FAPI algorithms a policy allows, as jsonwebtoken algorithms.
+pub fn algorithm(alg: crate::policy::Alg) -> Algorithm {
+    match alg {
+        crate::policy::Alg::PS256 => Algorithm::PS256,
+        crate::policy::Alg::ES256 => Algorithm::ES256,
+        crate::policy::Alg::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// The parts of a header every JWS we accept must pass before any key is looked at.
+pub fn checked_header(
+    token: &str,
+    algs: &[Algorithm],
+    typ: &[&str],
+) -> Result<Header, &'static str> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed JWS header")?;
+    if !algs.contains(&header.alg) {
+        return Err("the signing algorithm is not allowed");
+    }
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        let short = t.strip_prefix("application/").unwrap_or(&t).to_string();
+        typ.contains(&short.as_str())
+    });
+    if !typ_ok {
+        return Err("wrong JWS typ");
+    }
+    Ok(header)
+}
+
+#[derive(Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
+}
+
+/// The unverified `iss`, used only to choose which issuer's keys verify the token.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
+        .ok()
+        .and_then(|c| c.iss)
+}
+
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: Arc<KeySet>,
+}
+
+/// Verifies a JWT access token and returns its grant and how long it may be cached.
+pub async fn verify_access_token(
+    token: &str,
+    issuer: &JwtIssuer,
+    algs: &[Algorithm],
+    skew: Duration,
+    now: u64,
+) -> Result<(Grant, Duration), TokenError> {
+    let header = checked_header(token, algs, &["at+jwt"]).map_err(|e| {
+        TokenError::Invalid(match e {
+            "wrong JWS typ" => "the access token is not an RFC 9068 at+jwt",
+            other => other,
+        })
+    })?;
+    let key = issuer
+        .keys
+        .key_for(header.kid.as_deref(), header.alg)
+        .await?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[issuer.issuer.as_str()]);
+    validation.set_audience(&issuer.audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = skew.as_secs();
+    validation.validate_nbf = true;
+    let data = jsonwebtoken::decode::<TokenClaims>(token, &key, &validation)
+        .map_err(|e| TokenError::Invalid(describe(e.kind())))?;
+    let grant = data.claims.into_grant(&issuer.issuer);
+    let ttl = grant
+        .expires_at
+        .map(|exp| Duration::from_secs((exp + skew.as_secs()).saturating_sub(now)))
+        .unwrap_or(Duration::ZERO);
+    Ok((grant, ttl))
+}
+
+pub fn describe(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "the access token has expired",
+        ErrorKind::ImmatureSignature => "the access token is not yet valid",
+        ErrorKind::InvalidAudience => "the access token is not for this resource server",
+        ErrorKind::InvalidIssuer => "the access token has the wrong issuer",
+        ErrorKind::InvalidSignature => "the access token signature is invalid",
+        ErrorKind::InvalidAlgorithm => "the signing algorithm is not allowed",
+        ErrorKind::MissingRequiredClaim(_) => "the access token lacks a required claim",
+        _ => "the access token is malformed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_and_opaque_tokens_are_told_apart() {
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256"}"#);
+        assert!(looks_like_jwt(&format!("{header}.e30.c2ln")));
+        assert!(!looks_like_jwt("2YotnFZFEjr1zCsicMWpAA"));
+        assert!(!looks_like_jwt("a.b.c"));
+        assert!(!looks_like_jwt(&format!("{header}.e30.c2ln.x")));
+    }
+
+    #[test]
+    fn sp2_cry_3_jwt_4_1_header_checks() {
+        let encode = |json: &str| {
+            let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+            format!("{header}.e30.c2ln")
+        };
+        let algs = [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
+        assert!(checked_header(
+            &encode(r#"{"alg":"ES256","typ":"at+jwt"}"#),
+            &algs,
+            &["at+jwt"]
+        )
+        .is_ok());
+        assert!(checked_header(
+            &encode(r#"{"alg":"ES256","typ":"application/AT+JWT"}"#),
+            &algs,
+            &["at+jwt"]
+        )
+        .is_ok());
+        assert_eq!(
+            checked_header(
+                &encode(r#"{"alg":"ES256","typ":"JWT"}"#),
+                &algs,
+                &["at+jwt"]
+            )
+            .err(),
+            Some("wrong JWS typ")
+        );
+        assert_eq!(
+            checked_header(&encode(r#"{"alg":"ES256"}"#), &algs, &["at+jwt"]).err(),
+            Some("wrong JWS typ")
+        );
+        assert_eq!(
+            checked_header(
+                &encode(r#"{"alg":"HS256","typ":"at+jwt"}"#),
+                &algs,
+                &["at+jwt"]
+            )
+            .err(),
+            Some("the signing algorithm is not allowed")
+        );
+        assert_eq!(
+            checked_header(
+                &encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
+                &algs,
+                &["at+jwt"]
+            )
+            .err(),
+            Some("the signing algorithm is not allowed")
+        );
+        assert!(checked_header(
+            &encode(r#"{"alg":"none","typ":"at+jwt"}"#),
+            &algs,
+            &["at+jwt"]
+        )
+        .is_err());
+    }
+}

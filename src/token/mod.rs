@@ -1,0 +1,246 @@
+//! The token stage: from an access token to a [`Grant`].
+//!
+//! JWTs (RFC 9068) are verified with the issuer's keys, chosen by the unverified `iss`; every
+//! other token is opaque and introspected (RFC 7662 / RFC 9701) at the issuers that offer
+//! introspection, in configuration order. Results are cached by SHA-256 of the token: a
+//! validated JWT until it expires, an introspection result for at most `cache_max_ttl` (the
+//! revocation delay the operator chooses, SP2-RS-3 / INT-3). Concurrent misses for one token
+//! share a single verification or AS call.
+
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
+mod outbound;
+
+use crate::grant::Grant;
+use crate::policy::{KeySet as KeySetPolicy, Policy};
+use crate::telemetry::Metrics;
+use introspection::{Introspected, Introspector};
+use jsonwebtoken::Algorithm;
+use jwks::{KeySet, Source};
+use jwt::JwtIssuer;
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a token grants nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// The token is invalid, expired, revoked or not for us: 401 `invalid_token`.
+    Invalid(&'static str),
+    /// The AS could not be asked or its answer not verified: 503, never a pass (INT-2).
+    Unavailable(&'static str),
+}
+
+#[derive(Clone)]
+enum Verdict {
+    Valid(Arc<Grant>),
+    Inactive,
+}
+
+#[derive(Clone)]
+struct Cached {
+    verdict: Verdict,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<[u8; 32], Cached> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Cached,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Jwt,
+    Opaque,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Jwt => "jwt",
+            Kind::Opaque => "opaque",
+        }
+    }
+}
+
+pub struct Tokens {
+    jwt_issuers: Vec<JwtIssuer>,
+    introspectors: Vec<Introspector>,
+    algs: Vec<Algorithm>,
+    skew: Duration,
+    cache: moka::future::Cache<[u8; 32], Cached>,
+    metrics: Arc<Metrics>,
+}
+
+impl Tokens {
+    pub fn new(policy: &Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let algs: Vec<Algorithm> = policy
+            .profile
+            .algs
+            .iter()
+            .map(|a| jwt::algorithm(*a))
+            .collect();
+        let skew = policy.profile.max_clock_skew;
+        let mut jwt_issuers = Vec::new();
+        let mut introspectors = Vec::new();
+        for issuer in &policy.issuers {
+            let (source, ca_file) = match &issuer.jwks {
+                KeySetPolicy::File(path) => (Source::File(path.clone()), None),
+                KeySetPolicy::Url { url, ca_file } => (
+                    Source::Url {
+                        url: url.clone(),
+                        client: outbound::client(ca_file.as_deref(), None, Duration::from_secs(5))?,
+                    },
+                    ca_file.as_deref(),
+                ),
+            };
+            let keys = Arc::new(KeySet::new(
+                &issuer.id,
+                source,
+                issuer.jwks_refresh,
+                metrics.clone(),
+            ));
+            keys.load_file_now()
+                .map_err(|e| format!("issuer \"{}\": {e}", issuer.id))?;
+            if let Some(intro) = &issuer.introspection {
+                introspectors.push(
+                    Introspector::new(
+                        intro,
+                        &issuer.issuer,
+                        &issuer.audiences,
+                        keys.clone(),
+                        ca_file,
+                        algs.clone(),
+                        skew,
+                    )
+                    .map_err(|e| format!("issuer \"{}\" introspection: {e}", issuer.id))?,
+                );
+            }
+            jwt_issuers.push(JwtIssuer {
+                issuer: issuer.issuer.clone(),
+                audiences: issuer.audiences.clone(),
+                keys,
+            });
+        }
+        Ok(Tokens {
+            jwt_issuers,
+            introspectors,
+            algs,
+            skew,
+            cache: moka::future::Cache::builder()
+                .max_capacity(policy.state.token_cache_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+            metrics,
+        })
+    }
+
+    /// Validates a token at time `now` (Unix seconds).
+    pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Grant>, TokenError> {
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let kind = if jwt::looks_like_jwt(token) {
+            Kind::Jwt
+        } else {
+            Kind::Opaque
+        };
+        let entry = self
+            .cache
+            .entry(key)
+            .or_try_insert_with(self.validate_uncached(token, kind, now))
+            .await
+            .map_err(|e| *e);
+        let cache_result = match &entry {
+            Ok(entry) if !entry.is_fresh() => "hit",
+            _ => "miss",
+        };
+        self.metrics
+            .token_cache
+            .with_label_values(&[kind.label(), cache_result])
+            .inc();
+        let result = entry.and_then(|entry| match entry.into_value().verdict {
+            Verdict::Valid(grant) => {
+                let expired = grant
+                    .expires_at
+                    .is_some_and(|exp| exp + self.skew.as_secs() < now);
+                if expired {
+                    Err(TokenError::Invalid("the access token has expired"))
+                } else {
+                    Ok(grant)
+                }
+            }
+            Verdict::Inactive => Err(TokenError::Invalid("the access token is not active")),
+        });
+        let outcome = match &result {
+            Ok(_) => "valid",
+            Err(TokenError::Invalid(_)) => "invalid",
+            Err(TokenError::Unavailable(_)) => "unavailable",
+        };
+        self.metrics
+            .token_validations
+            .with_label_values(&[kind.label(), outcome])
+            .inc();
+        result
+    }
+
+    async fn validate_uncached(
+        &self,
+        token: &str,
+        kind: Kind,
+        now: u64,
+    ) -> Result<Cached, TokenError> {
+        match kind {
+            Kind::Jwt => {
+                let iss = jwt::unverified_issuer(token)
+                    .ok_or(TokenError::Invalid("the access token has no issuer"))?;
+                let issuer = self.jwt_issuers.iter().find(|i| i.issuer == iss).ok_or(
+                    TokenError::Invalid("the access token's issuer is not trusted"),
+                )?;
+                let (grant, ttl) =
+                    jwt::verify_access_token(token, issuer, &self.algs, self.skew, now).await?;
+                Ok(Cached {
+                    verdict: Verdict::Valid(Arc::new(grant)),
+                    ttl,
+                })
+            }
+            Kind::Opaque => {
+                if self.introspectors.is_empty() {
+                    return Err(TokenError::Invalid("opaque access tokens are not accepted"));
+                }
+                let mut unavailable = None;
+                let mut inactive_ttl = None;
+                for introspector in &self.introspectors {
+                    match introspector.introspect(token, now, &self.metrics).await {
+                        Ok(Introspected::Active(grant, ttl)) => {
+                            return Ok(Cached {
+                                verdict: Verdict::Valid(Arc::new(*grant)),
+                                ttl,
+                            })
+                        }
+                        Ok(Introspected::Inactive(ttl)) => inactive_ttl = Some(ttl),
+                        Err(TokenError::Unavailable(reason)) => {
+                            unavailable = Some(TokenError::Unavailable(reason))
+                        }
+                        Err(invalid) => return Err(invalid),
+                    }
+                }
+                // Fail closed: an AS that could not answer may have been the one that knows it.
+                if let Some(error) = unavailable {
+                    return Err(error);
+                }
+                Ok(Cached {
+                    verdict: Verdict::Inactive,
+                    ttl: inactive_ttl.unwrap_or(Duration::from_secs(30)),
+                })
+            }
+        }
+    }
+}
