@@ -1,10 +1,12 @@
 //! `Enforcer::admit`: the one door every request passes. The steps read like the pipeline of
 //! the architecture: route, credential, token, binding, request signature, authorization.
-//! Stages that are not built yet admit nothing (fail closed).
+//! Request signatures (HS2) are not verified yet: routes that ask for them admit nothing.
 
+use crate::binding::Binder;
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
-use crate::policy::routes::AuthMode;
+use crate::policy::authorize::{authorize, Denial, RequestView};
+use crate::policy::routes::{AuthMode, Route};
 use crate::policy::{Policy, RouteMatch};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
@@ -17,12 +19,18 @@ use std::sync::Arc;
 pub struct Engine {
     pub policy: Policy,
     pub tokens: Tokens,
+    pub binder: Binder,
 }
 
 impl Engine {
     pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
         let tokens = Tokens::new(&policy, metrics)?;
-        Ok(Engine { policy, tokens })
+        let binder = Binder::new(&policy)?;
+        Ok(Engine {
+            policy,
+            tokens,
+            binder,
+        })
     }
 }
 
@@ -33,6 +41,10 @@ pub struct Admission {
     pub route: usize,
     pub params: Vec<(String, String)>,
     pub grant: Option<Arc<Grant>>,
+    /// A fresh `DPoP-Nonce` for the response, when the nonce slot turned.
+    pub dpop_nonce: Option<String>,
+    /// The authorization detail that granted the request, for the upstream.
+    pub granted_detail: Option<serde_json::Value>,
 }
 
 /// A refused request: why, and on which route (for metrics), if one matched.
@@ -88,6 +100,8 @@ impl<'e> Enforcer<'e> {
                 route: route_index,
                 params,
                 grant: None,
+                dpop_nonce: None,
+                granted_detail: None,
             });
         }
         let credential = credential::extract(facts.headers, facts.query)
@@ -99,15 +113,50 @@ impl<'e> Enforcer<'e> {
             .validate(&credential.token, facts.now)
             .await
             .map_err(|e| on_route(token_rejection(&credential, e)))?;
-        Err(on_route(self.bind(&credential, &grant)))
-    }
-
-    /// The binding stage (RFC 9449 / RFC 8705) is not built yet: nothing is admitted.
-    fn bind(&self, credential: &Credential, _grant: &Grant) -> Rejection {
-        Rejection::InvalidToken {
-            scheme: credential.scheme,
-            description: "the token's sender constraint cannot be verified on this gateway",
+        let bound = self
+            .engine
+            .binder
+            .bind(policy, &credential, &grant, facts)
+            .await
+            .map_err(on_route)?;
+        if route.verify_request_signature {
+            return Err(on_route(Rejection::RequestSignature {
+                scheme: credential.scheme,
+                description: "HTTP message signatures cannot be verified by this gateway yet",
+            }));
         }
+        let url = policy.listener.public_url.join(facts.path);
+        let view = RequestView {
+            url: &url,
+            params: &params,
+            body: facts.body,
+            now: facts.now,
+        };
+        let granted_detail = authorize(route, &grant, &view)
+            .map_err(|denial| on_route(denial_rejection(route, &credential, denial)))?
+            .cloned();
+        Ok(Admission {
+            route: route_index,
+            params,
+            grant: Some(grant),
+            dpop_nonce: bound.fresh_nonce,
+            granted_detail,
+        })
+    }
+}
+
+fn denial_rejection(route: &Route, credential: &Credential, denial: Denial) -> Rejection {
+    match denial {
+        Denial::InsufficientScope(description) => Rejection::InsufficientScope {
+            scheme: credential.scheme,
+            description,
+        },
+        Denial::StepUp(description) => Rejection::StepUpRequired {
+            scheme: credential.scheme,
+            description,
+            acr_values: route.acr_values.clone(),
+            max_age: route.max_auth_age.map(|d| d.as_secs()),
+        },
     }
 }
 

@@ -6,6 +6,7 @@
 //! the lifecycle (reload, drain).
 
 pub mod admin;
+pub mod binding;
 pub mod config;
 pub mod credential;
 pub mod enforce;

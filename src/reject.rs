@@ -2,6 +2,7 @@
 //! HTTP response: status, `WWW-Authenticate` challenges (RFC 6750 §3, RFC 9449 §7.1) and a
 //! small JSON body. The formats are those of the checklist §3.
 
+use crate::binding::dpop::DpopCheck;
 use crate::credential::Scheme;
 use crate::policy::path::PathError;
 use crate::policy::{Profile, ProfileKind};
@@ -26,6 +27,39 @@ pub enum Rejection {
         scheme: Scheme,
         description: &'static str,
     },
+    /// RFC 9449 §7.1 `invalid_dpop_proof` (401): one of the §4.3 checks failed.
+    InvalidDpopProof(DpopCheck),
+    /// RFC 9449 §9 `use_dpop_nonce` (401) with a fresh `DPoP-Nonce`.
+    UseDpopNonce {
+        nonce: String,
+    },
+    /// A DPoP-bound token under the `Bearer` scheme (RFC 9449 §7.2, DPOP-7.2-1).
+    DpopDowngrade,
+    /// The replay store cannot answer: refuse rather than accept a possible replay (503).
+    StateUnavailable,
+    /// RFC 6750 `insufficient_scope` (403): the grant does not cover this request.
+    InsufficientScope {
+        scheme: Scheme,
+        description: String,
+    },
+    /// RFC 9470 `insufficient_user_authentication` (401).
+    StepUpRequired {
+        scheme: Scheme,
+        description: String,
+        acr_values: Vec<String>,
+        max_age: Option<u64>,
+    },
+    /// HS2-REQ-RS-3: a missing or invalid HTTP message signature (401).
+    RequestSignature {
+        scheme: Scheme,
+        description: &'static str,
+    },
+    /// A JSON body the route's rules read is over the limit (413).
+    BodyTooLarge,
+    /// The route's rules read a JSON body and this is not one (415).
+    BodyNotJson,
+    /// The JSON body does not parse (400).
+    BodyMalformed,
     /// The AS or its keys cannot be reached, or its answer not verified (503, INT-2).
     AuthorizationServerUnavailable,
     /// The request headers exceed the gateway's limit (431).
@@ -54,6 +88,16 @@ impl Rejection {
             Rejection::InvalidRequest { .. } => "invalid_request",
             Rejection::NoCredentials => "no_credentials",
             Rejection::InvalidToken { .. } => "invalid_token",
+            Rejection::InsufficientScope { .. } => "insufficient_scope",
+            Rejection::StepUpRequired { .. } => "insufficient_user_authentication",
+            Rejection::RequestSignature { .. } => "request_signature",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyNotJson => "body_not_json",
+            Rejection::BodyMalformed => "body_malformed",
+            Rejection::InvalidDpopProof(check) => check.reason(),
+            Rejection::UseDpopNonce { .. } => "use_dpop_nonce",
+            Rejection::DpopDowngrade => "dpop_downgrade",
+            Rejection::StateUnavailable => "state_unavailable",
             Rejection::AuthorizationServerUnavailable => "authorization_server_unavailable",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::UpstreamFailed => "upstream_failed",
@@ -63,14 +107,25 @@ impl Rejection {
 
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::BadPath(_) | Rejection::InvalidRequest { .. } => 400,
-            Rejection::NoCredentials | Rejection::InvalidToken { .. } => 401,
+            Rejection::BadPath(_) | Rejection::InvalidRequest { .. } | Rejection::BodyMalformed => {
+                400
+            }
+            Rejection::InsufficientScope { .. } => 403,
+            Rejection::BodyTooLarge => 413,
+            Rejection::BodyNotJson => 415,
+            Rejection::NoCredentials
+            | Rejection::InvalidToken { .. }
+            | Rejection::InvalidDpopProof(_)
+            | Rejection::UseDpopNonce { .. }
+            | Rejection::DpopDowngrade
+            | Rejection::StepUpRequired { .. }
+            | Rejection::RequestSignature { .. } => 401,
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
-            Rejection::AuthorizationServerUnavailable => 503,
+            Rejection::AuthorizationServerUnavailable | Rejection::StateUnavailable => 503,
         }
     }
 
@@ -109,6 +164,96 @@ impl Rejection {
                 "request_header_fields_too_large",
                 "the request headers are too large",
             ),
+            Rejection::InsufficientScope {
+                scheme,
+                description,
+            } => {
+                let challenge = challenges(
+                    profile,
+                    Some(*scheme),
+                    Some(("insufficient_scope", description)),
+                );
+                headers.push(("www-authenticate", challenge));
+                ("insufficient_scope", description.as_str())
+            }
+            Rejection::StepUpRequired {
+                scheme,
+                description,
+                acr_values,
+                max_age,
+            } => {
+                let mut challenge = challenges(
+                    profile,
+                    Some(*scheme),
+                    Some(("insufficient_user_authentication", description)),
+                );
+                if !acr_values.is_empty() {
+                    challenge.push_str(&format!(
+                        ", acr_values=\"{}\"",
+                        quoted(&acr_values.join(" "))
+                    ));
+                }
+                if let Some(max_age) = max_age {
+                    challenge.push_str(&format!(", max_age=\"{max_age}\""));
+                }
+                headers.push(("www-authenticate", challenge));
+                ("insufficient_user_authentication", description.as_str())
+            }
+            Rejection::RequestSignature {
+                scheme,
+                description,
+            } => {
+                let challenge = challenges(
+                    profile,
+                    Some(*scheme),
+                    Some(("invalid_request", description)),
+                );
+                headers.push(("www-authenticate", challenge));
+                ("invalid_request", *description)
+            }
+            Rejection::BodyTooLarge => ("invalid_request", "the request body is too large"),
+            Rejection::BodyNotJson => (
+                "invalid_request",
+                "the request body must be application/json",
+            ),
+            Rejection::BodyMalformed => ("invalid_request", "the request body is not valid JSON"),
+            Rejection::InvalidDpopProof(check) => {
+                let challenge = challenges(
+                    profile,
+                    Some(Scheme::Dpop),
+                    Some(("invalid_dpop_proof", check.describe())),
+                );
+                headers.push(("www-authenticate", challenge));
+                ("invalid_dpop_proof", check.describe())
+            }
+            Rejection::UseDpopNonce { nonce } => {
+                let description = "Resource server requires nonce in DPoP proof";
+                headers.push((
+                    "www-authenticate",
+                    format!("DPoP error=\"use_dpop_nonce\", error_description=\"{description}\""),
+                ));
+                headers.push(("dpop-nonce", nonce.clone()));
+                ("use_dpop_nonce", description)
+            }
+            Rejection::DpopDowngrade => {
+                let description =
+                    "the access token is DPoP-bound: use the DPoP scheme with a proof";
+                let bearer = challenges(
+                    profile,
+                    Some(Scheme::Bearer),
+                    Some(("invalid_token", description)),
+                );
+                let dpop = challenges(profile, Some(Scheme::Dpop), None);
+                headers.push(("www-authenticate", format!("{bearer}, {dpop}")));
+                ("invalid_token", description)
+            }
+            Rejection::StateUnavailable => {
+                headers.push(("retry-after", "1".into()));
+                (
+                    "temporarily_unavailable",
+                    "the proof cannot be checked for replay right now",
+                )
+            }
             Rejection::AuthorizationServerUnavailable => {
                 headers.push(("retry-after", "5".into()));
                 (
@@ -120,6 +265,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
         };
         headers.push(("content-type", "application/json".into()));
+        // Every refusal is no-store (RFC 9449 §9 requires it for nonce challenges).
         headers.push(("cache-control", "no-store".into()));
         let body = serde_json::json!({ "error": error, "error_description": description });
         Rendered {
@@ -186,6 +332,7 @@ mod tests {
             max_clock_skew: Duration::from_secs(10),
             dpop_proof_max_age: Duration::from_secs(60),
             dpop_nonce_required: false,
+            dpop_nonce_secret_file: None,
             interaction_id: true,
         }
     }

@@ -68,6 +68,8 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client_cert: Option<&'a ClientCert>,
+    /// The JSON request body, read only for routes whose rules need it.
+    pub body: Option<&'a serde_json::Value>,
     /// The time of the decision, Unix seconds (the injected clock).
     pub now: u64,
 }

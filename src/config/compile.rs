@@ -36,7 +36,7 @@ pub fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(String, St
     let admin_addr = errors.check("admin.addr", socket_addr(&file.admin.addr));
     let server = server(file.server.as_ref(), &mut errors);
     let log = log(file.log.as_ref(), &mut errors);
-    let profile = profile(&file.profile, &mut errors);
+    let profile = profile(&file.profile, base, &mut errors);
     let issuers = issuers(&file.issuer, base, &mut errors);
     let state = state(file.state.as_ref(), &mut errors);
     let response_signing = file
@@ -260,7 +260,7 @@ fn log(log: Option<&model::Log>, errors: &mut Errors) -> LogPolicy {
     LogPolicy { json, level }
 }
 
-fn profile(profile: &model::Profile, errors: &mut Errors) -> Option<Profile> {
+fn profile(profile: &model::Profile, base: &Path, errors: &mut Errors) -> Option<Profile> {
     let kind = match profile.name.as_str() {
         "fapi2" => Some(ProfileKind::Fapi2),
         "fapi1-advanced" => Some(ProfileKind::Fapi1Advanced),
@@ -329,6 +329,12 @@ fn profile(profile: &model::Profile, errors: &mut Errors) -> Option<Profile> {
         max_clock_skew,
         dpop_proof_max_age,
         dpop_nonce_required,
+        dpop_nonce_secret_file: profile.dpop_nonce_secret_file.as_ref().and_then(|p| {
+            let path = files::resolve(base, p);
+            errors
+                .check("profile.dpop_nonce_secret_file", files::read_secret(&path))
+                .map(|()| path)
+        }),
         interaction_id: profile.interaction_id.unwrap_or(true),
     })
 }
@@ -1029,17 +1035,7 @@ fn detail_requirement(
 }
 
 fn is_decimal(value: &serde_json::Value) -> bool {
-    let text = match value {
-        serde_json::Value::String(s) => s.as_str(),
-        serde_json::Value::Number(_) => return true,
-        _ => return false,
-    };
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    !whole.is_empty()
-        && whole.chars().all(|c| c.is_ascii_digit())
-        && fraction.chars().all(|c| c.is_ascii_digit())
-        && !(digits.contains('.') && fraction.is_empty())
+    crate::policy::decimal::Decimal::from_json(value).is_some()
 }
 
 #[cfg(test)]

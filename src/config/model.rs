@@ -89,6 +89,8 @@ pub struct Profile {
     pub max_clock_skew: Option<String>,
     pub dpop_proof_max_age: Option<String>,
     pub dpop_nonce: Option<String>,
+    /// The nonce MAC key, shared by replicas; generated per process when absent.
+    pub dpop_nonce_secret_file: Option<String>,
     pub interaction_id: Option<bool>,
 }
 

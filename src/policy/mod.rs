@@ -2,6 +2,8 @@
 //! that passed every check, so nothing downstream re-validates: templates are parsed, addresses
 //! resolved, durations typed, keys and certificates already read.
 
+pub mod authorize;
+pub mod decimal;
 pub mod path;
 pub mod rar;
 pub mod routes;
@@ -140,6 +142,7 @@ pub struct Profile {
     pub max_clock_skew: Duration,
     pub dpop_proof_max_age: Duration,
     pub dpop_nonce_required: bool,
+    pub dpop_nonce_secret_file: Option<PathBuf>,
     pub interaction_id: bool,
 }
 

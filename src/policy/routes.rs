@@ -32,6 +32,13 @@ pub struct Route {
     pub max_auth_age: Option<Duration>,
 }
 
+impl Route {
+    /// Whether a `match` rule reads the JSON request body.
+    pub fn reads_body(&self) -> bool {
+        self.authorization_details.iter().any(|d| d.reads_body())
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch {
     Found {

@@ -14,6 +14,7 @@ use crate::reject::Rejection;
 use crate::request::{ClientCert, RequestFacts, X5tS256};
 use crate::telemetry::{access_log, AccessRecord};
 use async_trait::async_trait;
+use base64::Engine as _;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -44,6 +45,9 @@ pub struct RequestContext {
     peer: Option<IpAddr>,
     upstream_started: Option<Instant>,
     upstream_ms: Option<f64>,
+    dpop_nonce: Option<String>,
+    grant: Option<Arc<crate::grant::Grant>>,
+    granted_detail: Option<serde_json::Value>,
 }
 
 impl RequestContext {
@@ -88,6 +92,9 @@ impl ProxyHttp for FapiProxy {
             peer: None,
             upstream_started: None,
             upstream_ms: None,
+            dpop_nonce: None,
+            grant: None,
+            granted_detail: None,
         }
     }
 
@@ -108,6 +115,13 @@ impl ProxyHttp for FapiProxy {
             return Ok(true);
         }
 
+        let body = match read_body_if_needed(session, policy).await {
+            Ok(body) => body,
+            Err(rejection) => {
+                respond(session, ctx, policy, rejection).await?;
+                return Ok(true);
+            }
+        };
         let from_header;
         let client_cert: Option<&ClientCert> = match client_cert::from_tls(session) {
             Some(cert) => Some(cert),
@@ -125,12 +139,16 @@ impl ProxyHttp for FapiProxy {
             query: header.uri.query(),
             headers: &header.headers,
             client_cert,
+            body: body.as_ref(),
             now: unix_now(),
         };
         let decision = Enforcer::new(&engine).admit(&facts).await;
         match decision {
             Ok(admission) => {
                 ctx.route = Some(admission.route);
+                ctx.dpop_nonce = admission.dpop_nonce;
+                ctx.grant = admission.grant;
+                ctx.granted_detail = admission.granted_detail;
                 Ok(false)
             }
             Err(refused) => {
@@ -197,6 +215,23 @@ impl ProxyHttp for FapiProxy {
                 from_trusted_proxy: trusted,
             },
         );
+        if let Some(grant) = &ctx.grant {
+            let forward = &policy.forward;
+            if let Some(subject) = &grant.subject {
+                upstream_request.insert_header(forward.subject_header.clone(), subject.as_str())?;
+            }
+            if let Some(client_id) = &grant.client_id {
+                upstream_request
+                    .insert_header(forward.client_id_header.clone(), client_id.as_str())?;
+            }
+            if let Some(detail) = &ctx.granted_detail {
+                // base64url of the JSON: header-safe whatever the detail holds.
+                let encoded =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
+                upstream_request
+                    .insert_header(forward.authorization_details_header.clone(), encoded)?;
+            }
+        }
         if let Some(id) = &ctx.interaction {
             if policy.profile.interaction_id {
                 upstream_request.insert_header(interaction::HEADER, id.value.as_str())?;
@@ -224,6 +259,11 @@ impl ProxyHttp for FapiProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         headers::prepare_response(response)?;
+        if let Some(nonce) = &ctx.dpop_nonce {
+            // RFC 9449 §8.2: a rotated nonce on success, and such a response is not cached.
+            response.insert_header("dpop-nonce", nonce.as_str())?;
+            response.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        }
         stamp_response(response, ctx)
     }
 
@@ -331,6 +371,75 @@ impl ProxyHttp for FapiProxy {
             peer: ctx.peer.map(|ip| ip.to_string()),
         });
     }
+}
+
+/// The largest JSON body the gateway reads for `{body/...}` rules (Pingora's retry buffer).
+const MAX_RULE_BODY: usize = 64 * 1024;
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the JSON body when the matched route's rules need it. Pingora then forwards the
+/// identical bytes from its retry buffer.
+async fn read_body_if_needed(
+    session: &mut Session,
+    policy: &Policy,
+) -> std::result::Result<Option<serde_json::Value>, Rejection> {
+    let header = session.req_header();
+    let needs_body = match policy.routes.find(&header.method, header.uri.path()) {
+        crate::policy::RouteMatch::Found { route, .. } => {
+            policy.routes.get(route).is_some_and(|r| r.reads_body())
+        }
+        _ => false,
+    };
+    if !needs_body {
+        return Ok(None);
+    }
+    let is_json = header
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(Rejection::BodyNotJson);
+    }
+    let declared = header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_RULE_BODY) {
+        return Err(Rejection::BodyTooLarge);
+    }
+    let expects_continue = header
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| Rejection::BodyMalformed)?;
+    }
+    session.enable_retry_buffering();
+    let mut body = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
+            .await
+            .map_err(|_| Rejection::BodyMalformed)?
+            .map_err(|_| Rejection::BodyMalformed)?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_RULE_BODY {
+            return Err(Rejection::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|_| Rejection::BodyMalformed)
 }
 
 fn unix_now() -> u64 {

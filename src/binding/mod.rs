@@ -1,0 +1,192 @@
+//! The binding stage: a token is accepted only from the party it is bound to.
+//!
+//! - `cnf.jkt` (RFC 9449): the `DPoP` scheme with a valid proof signed by that key, not
+//!   replayed, carrying a server nonce when the profile requires one.
+//! - `cnf.x5t#S256` (RFC 8705 §3): the `Bearer` scheme from the client holding that
+//!   certificate on this TLS connection (or in `Client-Cert` from a trusted proxy).
+//!
+//! Decisions where the specs leave room: a token with no `cnf` is refused (SP2-RS-6); a token
+//! bound both ways is refused as ambiguous; an mTLS-bound token presented under the `DPoP`
+//! scheme is refused (IA-4: one sender constraint at a time, and the proof would bind nothing);
+//! `fapi1-advanced` accepts mTLS-bound tokens only (FAPI1-ADV-3).
+
+pub mod dpop;
+pub mod nonce;
+pub mod replay;
+pub mod thumbprint;
+
+use crate::credential::{Credential, Scheme};
+use crate::grant::Grant;
+use crate::policy::{Policy, ProfileKind};
+use crate::reject::Rejection;
+use crate::request::RequestFacts;
+use dpop::{DpopCheck, ProofContext};
+use jsonwebtoken::Algorithm;
+use nonce::{NonceCheck, Nonces};
+use replay::{MemoryReplayStore, ReplayStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Binder {
+    replay: Arc<dyn ReplayStore>,
+    nonces: Option<Nonces>,
+    algs: Vec<Algorithm>,
+    window: Duration,
+}
+
+/// What a bound request sends back besides the upstream's response.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    /// A fresh `DPoP-Nonce` when the client's nonce is from the previous slot (RFC 9449 §8.2).
+    pub fresh_nonce: Option<String>,
+}
+
+impl Binder {
+    pub fn new(policy: &Policy) -> Result<Self, String> {
+        let profile = &policy.profile;
+        let window = profile.dpop_proof_max_age + profile.max_clock_skew;
+        let nonces = if profile.dpop_nonce_required {
+            let slot = profile.dpop_proof_max_age.as_secs();
+            Some(match &profile.dpop_nonce_secret_file {
+                Some(path) => {
+                    let secret =
+                        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    Nonces::new(secret.trim_ascii(), slot)
+                }
+                None => Nonces::generate(slot)?,
+            })
+        } else {
+            None
+        };
+        Ok(Binder {
+            replay: Arc::new(MemoryReplayStore::new(
+                policy.state.replay_cache_entries,
+                window,
+            )),
+            nonces,
+            algs: profile
+                .algs
+                .iter()
+                .map(|a| crate::token::jwt::algorithm(*a))
+                .collect(),
+            window,
+        })
+    }
+
+    pub async fn bind(
+        &self,
+        policy: &Policy,
+        credential: &Credential,
+        grant: &Grant,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Bound, Rejection> {
+        let invalid = |scheme, description| Rejection::InvalidToken {
+            scheme,
+            description,
+        };
+        match (&grant.cnf.jkt, &grant.cnf.x5t_s256) {
+            (None, None) => Err(invalid(
+                credential.scheme,
+                "the access token is not sender-constrained",
+            )),
+            (Some(_), Some(_)) => Err(invalid(
+                credential.scheme,
+                "the access token is bound to both a DPoP key and a certificate",
+            )),
+            (Some(jkt), None) => {
+                if policy.profile.kind == ProfileKind::Fapi1Advanced {
+                    return Err(invalid(
+                        credential.scheme,
+                        "DPoP-bound access tokens are not accepted by this resource server",
+                    ));
+                }
+                if credential.scheme == Scheme::Bearer {
+                    return Err(Rejection::DpopDowngrade);
+                }
+                if grant
+                    .token_type
+                    .as_deref()
+                    .is_some_and(|t| !t.eq_ignore_ascii_case("DPoP"))
+                {
+                    return Err(invalid(
+                        Scheme::Dpop,
+                        "the access token is not a DPoP token",
+                    ));
+                }
+                self.dpop(policy, credential, jkt, facts).await
+            }
+            (None, Some(x5t)) => {
+                if credential.scheme == Scheme::Dpop {
+                    return Err(invalid(
+                        Scheme::Dpop,
+                        "the access token is certificate-bound: present it with the Bearer scheme",
+                    ));
+                }
+                match facts.client_cert {
+                    None => Err(invalid(
+                        Scheme::Bearer,
+                        "no client certificate was presented",
+                    )),
+                    Some(cert) if cert.x5t_s256.encoded() != *x5t => Err(invalid(
+                        Scheme::Bearer,
+                        "the client certificate does not match the access token",
+                    )),
+                    Some(_) => Ok(Bound::default()),
+                }
+            }
+        }
+    }
+
+    async fn dpop(
+        &self,
+        policy: &Policy,
+        credential: &Credential,
+        bound_jkt: &str,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Bound, Rejection> {
+        let mut proofs = facts.headers.get_all("dpop").iter();
+        let proof = proofs
+            .next()
+            .ok_or(Rejection::InvalidDpopProof(DpopCheck::Missing))?;
+        if proofs.next().is_some() {
+            return Err(Rejection::InvalidDpopProof(DpopCheck::Multiple));
+        }
+        let proof = proof
+            .to_str()
+            .map_err(|_| Rejection::InvalidDpopProof(DpopCheck::Malformed))?;
+        let target_uri = policy.listener.public_url.join(facts.path);
+        let context = ProofContext {
+            method: facts.method.as_str(),
+            target_uri: &target_uri,
+            access_token: &credential.token,
+            now: facts.now,
+            algs: &self.algs,
+            max_clock_skew: policy.profile.max_clock_skew,
+            max_age: policy.profile.dpop_proof_max_age,
+        };
+        let valid = dpop::verify(proof, &context).map_err(Rejection::InvalidDpopProof)?;
+        if valid.jkt != bound_jkt {
+            return Err(Rejection::InvalidToken {
+                scheme: Scheme::Dpop,
+                description: DpopCheck::KeyBinding.describe(),
+            });
+        }
+        let mut bound = Bound::default();
+        if let Some(nonces) = &self.nonces {
+            match nonces.check(valid.nonce.as_deref(), facts.now) {
+                NonceCheck::Current => {}
+                NonceCheck::Previous => bound.fresh_nonce = Some(nonces.current(facts.now)),
+                NonceCheck::Refused => {
+                    return Err(Rejection::UseDpopNonce {
+                        nonce: nonces.current(facts.now),
+                    })
+                }
+            }
+        }
+        match self.replay.first_use(valid.jti_hash, self.window).await {
+            Ok(true) => Ok(bound),
+            Ok(false) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
+            Err(_) => Err(Rejection::StateUnavailable),
+        }
+    }
+}

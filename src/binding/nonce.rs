@@ -1,0 +1,128 @@
+//! Stateless DPoP server nonces (RFC 9449 §8, §9; DPOP-8, DPOP-9, DPOP-11.3).
+//!
+//! A nonce is `base64url(slot || HMAC-SHA256(key, slot)[..16])` where `slot` is the current
+//! time divided by the slot length: unpredictable without the key, 128 bits of MAC
+//! (SP2-CRY-5), nothing stored. A nonce is accepted during its slot and the next one. Replicas
+//! that share the key accept each other's nonces.
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+
+const MAC_BYTES: usize = 16;
+
+pub struct Nonces {
+    key: hmac::Key,
+    slot_seconds: u64,
+}
+
+/// Whether a proof's nonce may be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// Issued for the current slot.
+    Current,
+    /// Issued for the previous slot: accepted, and a fresh nonce goes out with the response.
+    Previous,
+    /// Missing, forged or older: the client must retry with a fresh nonce.
+    Refused,
+}
+
+impl Nonces {
+    pub fn new(secret: &[u8], slot_seconds: u64) -> Self {
+        Nonces {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            slot_seconds: slot_seconds.max(1),
+        }
+    }
+
+    /// A key of 32 random bytes, for a gateway that runs alone.
+    pub fn generate(slot_seconds: u64) -> Result<Self, String> {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| "no randomness for the nonce key".to_string())?;
+        Ok(Nonces::new(&secret, slot_seconds))
+    }
+
+    fn slot(&self, now: u64) -> u64 {
+        now / self.slot_seconds
+    }
+
+    fn for_slot(&self, slot: u64) -> String {
+        let bytes = slot.to_be_bytes();
+        let tag = hmac::sign(&self.key, &bytes);
+        let mut raw = Vec::with_capacity(8 + MAC_BYTES);
+        raw.extend_from_slice(&bytes);
+        raw.extend_from_slice(&tag.as_ref()[..MAC_BYTES]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn current(&self, now: u64) -> String {
+        self.for_slot(self.slot(now))
+    }
+
+    pub fn check(&self, nonce: Option<&str>, now: u64) -> NonceCheck {
+        let Some(raw) = nonce.and_then(|n| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(n)
+                .ok()
+        }) else {
+            return NonceCheck::Refused;
+        };
+        if raw.len() != 8 + MAC_BYTES {
+            return NonceCheck::Refused;
+        }
+        let mut slot_bytes = [0u8; 8];
+        slot_bytes.copy_from_slice(&raw[..8]);
+        let slot = u64::from_be_bytes(slot_bytes);
+        let current = self.slot(now);
+        let tag = hmac::sign(&self.key, &slot_bytes);
+        // Constant-time comparison of the MAC.
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..MAC_BYTES], &raw[8..])
+            .is_err()
+        {
+            return NonceCheck::Refused;
+        }
+        if slot == current {
+            NonceCheck::Current
+        } else if slot + 1 == current {
+            NonceCheck::Previous
+        } else {
+            NonceCheck::Refused
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpop_9_nonces_are_valid_for_two_slots() {
+        let nonces = Nonces::new(b"k", 60);
+        let nonce = nonces.current(1_000);
+        assert_eq!(nonces.check(Some(&nonce), 1_000), NonceCheck::Current);
+        assert_eq!(nonces.check(Some(&nonce), 1_000 + 60), NonceCheck::Previous);
+        assert_eq!(nonces.check(Some(&nonce), 1_000 + 120), NonceCheck::Refused);
+        assert!(nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    #[test]
+    fn dpop_8_2_forged_or_foreign_nonces_are_refused() {
+        let ours = Nonces::new(b"k", 60);
+        let theirs = Nonces::new(b"other", 60);
+        assert_eq!(
+            ours.check(Some(&theirs.current(1_000)), 1_000),
+            NonceCheck::Refused
+        );
+        assert_eq!(ours.check(None, 1_000), NonceCheck::Refused);
+        assert_eq!(ours.check(Some("not-base64!"), 1_000), NonceCheck::Refused);
+        let mut tampered = ours.current(1_000).into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            ours.check(Some(std::str::from_utf8(&tampered).unwrap()), 1_000),
+            NonceCheck::Refused
+        );
+    }
+}
