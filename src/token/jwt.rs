@@ -42,10 +42,23 @@ pub fn checked_header(
     algs: &[Algorithm],
     typ: &[&str],
 ) -> Result<Header, &'static str> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed JWS header")?;
-    if !algs.contains(&header.alg) {
+    // The alg is read from the raw header first: `none` is not even an Algorithm to the
+    // JOSE library, and it must be refused as a disallowed algorithm, not as malformed.
+    let raw: serde_json::Value = token
+        .split('.')
+        .next()
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or("malformed JWS header")?;
+    let named = raw.get("alg").and_then(|a| a.as_str()).unwrap_or("");
+    if !algs.iter().any(|a| format!("{a:?}") == named) {
         return Err("the signing algorithm is not allowed");
     }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed JWS header")?;
     let typ_ok = header.typ.as_deref().is_some_and(|t| {
         let t = t.to_ascii_lowercase();
         let short = t.strip_prefix("application/").unwrap_or(&t).to_string();

@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `fapigate` binary, real TLS with client certificates, a real
-//! HTTP upstream, curl and openssl as clients, all on 127.0.0.1. One test binary, so the
-//! gateway is built once.
+//! HTTP upstream, a real authorization server (oidc-provider, `tests/as`), curl and openssl as
+//! clients, all on 127.0.0.1. One test binary, so the gateway is built once.
 
+mod authorization;
+mod bank;
+mod binding;
 mod config_check;
 mod lifecycle;
 mod proxying;
 mod support;
 mod tls;
+mod tokens;

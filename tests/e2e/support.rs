@@ -291,13 +291,21 @@ upstream = "core"
 impl Gateway {
     /// Writes the config into `dir` (which holds the PKI) and starts the gateway.
     pub fn start(dir: &Path, upstream: SocketAddr, extra: &str) -> Gateway {
-        let (port, admin_port, plain_port) = (free_port(), free_port(), free_port());
+        Gateway::start_at(dir, upstream, extra, free_port())
+    }
+
+    /// Starts the gateway with its TLS listener on `port` (tokens name it in `aud` and `htu`).
+    pub fn start_at(dir: &Path, upstream: SocketAddr, extra: &str, port: u16) -> Gateway {
+        Gateway::launch(dir, port, |admin, plain| {
+            config_text(port, admin, plain, upstream, extra)
+        })
+    }
+
+    /// Starts the gateway with the configuration `text(admin_port, plain_port)` returns.
+    pub fn launch(dir: &Path, port: u16, text: impl FnOnce(u16, u16) -> String) -> Gateway {
+        let (admin_port, plain_port) = (free_port(), free_port());
         let config = dir.join("fapigate.toml");
-        std::fs::write(
-            &config,
-            config_text(port, admin_port, plain_port, upstream, extra),
-        )
-        .expect("config");
+        std::fs::write(&config, text(admin_port, plain_port)).expect("config");
         let log = dir.join("gateway.log");
         let child = Command::new(BINARY)
             .args(["run", "--config"])
@@ -432,9 +440,10 @@ pub fn curl(args: &[&str]) -> Response {
         .expect("curl runs");
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     parse_response(&text).unwrap_or_else(|| {
+        let shown: Vec<String> = args.iter().map(|a| a.chars().take(120).collect()).collect();
         panic!(
             "curl {:?} gave no response (exit {:?}): {}{}",
-            args,
+            shown,
             output.status.code(),
             text,
             String::from_utf8_lossy(&output.stderr)
@@ -516,5 +525,132 @@ impl Env {
 
     pub fn get(&self, path: &str, extra: &[&str]) -> Response {
         curl_tls(&self.gateway, &self.pki, path, extra)
+    }
+}
+
+/// The real authorization server of `tests/as` (node `oidc-provider`), with its test-client
+/// control API. Killed when dropped.
+pub struct AuthServer {
+    child: Child,
+    pub issuer: String,
+    pub config: PathBuf,
+}
+
+pub const AS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/as");
+
+impl AuthServer {
+    /// Generates a signing key set (kids `<prefix>-es256`, `-ps256`, `-eddsa`) into `path`.
+    pub fn generate_keys(path: &Path, prefix: &str) {
+        let status = Command::new("node")
+            .arg(format!("{AS_DIR}/gen-keys.mjs"))
+            .arg(path)
+            .arg(prefix)
+            .stdout(Stdio::null())
+            .status()
+            .expect("node runs");
+        assert!(status.success(), "gen-keys failed");
+    }
+
+    /// Starts the AS with `config` (JSON, see tests/as/README.md) written to `dir/as.json`.
+    pub fn start(dir: &Path, config: &serde_json::Value) -> AuthServer {
+        let path = dir.join("as.json");
+        std::fs::write(&path, config.to_string()).expect("as config");
+        let (child, issuer) = AuthServer::spawn_child(&path);
+        AuthServer {
+            child,
+            issuer,
+            config: path,
+        }
+    }
+
+    fn spawn_child(config: &Path) -> (Child, String) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_extension("log"))
+            .expect("as log");
+        let mut child = Command::new("node")
+            .arg(format!("{AS_DIR}/server.mjs"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the test AS");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the AS printed READY");
+        let issuer = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("unexpected AS output: {line}"))
+            .to_string();
+        (child, issuer)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops and starts again with the same config file (same port, keys re-read).
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, issuer) = AuthServer::spawn_child(&self.config);
+        self.child = child;
+        self.issuer = issuer;
+    }
+
+    pub fn call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.issuer);
+        let body = body.to_string();
+        let response = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            &url,
+        ]);
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        response.json()
+    }
+
+    pub fn introspections(&self) -> u64 {
+        let response = curl(&[&format!("{}/__test/stats", self.issuer)]);
+        response.json()["introspections"].as_u64().expect("count")
+    }
+
+    /// A DPoP proof from the `dpop` library for a request to `htu`.
+    pub fn proof(
+        &self,
+        key_id: &str,
+        htm: &str,
+        htu: &str,
+        token: &str,
+        nonce: Option<&str>,
+    ) -> String {
+        let mut body = serde_json::json!({"dpop_key_id": key_id, "htm": htm, "htu": htu, "access_token": token});
+        if let Some(nonce) = nonce {
+            body["nonce"] = nonce.into();
+        }
+        self.call("/__test/proof", body)["proof"]
+            .as_str()
+            .expect("proof")
+            .to_string()
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
