@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod reject;
 pub mod request;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod token;

@@ -7,7 +7,7 @@ mod files;
 pub mod model;
 pub mod units;
 
-pub use files::{read_certificates, read_private_key};
+pub use files::{read_certificates, read_private_key, refuse_world_readable};
 
 use crate::policy::Policy;
 use std::fmt;
