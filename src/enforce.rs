@@ -7,12 +7,23 @@ use crate::credential::{self, Credential};
 use crate::grant::Grant;
 use crate::policy::authorize::{authorize, Denial, RequestView};
 use crate::policy::routes::{AuthMode, Route};
+use crate::policy::FsyncPolicy;
 use crate::policy::{Policy, RouteMatch};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
+use crate::signing::audit::AuditLog;
+use crate::signing::base::MessageView;
+use crate::signing::httpsig::{verify_request, SignedRequest};
+use crate::signing::signer::ResponseSigner;
 use crate::telemetry::Metrics;
+use crate::token::jwks::KeySet;
 use crate::token::{TokenError, Tokens};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often client keys from a URL are refreshed.
+const CLIENT_KEYS_REFRESH: Duration = Duration::from_secs(300);
 
 /// What the gateway runs on: the compiled policy and the runtime built from it (key sets,
 /// AS clients, caches). Replaced whole on reload.
@@ -20,16 +31,40 @@ pub struct Engine {
     pub policy: Policy,
     pub tokens: Tokens,
     pub binder: Binder,
+    /// Keys of clients that sign requests, by client_id.
+    pub clients: HashMap<String, Arc<KeySet>>,
+    pub signer: Option<ResponseSigner>,
+    pub audit: Option<AuditLog>,
 }
 
 impl Engine {
     pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let tokens = Tokens::new(&policy, metrics)?;
+        let tokens = Tokens::new(&policy, metrics.clone())?;
         let binder = Binder::new(&policy)?;
+        let mut clients = HashMap::new();
+        for client in &policy.clients {
+            let label = format!("client:{}", client.client_id);
+            let keys =
+                KeySet::from_policy(&label, &client.jwks, CLIENT_KEYS_REFRESH, metrics.clone())
+                    .map_err(|e| format!("client \"{}\": {e}", client.client_id))?;
+            clients.insert(client.client_id.clone(), keys);
+        }
+        let signer = policy
+            .response_signing
+            .as_ref()
+            .map(ResponseSigner::new)
+            .transpose()?;
+        let audit = policy
+            .audit
+            .as_ref()
+            .map(|a| AuditLog::new(&a.path, a.fsync == FsyncPolicy::EveryRecord));
         Ok(Engine {
             policy,
             tokens,
             binder,
+            clients,
+            signer,
+            audit,
         })
     }
 }
@@ -45,6 +80,8 @@ pub struct Admission {
     pub dpop_nonce: Option<String>,
     /// The authorization detail that granted the request, for the upstream.
     pub granted_detail: Option<serde_json::Value>,
+    /// The label of the verified `fapi-2-request` signature (HS2-RESP-RS-3 binds to it).
+    pub request_signature: Option<String>,
 }
 
 /// A refused request: why, and on which route (for metrics), if one matched.
@@ -102,6 +139,7 @@ impl<'e> Enforcer<'e> {
                 grant: None,
                 dpop_nonce: None,
                 granted_detail: None,
+                request_signature: None,
             });
         }
         let credential = credential::extract(facts.headers, facts.query)
@@ -119,12 +157,15 @@ impl<'e> Enforcer<'e> {
             .bind(policy, &credential, &grant, facts)
             .await
             .map_err(on_route)?;
-        if route.verify_request_signature {
-            return Err(on_route(Rejection::RequestSignature {
-                scheme: credential.scheme,
-                description: "HTTP message signatures cannot be verified by this gateway yet",
-            }));
-        }
+        let request_signature = if route.verify_request_signature {
+            Some(
+                self.verify_signature(&credential, &grant, facts)
+                    .await
+                    .map_err(on_route)?,
+            )
+        } else {
+            None
+        };
         let url = policy.listener.public_url.join(facts.path);
         let view = RequestView {
             url: &url,
@@ -141,7 +182,51 @@ impl<'e> Enforcer<'e> {
             grant: Some(grant),
             dpop_nonce: bound.fresh_nonce,
             granted_detail,
+            request_signature,
         })
+    }
+
+    /// HS2-REQ-RS-1..8 with the keys registered for the token's client.
+    async fn verify_signature(
+        &self,
+        credential: &Credential,
+        grant: &Grant,
+        facts: &RequestFacts<'_>,
+    ) -> Result<String, Rejection> {
+        let refuse = |description| Rejection::RequestSignature {
+            scheme: credential.scheme,
+            description,
+        };
+        let keys = grant
+            .client_id
+            .as_deref()
+            .and_then(|id| self.engine.clients.get(id))
+            .ok_or(refuse("the client has no registered signing keys"))?;
+        let policy = &self.engine.policy;
+        let mut target_uri = policy.listener.public_url.join(facts.path);
+        if let Some(query) = facts.query {
+            target_uri.push('?');
+            target_uri.push_str(query);
+        }
+        let request = SignedRequest {
+            message: MessageView {
+                method: Some(facts.method.as_str()),
+                target_uri: Some(&target_uri),
+                status: None,
+                headers: facts.headers,
+            },
+            body: facts.raw_body,
+            now: facts.now,
+            max_age: policy.profile.request_signature_max_age.as_secs(),
+        };
+        verify_request(&request, keys)
+            .await
+            .map_err(|error| match error {
+                crate::signing::httpsig::RequestSigError::KeysUnavailable => {
+                    Rejection::AuthorizationServerUnavailable
+                }
+                other => refuse(other.describe()),
+            })
     }
 }
 

@@ -23,6 +23,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the public JWKS of the response-signing keys.
+    Jwks {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Work with the audit trail of signed exchanges.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit file; exit 1 naming the first broken line.
+    Verify { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +65,38 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprint!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Jwks { config } => {
+            let signer = fapigate::config::load(&config)
+                .map_err(|errors| errors.to_string())
+                .and_then(|policy| {
+                    let signing = policy.response_signing.as_ref().ok_or_else(|| {
+                        format!("{}: has no [response_signing] section\n", config.display())
+                    })?;
+                    fapigate::signing::signer::ResponseSigner::new(signing)
+                });
+            match signer {
+                Ok(signer) => {
+                    println!("{}", signer.jwks());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprint!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match fapigate::signing::audit::verify(&file) {
+            Ok(count) => {
+                println!("{}: ok: {count} records, chain intact", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
                 ExitCode::FAILURE
             }
         },

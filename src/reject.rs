@@ -333,6 +333,7 @@ mod tests {
             dpop_proof_max_age: Duration::from_secs(60),
             dpop_nonce_required: false,
             dpop_nonce_secret_file: None,
+            request_signature_max_age: Duration::from_secs(60),
             interaction_id: true,
         }
     }

@@ -68,8 +68,10 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client_cert: Option<&'a ClientCert>,
-    /// The JSON request body, read only for routes whose rules need it.
+    /// The JSON request body, parsed only for routes whose rules read it.
     pub body: Option<&'a serde_json::Value>,
+    /// The request body bytes, read for routes that verify signatures or sign responses.
+    pub raw_body: Option<&'a [u8]>,
     /// The time of the decision, Unix seconds (the injected clock).
     pub now: u64,
 }

@@ -335,6 +335,12 @@ fn profile(profile: &model::Profile, base: &Path, errors: &mut Errors) -> Option
                 .check("profile.dpop_nonce_secret_file", files::read_secret(&path))
                 .map(|()| path)
         }),
+        request_signature_max_age: duration(
+            errors,
+            "profile.request_signature_max_age",
+            profile.request_signature_max_age.as_ref(),
+            "60s",
+        ),
         interaction_id: profile.interaction_id.unwrap_or(true),
     })
 }
@@ -619,7 +625,29 @@ fn response_signing(
     if !jwks_path.starts_with('/') {
         errors.add("response_signing.jwks_path", "must start with /");
     }
+    let mut additional_keys = Vec::new();
+    for (i, published) in signing.additional_keys.iter().enumerate() {
+        let path = files::resolve(base, &published.key);
+        let key = format!("response_signing.additional_keys[{i}]");
+        errors.check(&format!("{key}.key"), files::read_signing_key(&path));
+        if published.key_id == signing.key_id {
+            errors.add(
+                format!("{key}.key_id"),
+                "repeats the active key_id (SP2-CRY-6: no duplicate kid)",
+            );
+        }
+        additional_keys.push((path, published.key_id.clone(), published.alg.clone()));
+    }
     Some(ResponseSigningPolicy {
+        additional_keys,
+        issuer: signing
+            .issuer
+            .clone()
+            .unwrap_or_else(|| signing.key_id.clone()),
+        trust_anchor: signing
+            .trust_anchor
+            .clone()
+            .unwrap_or_else(|| "openbanking.org.uk".into()),
         format: format?,
         key,
         key_id: signing.key_id.clone(),

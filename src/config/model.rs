@@ -91,6 +91,8 @@ pub struct Profile {
     pub dpop_nonce: Option<String>,
     /// The nonce MAC key, shared by replicas; generated per process when absent.
     pub dpop_nonce_secret_file: Option<String>,
+    /// How old a request's HTTP message signature (`created`) may be.
+    pub request_signature_max_age: Option<String>,
     pub interaction_id: Option<bool>,
 }
 
@@ -156,6 +158,22 @@ pub struct ResponseSigning {
     pub alg: String,
     pub max_body: Option<String>,
     pub jwks_path: Option<String>,
+    /// Keys published in the JWKS besides the active one (the next key before it signs, the
+    /// previous one while responses signed with it are still verified).
+    #[serde(default)]
+    pub additional_keys: Vec<PublishedKey>,
+    /// `iss` of detached JWS (UK: the ASPSP's orgId) and JWT bodies (Brazil: organisationId).
+    pub issuer: Option<String>,
+    /// UK Open Banking `tan` (trust anchor) of detached JWS.
+    pub trust_anchor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedKey {
+    pub key: String,
+    pub key_id: String,
+    pub alg: String,
 }
 
 #[derive(Debug, Deserialize)]

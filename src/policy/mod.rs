@@ -143,6 +143,7 @@ pub struct Profile {
     pub dpop_proof_max_age: Duration,
     pub dpop_nonce_required: bool,
     pub dpop_nonce_secret_file: Option<PathBuf>,
+    pub request_signature_max_age: Duration,
     pub interaction_id: bool,
 }
 
@@ -237,6 +238,9 @@ pub struct ResponseSigningPolicy {
     pub alg: String,
     pub max_body: u64,
     pub jwks_path: String,
+    pub additional_keys: Vec<(PathBuf, String, String)>,
+    pub issuer: String,
+    pub trust_anchor: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

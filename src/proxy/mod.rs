@@ -2,14 +2,16 @@
 //! [`Enforcer::admit`], and either writes the rendered rejection or proxies to the route's
 //! upstream. No FAPI decision is made here.
 
+pub mod body;
 pub mod client_cert;
 pub mod headers;
+mod signed;
 pub mod tls;
 
 use crate::enforce::{Enforcer, Engine};
 use crate::gateway::Gateway;
 use crate::interaction::{self, InteractionId, Origin};
-use crate::policy::Policy;
+use crate::policy::{Policy, UpstreamPolicy};
 use crate::reject::Rejection;
 use crate::request::{ClientCert, RequestFacts, X5tS256};
 use crate::telemetry::{access_log, AccessRecord};
@@ -26,11 +28,16 @@ use std::time::Instant;
 
 pub struct FapiProxy {
     gateway: Arc<Gateway>,
+    /// Pooled upstream connections for signed routes (the proxy path has Pingora's own).
+    connector: pingora::connectors::http::Connector,
 }
 
 impl FapiProxy {
     pub fn new(gateway: Arc<Gateway>) -> Self {
-        FapiProxy { gateway }
+        FapiProxy {
+            gateway,
+            connector: pingora::connectors::http::Connector::new(None),
+        }
     }
 }
 
@@ -48,6 +55,7 @@ pub struct RequestContext {
     dpop_nonce: Option<String>,
     grant: Option<Arc<crate::grant::Grant>>,
     granted_detail: Option<serde_json::Value>,
+    request_signature: Option<String>,
 }
 
 impl RequestContext {
@@ -95,6 +103,7 @@ impl ProxyHttp for FapiProxy {
             dpop_nonce: None,
             grant: None,
             granted_detail: None,
+            request_signature: None,
         }
     }
 
@@ -115,7 +124,16 @@ impl ProxyHttp for FapiProxy {
             return Ok(true);
         }
 
-        let body = match read_body_if_needed(session, policy).await {
+        if let Some(signer) = &engine.signer {
+            let header = session.req_header();
+            if header.uri.path() == signer.jwks_path
+                && (header.method == http::Method::GET || header.method == http::Method::HEAD)
+            {
+                serve_jwks(session, ctx, signer.jwks()).await?;
+                return Ok(true);
+            }
+        }
+        let body = match body::read(session, policy).await {
             Ok(body) => body,
             Err(rejection) => {
                 respond(session, ctx, policy, rejection).await?;
@@ -139,7 +157,8 @@ impl ProxyHttp for FapiProxy {
             query: header.uri.query(),
             headers: &header.headers,
             client_cert,
-            body: body.as_ref(),
+            body: body.as_ref().and_then(|b| b.json.as_ref()),
+            raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
             now: unix_now(),
         };
         let decision = Enforcer::new(&engine).admit(&facts).await;
@@ -149,7 +168,22 @@ impl ProxyHttp for FapiProxy {
                 ctx.dpop_nonce = admission.dpop_nonce;
                 ctx.grant = admission.grant;
                 ctx.granted_detail = admission.granted_detail;
-                Ok(false)
+                ctx.request_signature = admission.request_signature;
+                let Some(route) = policy.routes.get(admission.route) else {
+                    return Ok(false);
+                };
+                if !route.sign_response {
+                    return Ok(false);
+                }
+                let bytes = body.map(|b| b.bytes).unwrap_or_default();
+                let slot = self.gateway.next_upstream_slot();
+                if let Err(rejection) =
+                    signed::exchange(&self.connector, session, ctx, &engine, route, bytes, slot)
+                        .await
+                {
+                    respond(session, ctx, policy, rejection).await?;
+                }
+                Ok(true)
             }
             Err(refused) => {
                 ctx.route = refused.route;
@@ -170,21 +204,7 @@ impl ProxyHttp for FapiProxy {
             .zip(ctx.route)
             .and_then(|(engine, index)| engine.policy.routes.get(index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
-        let upstream = &route.upstream;
-        let slot = self.gateway.next_upstream_slot() % upstream.addrs.len().max(1);
-        let addr = upstream
-            .addrs
-            .get(slot)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
-        let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.total_connection_timeout = Some(upstream.connect_timeout);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-        if let Some(roots) = &upstream.ca {
-            peer.options.ca = Some(roots.clone());
-        }
+        let peer = peer_for(&route.upstream, self.gateway.next_upstream_slot())?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -195,49 +215,11 @@ impl ProxyHttp for FapiProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let Some(engine) = ctx.engine.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "no policy");
-        };
-        let policy = &engine.policy;
         let tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
-        let trusted = ctx
-            .peer
-            .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
-        headers::prepare_upstream_request(
-            upstream_request,
-            policy,
-            headers::Hop {
-                peer: ctx.peer,
-                tls,
-                from_trusted_proxy: trusted,
-            },
-        );
-        if let Some(grant) = &ctx.grant {
-            let forward = &policy.forward;
-            if let Some(subject) = &grant.subject {
-                upstream_request.insert_header(forward.subject_header.clone(), subject.as_str())?;
-            }
-            if let Some(client_id) = &grant.client_id {
-                upstream_request
-                    .insert_header(forward.client_id_header.clone(), client_id.as_str())?;
-            }
-            if let Some(detail) = &ctx.granted_detail {
-                // base64url of the JSON: header-safe whatever the detail holds.
-                let encoded =
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
-                upstream_request
-                    .insert_header(forward.authorization_details_header.clone(), encoded)?;
-            }
-        }
-        if let Some(id) = &ctx.interaction {
-            if policy.profile.interaction_id {
-                upstream_request.insert_header(interaction::HEADER, id.value.as_str())?;
-            }
-        }
-        Ok(())
+        upstream_headers(upstream_request, ctx, tls)
     }
 
     async fn upstream_response_filter(
@@ -373,73 +355,64 @@ impl ProxyHttp for FapiProxy {
     }
 }
 
-/// The largest JSON body the gateway reads for `{body/...}` rules (Pingora's retry buffer).
-const MAX_RULE_BODY: usize = 64 * 1024;
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// One address of an upstream (round robin by `slot`) with its timeouts and trust roots.
+fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
+    let addr = upstream
+        .addrs
+        .get(slot % upstream.addrs.len().max(1))
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
+    let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
+    peer.options.connection_timeout = Some(upstream.connect_timeout);
+    peer.options.total_connection_timeout = Some(upstream.connect_timeout);
+    peer.options.read_timeout = Some(upstream.read_timeout);
+    peer.options.write_timeout = Some(upstream.read_timeout);
+    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    if let Some(roots) = &upstream.ca {
+        peer.options.ca = Some(roots.clone());
+    }
+    Ok(peer)
+}
 
-/// Reads the JSON body when the matched route's rules need it. Pingora then forwards the
-/// identical bytes from its retry buffer.
-async fn read_body_if_needed(
-    session: &mut Session,
-    policy: &Policy,
-) -> std::result::Result<Option<serde_json::Value>, Rejection> {
-    let header = session.req_header();
-    let needs_body = match policy.routes.find(&header.method, header.uri.path()) {
-        crate::policy::RouteMatch::Found { route, .. } => {
-            policy.routes.get(route).is_some_and(|r| r.reads_body())
-        }
-        _ => false,
+/// What the upstream is told: hop-by-hop and spoofable headers removed, `Forwarded` set, the
+/// caller (`[forward]`) and the interaction id added.
+fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool) -> Result<()> {
+    let Some(engine) = ctx.engine.as_ref() else {
+        return Error::e_explain(ErrorType::InternalError, "no policy");
     };
-    if !needs_body {
-        return Ok(None);
-    }
-    let is_json = header
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|v| {
-            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-        });
-    if !is_json {
-        return Err(Rejection::BodyNotJson);
-    }
-    let declared = header
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_RULE_BODY) {
-        return Err(Rejection::BodyTooLarge);
-    }
-    let expects_continue = header
-        .headers
-        .get(http::header::EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if expects_continue {
-        session
-            .write_continue_response()
-            .await
-            .map_err(|_| Rejection::BodyMalformed)?;
-    }
-    session.enable_retry_buffering();
-    let mut body = Vec::new();
-    loop {
-        let chunk = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body())
-            .await
-            .map_err(|_| Rejection::BodyMalformed)?
-            .map_err(|_| Rejection::BodyMalformed)?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > MAX_RULE_BODY {
-            return Err(Rejection::BodyTooLarge);
+    let policy = &engine.policy;
+    let trusted = ctx
+        .peer
+        .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
+    headers::prepare_upstream_request(
+        request,
+        policy,
+        headers::Hop {
+            peer: ctx.peer,
+            tls,
+            from_trusted_proxy: trusted,
+        },
+    );
+    if let Some(grant) = &ctx.grant {
+        let forward = &policy.forward;
+        if let Some(subject) = &grant.subject {
+            request.insert_header(forward.subject_header.clone(), subject.as_str())?;
         }
-        body.extend_from_slice(&chunk);
+        if let Some(client_id) = &grant.client_id {
+            request.insert_header(forward.client_id_header.clone(), client_id.as_str())?;
+        }
+        if let Some(detail) = &ctx.granted_detail {
+            // base64url of the JSON: header-safe whatever the detail holds.
+            let encoded =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
+            request.insert_header(forward.authorization_details_header.clone(), encoded)?;
+        }
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|_| Rejection::BodyMalformed)
+    if let Some(id) = &ctx.interaction {
+        if policy.profile.interaction_id {
+            request.insert_header(interaction::HEADER, id.value.as_str())?;
+        }
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -463,6 +436,25 @@ fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result
         .is_none_or(|engine| engine.policy.profile.interaction_id);
     if let (true, Some(id)) = (echo, &ctx.interaction) {
         response.insert_header(interaction::HEADER, id.value.as_str())?;
+    }
+    Ok(())
+}
+
+/// The public JWKS of the response-signing keys (SP2-CRY-6), at `jwks_path`.
+async fn serve_jwks(session: &mut Session, ctx: &RequestContext, jwks: &str) -> Result<()> {
+    let mut response = ResponseHeader::build(200, Some(5))?;
+    response.insert_header(http::header::CONTENT_TYPE, "application/jwk-set+json")?;
+    response.insert_header(http::header::CONTENT_LENGTH, jwks.len().to_string())?;
+    response.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
+    stamp_response(&mut response, ctx)?;
+    let head = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(response), head)
+        .await?;
+    if !head {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(jwks.as_bytes())), true)
+            .await?;
     }
     Ok(())
 }

@@ -91,8 +91,7 @@ pub fn signature_base(
 }
 
 fn serialize_item(item: &Item) -> Result<String, BaseError> {
-    let mut list = sfv::List::new();
-    list.push(ListEntry::Item(item.clone()));
+    let list: sfv::List = vec![ListEntry::Item(item.clone())];
     list.serialize_value()
         .map_err(|e| BaseError::BadComponent(e.to_string()))
 }
@@ -168,8 +167,7 @@ fn component_value(
         let dictionary = sfv::Parser::parse_dictionary(joined.as_bytes())
             .map_err(|_| BaseError::BadComponent(identifier.to_string()))?;
         let member = dictionary.get(key).ok_or_else(missing)?;
-        let mut single = sfv::List::new();
-        single.push(member.clone());
+        let single: sfv::List = vec![member.clone()];
         return single
             .serialize_value()
             .map_err(|_| BaseError::BadComponent(identifier.to_string()));

@@ -224,10 +224,10 @@ pub fn sign_response(
         }
     }
     for name in ["@method", "@target-uri", "@authority"] {
-        items.push(component(name, &[req.clone()]));
+        items.push(component(name, std::slice::from_ref(&req)));
     }
     if present(&request.message, "content-digest") {
-        items.push(component("content-digest", &[req.clone()]));
+        items.push(component("content-digest", std::slice::from_ref(&req)));
     }
     if let Some(label) = request.signature_label {
         for name in ["signature", "signature-input"] {

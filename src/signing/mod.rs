@@ -8,3 +8,4 @@ pub mod digest;
 pub mod httpsig;
 pub mod jws;
 pub mod keys;
+pub mod signer;

@@ -73,6 +73,25 @@ impl KeySet {
         }
     }
 
+    /// A key set as the configuration describes it; file sources are read now.
+    pub fn from_policy(
+        label: &str,
+        policy: &crate::policy::KeySet,
+        refresh_every: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<KeySet>, String> {
+        let source = match policy {
+            crate::policy::KeySet::File(path) => Source::File(path.clone()),
+            crate::policy::KeySet::Url { url, ca_file } => Source::Url {
+                url: url.clone(),
+                client: super::outbound::client(ca_file.as_deref(), None, Duration::from_secs(5))?,
+            },
+        };
+        let keys = Arc::new(KeySet::new(label, source, refresh_every, metrics));
+        keys.load_file_now()?;
+        Ok(keys)
+    }
+
     /// Loads a file source now, so a broken file is a startup error.
     pub fn load_file_now(&self) -> Result<(), String> {
         if let Source::File(path) = &self.source {
@@ -221,7 +240,8 @@ fn parse_key(jwk: &Jwk) -> Option<Key> {
             if bits < 2048 {
                 return None;
             }
-            |a| a == Algorithm::PS256
+            // PS512 verifies RFC 9421 rsa-pss-sha512 request signatures of clients.
+            |a| a == Algorithm::PS256 || a == Algorithm::PS512
         }
         _ => return None,
     };
@@ -229,6 +249,7 @@ fn parse_key(jwk: &Jwk) -> Option<Key> {
         Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => Some(Algorithm::ES256),
         Some(jsonwebtoken::jwk::KeyAlgorithm::PS256) => Some(Algorithm::PS256),
         Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA) => Some(Algorithm::EdDSA),
+        Some(jsonwebtoken::jwk::KeyAlgorithm::PS512) => Some(Algorithm::PS512),
         Some(_) => return None,
         None => None,
     };

@@ -10,14 +10,14 @@
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
-mod outbound;
+pub(crate) mod outbound;
 
 use crate::grant::Grant;
 use crate::policy::{KeySet as KeySetPolicy, Policy};
 use crate::telemetry::Metrics;
 use introspection::{Introspected, Introspector};
 use jsonwebtoken::Algorithm;
-use jwks::{KeySet, Source};
+use jwks::KeySet;
 use jwt::JwtIssuer;
 use sha2::Digest;
 use std::sync::Arc;
@@ -93,24 +93,17 @@ impl Tokens {
         let mut jwt_issuers = Vec::new();
         let mut introspectors = Vec::new();
         for issuer in &policy.issuers {
-            let (source, ca_file) = match &issuer.jwks {
-                KeySetPolicy::File(path) => (Source::File(path.clone()), None),
-                KeySetPolicy::Url { url, ca_file } => (
-                    Source::Url {
-                        url: url.clone(),
-                        client: outbound::client(ca_file.as_deref(), None, Duration::from_secs(5))?,
-                    },
-                    ca_file.as_deref(),
-                ),
-            };
-            let keys = Arc::new(KeySet::new(
+            let keys = KeySet::from_policy(
                 &issuer.id,
-                source,
+                &issuer.jwks,
                 issuer.jwks_refresh,
                 metrics.clone(),
-            ));
-            keys.load_file_now()
-                .map_err(|e| format!("issuer \"{}\": {e}", issuer.id))?;
+            )
+            .map_err(|e| format!("issuer \"{}\": {e}", issuer.id))?;
+            let ca_file = match &issuer.jwks {
+                KeySetPolicy::Url { ca_file, .. } => ca_file.as_deref(),
+                KeySetPolicy::File(_) => None,
+            };
             if let Some(intro) = &issuer.introspection {
                 introspectors.push(
                     Introspector::new(

@@ -6,6 +6,7 @@ mod authorization;
 mod bank;
 mod binding;
 mod config_check;
+mod deploy;
 mod lifecycle;
 mod proxying;
 mod support;

@@ -1,0 +1,278 @@
+//! Signed routes. Pingora writes response headers as soon as the upstream's arrive, and a
+//! signature covers the whole body, so these routes do not use the proxy path: the gateway
+//! sends the request itself on a pooled connection, reads the whole response (bounded by
+//! `max_body`), signs it and answers. One retry on a stale pooled connection; 502 on upstream
+//! failure or an oversized body, 504 on timeout.
+
+use super::{peer_for, stamp_response, upstream_headers, RequestContext};
+use crate::enforce::Engine;
+use crate::policy::routes::Route;
+use crate::reject::Rejection;
+use crate::signing::audit::Record;
+use crate::signing::base::MessageView;
+use crate::signing::httpsig::RequestBinding;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::ErrorType;
+use std::time::Instant;
+
+/// The upstream's answer, read whole.
+struct Upstream {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+enum Failure {
+    Timeout,
+    Failed,
+}
+
+impl Failure {
+    fn rejection(self) -> Rejection {
+        match self {
+            Failure::Timeout => Rejection::UpstreamTimeout,
+            Failure::Failed => Rejection::UpstreamFailed,
+        }
+    }
+}
+
+fn classify(error: &pingora::Error) -> Failure {
+    match error.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Failure::Timeout
+        }
+        _ => Failure::Failed,
+    }
+}
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Runs the exchange; returns the rejection to render when it could not produce a response.
+pub async fn exchange(
+    connector: &Connector,
+    session: &mut Session,
+    ctx: &mut RequestContext,
+    engine: &Engine,
+    route: &Route,
+    body: Bytes,
+    slot: usize,
+) -> Result<(), Rejection> {
+    let signer = engine.signer.as_ref().ok_or(Rejection::UpstreamFailed)?;
+    let tls = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some();
+    let mut request = session.req_header().clone();
+    upstream_headers(&mut request, ctx, tls).map_err(|_| Rejection::UpstreamFailed)?;
+    request.remove_header(&http::header::TRANSFER_ENCODING);
+    request.remove_header(&http::header::EXPECT);
+    if !body.is_empty() || request.headers.contains_key(http::header::CONTENT_LENGTH) {
+        request
+            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(|_| Rejection::UpstreamFailed)?;
+    }
+    let is_head = request.method == Method::HEAD;
+    let started = Instant::now();
+    let peer = peer_for(&route.upstream, slot).map_err(|_| Rejection::UpstreamFailed)?;
+    let limit = signer.max_body as usize;
+    let mut answer = None;
+    for attempt in 0..2 {
+        match send(connector, &peer, &request, &body, limit, is_head).await {
+            Ok(upstream) => {
+                answer = Some(upstream);
+                break;
+            }
+            // A pooled connection the upstream had closed: one retry on a fresh one.
+            Err((reused, Failure::Failed)) if reused && attempt == 0 => continue,
+            Err((_, failure)) => return Err(failure.rejection()),
+        }
+    }
+    ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let Upstream {
+        status,
+        headers: upstream_headers,
+        mut body,
+    } = answer.ok_or(Rejection::UpstreamFailed)?;
+
+    let mut response =
+        ResponseHeader::build(status, None).map_err(|_| Rejection::UpstreamFailed)?;
+    for (name, value) in &upstream_headers {
+        if !HOP_BY_HOP.contains(&name.as_str())
+            && name != http::header::CONTENT_LENGTH
+            && !name.as_str().starts_with("signature")
+        {
+            response
+                .append_header(name.clone(), value.clone())
+                .map_err(|_| Rejection::UpstreamFailed)?;
+        }
+    }
+    stamp_response(&mut response, ctx).map_err(|_| Rejection::UpstreamFailed)?;
+    let format = route.response_format.unwrap_or(signer.default_format);
+    let request_header = session.req_header();
+    let mut target_uri = engine
+        .policy
+        .listener
+        .public_url
+        .join(request_header.uri.path());
+    if let Some(query) = request_header.uri.query() {
+        target_uri.push('?');
+        target_uri.push_str(query);
+    }
+    let binding = RequestBinding {
+        message: MessageView {
+            method: Some(request_header.method.as_str()),
+            target_uri: Some(&target_uri),
+            status: None,
+            headers: &request_header.headers,
+        },
+        signature_label: ctx.request_signature.as_deref(),
+    };
+    let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
+    let now = super::unix_now();
+    let mut headers = response.headers.clone();
+    signer
+        .sign(
+            format,
+            status,
+            &mut headers,
+            &mut body,
+            &binding,
+            client_id,
+            now,
+        )
+        .map_err(|error| {
+            tracing::error!(%error, route = %route.id, "response signing failed");
+            Rejection::UpstreamFailed
+        })?;
+    if let Some(audit) = &engine.audit {
+        let record = Record {
+            time: now,
+            interaction_id: ctx
+                .interaction
+                .as_ref()
+                .map(|i| i.value.as_str())
+                .unwrap_or(""),
+            route: &route.id,
+            client_id,
+            request_digest: text("content-digest", &request_header.headers),
+            request_signature_input: text("signature-input", &request_header.headers),
+            request_signature: text("signature", &request_header.headers),
+            response_status: status,
+            response_digest: text("content-digest", &headers),
+            response_signature_input: text("signature-input", &headers),
+            response_signature: text("signature", &headers)
+                .or_else(|| text("x-jws-signature", &headers)),
+        };
+        // The upstream has already acted (a payment may be made): the response goes out
+        // even if the evidence cannot be written, and the failure is loud.
+        if let Err(error) = audit.append(&record) {
+            tracing::error!(%error, "audit record could not be written");
+        }
+    }
+    let mut response = ResponseHeader::build(status, Some(headers.len() + 1))
+        .map_err(|_| Rejection::UpstreamFailed)?;
+    for (name, value) in &headers {
+        response
+            .append_header(name.clone(), value.clone())
+            .map_err(|_| Rejection::UpstreamFailed)?;
+    }
+    let no_body = is_head || status == 204 || status == 304;
+    if !no_body {
+        response
+            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(|_| Rejection::UpstreamFailed)?;
+    }
+    if let Some(nonce) = &ctx.dpop_nonce {
+        let _ = response.insert_header("dpop-nonce", nonce.as_str());
+        let _ = response.insert_header(http::header::CACHE_CONTROL, "no-store");
+    }
+    // The response is committed from here on: a write failure is a broken client connection.
+    let write = async {
+        session
+            .write_response_header(Box::new(response), no_body)
+            .await?;
+        if !no_body {
+            session
+                .write_response_body(Some(Bytes::from(body)), true)
+                .await?;
+        }
+        Ok::<(), Box<pingora::Error>>(())
+    };
+    if let Err(error) = write.await {
+        tracing::debug!(%error, "client went away during a signed response");
+    }
+    Ok(())
+}
+
+fn text<'a>(name: &str, map: &'a HeaderMap) -> Option<&'a str> {
+    map.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// One attempt: (was the connection reused, what failed) on error.
+async fn send(
+    connector: &Connector,
+    peer: &pingora::upstreams::peer::HttpPeer,
+    request: &RequestHeader,
+    body: &Bytes,
+    limit: usize,
+    is_head: bool,
+) -> Result<Upstream, (bool, Failure)> {
+    let (mut session, reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|e| (false, classify(&e)))?;
+    let fail = |e: Box<pingora::Error>| (reused, classify(&e));
+    session.set_read_timeout(peer.options.read_timeout);
+    session.set_write_timeout(peer.options.write_timeout);
+    session
+        .write_request_header(Box::new(request.clone()))
+        .await
+        .map_err(fail)?;
+    if !body.is_empty() {
+        session
+            .write_request_body(body.clone(), true)
+            .await
+            .map_err(fail)?;
+    }
+    session.finish_request_body().await.map_err(fail)?;
+    session.read_response_header().await.map_err(fail)?;
+    let header = session.response_header().ok_or((reused, Failure::Failed))?;
+    let status = header.status.as_u16();
+    let headers = header.headers.clone();
+    let mut collected = Vec::new();
+    if !(is_head || status == 204 || status == 304) {
+        while let Some(chunk) = session.read_response_body().await.map_err(fail)? {
+            if collected.len() + chunk.len() > limit {
+                tracing::warn!(
+                    limit,
+                    "upstream response of a signed route exceeds max_body"
+                );
+                return Err((false, Failure::Failed));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+    }
+    let reusable = session.response_done();
+    if reusable {
+        connector
+            .release_http_session(session, peer, peer.options.idle_timeout)
+            .await;
+    }
+    Ok(Upstream {
+        status,
+        headers,
+        body: collected,
+    })
+}

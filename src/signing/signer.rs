@@ -1,0 +1,123 @@
+//! The gateway's response signer: the active key, the published JWKS, and the formats
+//! (`http-signature`, `jws-detached`, `jwt`) chosen per route.
+
+use super::base::MessageView;
+use super::digest::content_digest;
+use super::httpsig::{sign_response, RequestBinding};
+use super::jws;
+use super::keys::SigningKey;
+use crate::policy::{ResponseFormat, ResponseSigningPolicy};
+use http::{HeaderMap, HeaderValue};
+
+pub struct ResponseSigner {
+    active: SigningKey,
+    alg: String,
+    pub default_format: ResponseFormat,
+    pub max_body: u64,
+    pub jwks_path: String,
+    issuer: String,
+    trust_anchor: String,
+    jwks: String,
+}
+
+fn jose_alg(key: &SigningKey, configured: &str) -> &'static str {
+    match configured {
+        "PS256" | "rsa-pss-sha512" if key.supports("PS256") => "PS256",
+        "EdDSA" | "ed25519" if key.supports("EdDSA") => "EdDSA",
+        _ => "ES256",
+    }
+}
+
+impl ResponseSigner {
+    pub fn new(policy: &ResponseSigningPolicy) -> Result<Self, String> {
+        let active = SigningKey::load(&policy.key, &policy.key_id)?;
+        if !active.supports(&policy.alg) {
+            return Err(format!(
+                "response_signing.alg: the key in {} cannot sign {}",
+                policy.key.display(),
+                policy.alg
+            ));
+        }
+        let mut keys = vec![active.public_jwk(&policy.alg)];
+        for (path, key_id, alg) in &policy.additional_keys {
+            let key = SigningKey::load(path, key_id)?;
+            keys.push(key.public_jwk(alg));
+        }
+        let jwks = serde_json::json!({ "keys": keys }).to_string();
+        Ok(ResponseSigner {
+            active,
+            alg: policy.alg.clone(),
+            default_format: policy.format,
+            max_body: policy.max_body,
+            jwks_path: policy.jwks_path.clone(),
+            issuer: policy.issuer.clone(),
+            trust_anchor: policy.trust_anchor.clone(),
+            jwks,
+        })
+    }
+
+    /// The public JWKS served at `jwks_path` (and printed by `fapigate jwks`).
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    /// Signs a response in place: adds headers, or (`jwt`) replaces the body.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        &self,
+        format: ResponseFormat,
+        status: u16,
+        headers: &mut HeaderMap,
+        body: &mut Vec<u8>,
+        request: &RequestBinding<'_>,
+        client_id: Option<&str>,
+        now: u64,
+    ) -> Result<(), String> {
+        let value = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
+        match format {
+            ResponseFormat::HttpSignature => {
+                if !body.is_empty() {
+                    headers.insert("content-digest", value(&content_digest(body))?);
+                }
+                let view = MessageView {
+                    method: None,
+                    target_uri: None,
+                    status: Some(status),
+                    headers,
+                };
+                let (input, signature) = sign_response(&self.active, &view, request, now)?;
+                headers.insert("signature-input", value(&input)?);
+                headers.insert("signature", value(&signature)?);
+            }
+            ResponseFormat::JwsDetached => {
+                let alg = jose_alg(&self.active, &self.alg);
+                let jws = jws::detached(
+                    &self.active,
+                    alg,
+                    &self.issuer,
+                    &self.trust_anchor,
+                    now,
+                    body,
+                )?;
+                headers.insert("x-jws-signature", value(&jws)?);
+            }
+            ResponseFormat::Jwt => {
+                let alg = jose_alg(&self.active, &self.alg);
+                let jwt = jws::jwt_body(
+                    &self.active,
+                    alg,
+                    &self.issuer,
+                    client_id.unwrap_or(""),
+                    now,
+                    body,
+                )?;
+                *body = jwt.into_bytes();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwt"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
