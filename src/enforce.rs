@@ -7,7 +7,7 @@ use crate::credential::{self, Credential};
 use crate::grant::Grant;
 use crate::policy::authorize::{authorize, Denial, RequestView};
 use crate::policy::routes::{AuthMode, Route};
-use crate::policy::FsyncPolicy;
+use crate::policy::{FsyncPolicy, StateBackend};
 use crate::policy::{Policy, RouteMatch};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
@@ -15,6 +15,7 @@ use crate::signing::audit::AuditLog;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::{verify_request, SignedRequest};
 use crate::signing::signer::ResponseSigner;
+use crate::state::Redis;
 use crate::telemetry::Metrics;
 use crate::token::jwks::KeySet;
 use crate::token::{TokenError, Tokens};
@@ -35,12 +36,24 @@ pub struct Engine {
     pub clients: HashMap<String, Arc<KeySet>>,
     pub signer: Option<ResponseSigner>,
     pub audit: Option<AuditLog>,
+    /// Shared state for `[state] backend = "redis"`.
+    pub redis: Option<Arc<Redis>>,
+    /// The RFC 9728 protected resource metadata document.
+    pub resource_metadata: String,
 }
 
 impl Engine {
     pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let tokens = Tokens::new(&policy, metrics.clone())?;
-        let binder = Binder::new(&policy)?;
+        let redis = match &policy.state.backend {
+            StateBackend::Memory => None,
+            StateBackend::Redis {
+                url,
+                cluster_nodes,
+                timeout,
+            } => Some(Arc::new(Redis::new(url, cluster_nodes, *timeout)?)),
+        };
+        let tokens = Tokens::new(&policy, metrics.clone(), redis.clone())?;
+        let binder = Binder::new(&policy, redis.clone())?;
         let mut clients = HashMap::new();
         for client in &policy.clients {
             let label = format!("client:{}", client.client_id);
@@ -58,15 +71,51 @@ impl Engine {
             .audit
             .as_ref()
             .map(|a| AuditLog::new(&a.path, a.fsync == FsyncPolicy::EveryRecord));
+        let resource_metadata = resource_metadata(&policy).to_string();
         Ok(Engine {
+            resource_metadata,
             policy,
             tokens,
             binder,
             clients,
             signer,
             audit,
+            redis,
         })
     }
+}
+
+/// RFC 9728 §2: what a client needs to know to get a token for this resource server.
+fn resource_metadata(policy: &Policy) -> serde_json::Value {
+    let resource = policy.listener.public_url.resource();
+    let mut types: Vec<&str> = policy
+        .routes
+        .iter()
+        .flat_map(|r| r.authorization_details.iter().map(|d| d.kind.as_str()))
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut document = serde_json::json!({
+        "resource": resource,
+        "authorization_servers": policy.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "tls_client_certificate_bound_access_tokens": true,
+        "dpop_bound_access_tokens_required": false,
+        "authorization_details_types_supported": types,
+    });
+    if policy.profile.kind == crate::policy::ProfileKind::Fapi2 {
+        document["dpop_signing_alg_values_supported"] = serde_json::json!(policy
+            .profile
+            .algs
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>());
+    }
+    if let Some(signing) = &policy.response_signing {
+        document["jwks_uri"] =
+            serde_json::json!(policy.listener.public_url.join(&signing.jwks_path));
+    }
+    document
 }
 
 /// A request the gateway lets through, with everything later phases need.

@@ -14,6 +14,8 @@ pub struct Gateway {
     config_path: PathBuf,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// Whether the shared state (Redis) answered the last health check.
+    state_ok: AtomicBool,
     /// Round-robin position over upstream addresses.
     next_upstream: AtomicUsize,
 }
@@ -25,6 +27,7 @@ impl Gateway {
             config_path,
             metrics,
             ready: AtomicBool::new(false),
+            state_ok: AtomicBool::new(true),
             next_upstream: AtomicUsize::new(0),
         }
     }
@@ -34,13 +37,26 @@ impl Gateway {
         self.engine.load_full()
     }
 
+    /// Listeners bound, a policy loaded, and the shared state (if any) reachable.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.state_ok.load(Ordering::Acquire)
     }
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
-        self.metrics.ready.set(i64::from(ready));
+        self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+
+    pub fn set_state_ok(&self, ok: bool) {
+        let was = self.state_ok.swap(ok, Ordering::AcqRel);
+        if was != ok {
+            if ok {
+                tracing::info!("shared state (Redis) reachable again");
+            } else {
+                tracing::error!("shared state (Redis) unreachable: DPoP requests get 503, /readyz reports not ready");
+            }
+        }
+        self.metrics.ready.set(i64::from(self.is_ready()));
     }
 
     pub fn next_upstream_slot(&self) -> usize {

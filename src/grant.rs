@@ -2,10 +2,10 @@
 //! and from an introspection response (RFC 7662 §2.2, RFC 9701); read by the binding and
 //! authorization stages. Plain data.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `cnf` claim (RFC 7800): what the token is bound to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Confirmation {
     /// RFC 9449 §6: thumbprint of the DPoP key.
     pub jkt: Option<String>,
@@ -14,7 +14,7 @@ pub struct Confirmation {
     pub x5t_s256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Grant {
     pub issuer: String,
     pub subject: Option<String>,

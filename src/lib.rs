@@ -19,5 +19,6 @@ pub mod reject;
 pub mod request;
 pub mod server;
 pub mod signing;
+pub mod state;
 pub mod telemetry;
 pub mod token;

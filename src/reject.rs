@@ -129,7 +129,10 @@ impl Rejection {
         }
     }
 
-    pub fn render(&self, profile: &Profile) -> Rendered {
+    /// Renders the rejection. `resource_metadata` is the URL of the RFC 9728 metadata, added
+    /// to every challenge so a client can discover the authorization servers.
+    pub fn render(&self, profile: &Profile, resource_metadata: Option<&str>) -> Rendered {
+        let metadata = resource_metadata;
         let mut headers = Vec::new();
         let (error, description): (&str, &str) = match self {
             Rejection::BadPath(e) => ("invalid_request", e.describe()),
@@ -143,20 +146,32 @@ impl Rejection {
                 )
             }
             Rejection::InvalidRequest { description } => {
-                let challenge = challenges(profile, None, Some(("invalid_request", description)));
+                let challenge = challenges(
+                    profile,
+                    None,
+                    Some(("invalid_request", description)),
+                    metadata,
+                );
                 headers.push(("www-authenticate", challenge));
                 ("invalid_request", *description)
             }
             Rejection::NoCredentials => {
-                headers.push(("www-authenticate", challenges(profile, None, None)));
+                headers.push((
+                    "www-authenticate",
+                    challenges(profile, None, None, metadata),
+                ));
                 ("invalid_request", "an access token is required")
             }
             Rejection::InvalidToken {
                 scheme,
                 description,
             } => {
-                let challenge =
-                    challenges(profile, Some(*scheme), Some(("invalid_token", description)));
+                let challenge = challenges(
+                    profile,
+                    Some(*scheme),
+                    Some(("invalid_token", description)),
+                    metadata,
+                );
                 headers.push(("www-authenticate", challenge));
                 ("invalid_token", *description)
             }
@@ -172,6 +187,7 @@ impl Rejection {
                     profile,
                     Some(*scheme),
                     Some(("insufficient_scope", description)),
+                    metadata,
                 );
                 headers.push(("www-authenticate", challenge));
                 ("insufficient_scope", description.as_str())
@@ -186,6 +202,7 @@ impl Rejection {
                     profile,
                     Some(*scheme),
                     Some(("insufficient_user_authentication", description)),
+                    None,
                 );
                 if !acr_values.is_empty() {
                     challenge.push_str(&format!(
@@ -195,6 +212,9 @@ impl Rejection {
                 }
                 if let Some(max_age) = max_age {
                     challenge.push_str(&format!(", max_age=\"{max_age}\""));
+                }
+                if let Some(url) = metadata {
+                    challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
                 }
                 headers.push(("www-authenticate", challenge));
                 ("insufficient_user_authentication", description.as_str())
@@ -207,6 +227,7 @@ impl Rejection {
                     profile,
                     Some(*scheme),
                     Some(("invalid_request", description)),
+                    metadata,
                 );
                 headers.push(("www-authenticate", challenge));
                 ("invalid_request", *description)
@@ -222,16 +243,19 @@ impl Rejection {
                     profile,
                     Some(Scheme::Dpop),
                     Some(("invalid_dpop_proof", check.describe())),
+                    metadata,
                 );
                 headers.push(("www-authenticate", challenge));
                 ("invalid_dpop_proof", check.describe())
             }
             Rejection::UseDpopNonce { nonce } => {
                 let description = "Resource server requires nonce in DPoP proof";
-                headers.push((
-                    "www-authenticate",
-                    format!("DPoP error=\"use_dpop_nonce\", error_description=\"{description}\""),
-                ));
+                let mut challenge =
+                    format!("DPoP error=\"use_dpop_nonce\", error_description=\"{description}\"");
+                if let Some(url) = metadata {
+                    challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
+                }
+                headers.push(("www-authenticate", challenge));
                 headers.push(("dpop-nonce", nonce.clone()));
                 ("use_dpop_nonce", description)
             }
@@ -242,8 +266,9 @@ impl Rejection {
                     profile,
                     Some(Scheme::Bearer),
                     Some(("invalid_token", description)),
+                    metadata,
                 );
-                let dpop = challenges(profile, Some(Scheme::Dpop), None);
+                let dpop = challenges(profile, Some(Scheme::Dpop), None, metadata);
                 headers.push(("www-authenticate", format!("{bearer}, {dpop}")));
                 ("invalid_token", description)
             }
@@ -278,7 +303,12 @@ impl Rejection {
 
 /// The `WWW-Authenticate` value. With `only`, just that scheme's challenge carries the error
 /// (RFC 9449 §7.2); without it, every scheme the profile accepts is offered.
-fn challenges(profile: &Profile, only: Option<Scheme>, error: Option<(&str, &str)>) -> String {
+fn challenges(
+    profile: &Profile,
+    only: Option<Scheme>,
+    error: Option<(&str, &str)>,
+    metadata: Option<&str>,
+) -> String {
     let offered: &[Scheme] = match profile.kind {
         ProfileKind::Fapi2 => &[Scheme::Bearer, Scheme::Dpop],
         ProfileKind::Fapi1Advanced => &[Scheme::Bearer],
@@ -297,6 +327,9 @@ fn challenges(profile: &Profile, only: Option<Scheme>, error: Option<(&str, &str
             }
             if scheme == Scheme::Dpop {
                 params.push(format!("algs=\"{}\"", profile.algs_parameter()));
+            }
+            if let Some(url) = metadata {
+                params.push(format!("resource_metadata=\"{}\"", quoted(url)));
             }
             if params.is_empty() {
                 scheme.name().to_string()
@@ -349,13 +382,13 @@ mod tests {
 
     #[test]
     fn bearer_3_2_no_credentials_offers_both_schemes_without_error() {
-        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi2));
+        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi2), None);
         assert_eq!(rendered.status, 401);
         assert_eq!(
             challenge(&rendered),
             "Bearer, DPoP algs=\"ES256 PS256 EdDSA\""
         );
-        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi1Advanced));
+        let rendered = Rejection::NoCredentials.render(&profile(ProfileKind::Fapi1Advanced), None);
         assert_eq!(challenge(&rendered), "Bearer");
     }
 
@@ -364,7 +397,7 @@ mod tests {
         let rendered = Rejection::InvalidRequest {
             description: "more than one Authorization header",
         }
-        .render(&profile(ProfileKind::Fapi2));
+        .render(&profile(ProfileKind::Fapi2), None);
         assert_eq!(rendered.status, 400);
         assert_eq!(
             challenge(&rendered),
@@ -379,7 +412,7 @@ mod tests {
             scheme: Scheme::Dpop,
             description: "Invalid DPoP key binding",
         }
-        .render(&profile(ProfileKind::Fapi2));
+        .render(&profile(ProfileKind::Fapi2), None);
         assert_eq!(rendered.status, 401);
         assert_eq!(
             challenge(&rendered),
@@ -392,7 +425,7 @@ mod tests {
         let rendered = Rejection::MethodNotAllowed {
             allow: vec![Method::GET, Method::POST],
         }
-        .render(&profile(ProfileKind::Fapi2));
+        .render(&profile(ProfileKind::Fapi2), None);
         assert_eq!(rendered.status, 405);
         assert!(rendered
             .headers

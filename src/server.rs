@@ -128,8 +128,16 @@ impl BackgroundService for Lifecycle {
         }
         self.gateway.set_ready(true);
         tracing::info!("fapigate ready");
+        let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = health.tick() => {
+                    if let Some(redis) = self.gateway.engine().redis.clone() {
+                        self.gateway.set_state_ok(redis.ping().await);
+                    } else {
+                        self.gateway.set_state_ok(true);
+                    }
+                }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => None } } => {
                     match self.gateway.reload() {
                         Ok(()) => tracing::info!(routes = self.gateway.engine().policy.routes.len(), "configuration reloaded"),

@@ -11,6 +11,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -20,5 +22,8 @@ fi
 
 # The test authorization server (oidc-provider), pinned by its lockfile.
 npm ci --prefix tests/as --no-audit --no-fund --loglevel=error
+
+# Independent RFC 9421 / JOSE verifiers (PyPI), pinned.
+python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 
 cargo test --locked --all-targets

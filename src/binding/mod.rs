@@ -20,6 +20,7 @@ use crate::grant::Grant;
 use crate::policy::{Policy, ProfileKind};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
+use crate::state::{Redis, RedisReplayStore};
 use dpop::{DpopCheck, ProofContext};
 use jsonwebtoken::Algorithm;
 use nonce::{NonceCheck, Nonces};
@@ -29,9 +30,54 @@ use std::time::Duration;
 
 pub struct Binder {
     replay: Arc<dyn ReplayStore>,
-    nonces: Option<Nonces>,
+    nonces: Option<NonceKey>,
     algs: Vec<Algorithm>,
     window: Duration,
+}
+
+/// Where the nonce MAC key comes from: a file or this process (one replica), or Redis, so
+/// a nonce minted by one replica is accepted by every other.
+enum NonceKey {
+    Fixed(Nonces),
+    Shared {
+        redis: Arc<Redis>,
+        slot: u64,
+        loaded: tokio::sync::OnceCell<Nonces>,
+    },
+}
+
+const SHARED_NONCE_KEY: &str = "fapigate:dpop:nonce-key";
+
+impl NonceKey {
+    async fn get(&self) -> Result<&Nonces, Rejection> {
+        match self {
+            NonceKey::Fixed(nonces) => Ok(nonces),
+            NonceKey::Shared {
+                redis,
+                slot,
+                loaded,
+            } => {
+                loaded
+                    .get_or_try_init(|| async {
+                        let mut fresh = [0u8; 32];
+                        aws_lc_rs::rand::fill(&mut fresh)
+                            .map_err(|_| Rejection::StateUnavailable)?;
+                        // The first replica to ask sets the key; everyone then reads the same one.
+                        redis
+                            .set_new_forever(SHARED_NONCE_KEY, &fresh)
+                            .await
+                            .map_err(|_| Rejection::StateUnavailable)?;
+                        let key = redis
+                            .get(SHARED_NONCE_KEY)
+                            .await
+                            .map_err(|_| Rejection::StateUnavailable)?
+                            .ok_or(Rejection::StateUnavailable)?;
+                        Ok(Nonces::new(&key, *slot))
+                    })
+                    .await
+            }
+        }
+    }
 }
 
 /// What a bound request sends back besides the upstream's response.
@@ -42,27 +88,36 @@ pub struct Bound {
 }
 
 impl Binder {
-    pub fn new(policy: &Policy) -> Result<Self, String> {
+    pub fn new(policy: &Policy, redis: Option<Arc<Redis>>) -> Result<Self, String> {
         let profile = &policy.profile;
         let window = profile.dpop_proof_max_age + profile.max_clock_skew;
         let nonces = if profile.dpop_nonce_required {
             let slot = profile.dpop_proof_max_age.as_secs();
-            Some(match &profile.dpop_nonce_secret_file {
-                Some(path) => {
+            Some(match (&profile.dpop_nonce_secret_file, &redis) {
+                (Some(path), _) => {
                     let secret =
                         std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    Nonces::new(secret.trim_ascii(), slot)
+                    NonceKey::Fixed(Nonces::new(secret.trim_ascii(), slot))
                 }
-                None => Nonces::generate(slot)?,
+                (None, Some(redis)) => NonceKey::Shared {
+                    redis: redis.clone(),
+                    slot,
+                    loaded: tokio::sync::OnceCell::new(),
+                },
+                (None, None) => NonceKey::Fixed(Nonces::generate(slot)?),
             })
         } else {
             None
         };
-        Ok(Binder {
-            replay: Arc::new(MemoryReplayStore::new(
+        let replay: Arc<dyn ReplayStore> = match redis {
+            Some(redis) => Arc::new(RedisReplayStore { redis }),
+            None => Arc::new(MemoryReplayStore::new(
                 policy.state.replay_cache_entries,
                 window,
             )),
+        };
+        Ok(Binder {
+            replay,
             nonces,
             algs: profile
                 .algs
@@ -172,7 +227,8 @@ impl Binder {
             });
         }
         let mut bound = Bound::default();
-        if let Some(nonces) = &self.nonces {
+        if let Some(key) = &self.nonces {
+            let nonces = key.get().await?;
             match nonces.check(valid.nonce.as_deref(), facts.now) {
                 NonceCheck::Current => {}
                 NonceCheck::Previous => bound.fresh_nonce = Some(nonces.current(facts.now)),

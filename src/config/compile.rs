@@ -38,7 +38,7 @@ pub fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(String, St
     let log = log(file.log.as_ref(), &mut errors);
     let profile = profile(&file.profile, base, &mut errors);
     let issuers = issuers(&file.issuer, base, &mut errors);
-    let state = state(file.state.as_ref(), &mut errors);
+    let state = state(file.state.as_ref(), base, &mut errors);
     let response_signing = file
         .response_signing
         .as_ref()
@@ -526,25 +526,66 @@ fn introspection(
     })
 }
 
-fn state(state: Option<&model::State>, errors: &mut Errors) -> StatePolicy {
+fn state(state: Option<&model::State>, base: &Path, errors: &mut Errors) -> StatePolicy {
     let backend = match state.and_then(|s| s.backend.as_deref()).unwrap_or("memory") {
         "memory" => StateBackend::Memory,
-        "redis" => match state.and_then(|s| s.redis_url.clone()) {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                StateBackend::Redis { url }
+        "redis" => {
+            let state = state.unwrap_or_else(|| unreachable_state());
+            let from_file = state.redis_url_file.as_ref().and_then(|p| {
+                let path = files::resolve(base, p);
+                errors.check(
+                    "state.redis_url_file",
+                    files::refuse_world_readable(&path).and_then(|()| {
+                        std::fs::read_to_string(&path)
+                            .map(|s| s.trim().to_string())
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    }),
+                )
+            });
+            let cluster_nodes = state.redis_cluster_nodes.clone().unwrap_or_default();
+            let url = match (&state.redis_url, from_file, cluster_nodes.is_empty()) {
+                (Some(_), Some(_), _) => {
+                    errors.add(
+                        "state.redis_url_file",
+                        "set redis_url or redis_url_file, not both",
+                    );
+                    String::new()
+                }
+                (Some(url), None, _) => url.clone(),
+                (None, Some(url), _) => url,
+                (None, None, false) => String::new(),
+                (None, None, true) => {
+                    errors.add(
+                        "state.redis_url",
+                        "backend = \"redis\" needs redis_url, redis_url_file or redis_cluster_nodes",
+                    );
+                    String::new()
+                }
+            };
+            for (key, value) in std::iter::once(("state.redis_url".to_string(), &url))
+                .filter(|(_, u)| !u.is_empty())
+                .chain(
+                    cluster_nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("state.redis_cluster_nodes[{i}]"), n)),
+                )
+            {
+                if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+                    errors.add(key, "must start with redis:// or rediss://");
+                }
             }
-            Some(url) => {
-                errors.add(
-                    "state.redis_url",
-                    format!("\"{url}\" must start with redis:// or rediss://"),
-                );
-                StateBackend::Memory
+            StateBackend::Redis {
+                url,
+                cluster_nodes,
+                timeout: duration(
+                    errors,
+                    "state.redis_timeout",
+                    state.redis_timeout.as_ref(),
+                    "500ms",
+                ),
             }
-            None => {
-                errors.add("state.redis_url", "is required with backend = \"redis\"");
-                StateBackend::Memory
-            }
-        },
+        }
         other => {
             errors.add(
                 "state.backend",
@@ -575,6 +616,20 @@ fn state(state: Option<&model::State>, errors: &mut Errors) -> StatePolicy {
             1_000_000,
         ),
     }
+}
+
+/// `backend = "redis"` can only be read from a `[state]` table.
+fn unreachable_state() -> &'static model::State {
+    static EMPTY: model::State = model::State {
+        backend: None,
+        redis_url: None,
+        redis_url_file: None,
+        redis_cluster_nodes: None,
+        redis_timeout: None,
+        token_cache_entries: None,
+        replay_cache_entries: None,
+    };
+    &EMPTY
 }
 
 fn response_signing(

@@ -145,6 +145,11 @@ pub struct Introspection {
 pub struct State {
     pub backend: Option<String>,
     pub redis_url: Option<String>,
+    /// A file holding the Redis URL (with its password), e.g. a mounted Secret.
+    pub redis_url_file: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:port`); when set, cluster mode is used.
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    pub redis_timeout: Option<String>,
     pub token_cache_entries: Option<u64>,
     pub replay_cache_entries: Option<u64>,
 }

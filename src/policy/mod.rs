@@ -58,7 +58,15 @@ pub struct PublicUrl {
     pub base_path: String,
 }
 
+/// Where RFC 9728 protected resource metadata is served on the listener.
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
 impl PublicUrl {
+    /// The resource identifier (RFC 9728 `resource`).
+    pub fn resource(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+
     /// The URL of a request path as a client addressed it (DPoP `htu`, RFC 9421 `@target-uri`).
     pub fn join(&self, path: &str) -> String {
         format!(
@@ -202,7 +210,11 @@ pub struct IntrospectionPolicy {
 #[derive(Debug)]
 pub enum StateBackend {
     Memory,
-    Redis { url: String },
+    Redis {
+        url: String,
+        cluster_nodes: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug)]

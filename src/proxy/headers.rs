@@ -29,22 +29,33 @@ pub struct Hop {
 }
 
 pub fn prepare_upstream_request(request: &mut RequestHeader, policy: &Policy, hop: Hop) {
-    let nominated: Vec<String> = request
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in nominated.iter().map(String::as_str).chain(HOP_BY_HOP) {
-        request.remove_header(name);
+    if request.headers.contains_key(http::header::CONNECTION) {
+        let nominated: Vec<String> = request
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        for name in &nominated {
+            request.remove_header(name.as_str());
+        }
     }
-    request.remove_header(CLIENT_CERT);
-    request.remove_header(CLIENT_CERT_CHAIN);
+    // Most requests carry none of these: look before touching the header map.
+    for name in HOP_BY_HOP
+        .into_iter()
+        .chain([CLIENT_CERT, CLIENT_CERT_CHAIN])
+    {
+        if request.headers.contains_key(name) {
+            request.remove_header(name);
+        }
+    }
     for name in policy.forward.owned_headers() {
-        request.remove_header(name);
+        if request.headers.contains_key(name) {
+            request.remove_header(name);
+        }
     }
     set_forwarded(request, &hop);
 }

@@ -82,7 +82,7 @@ fn header_bytes(session: &Session) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
-        + header.uri.to_string().len()
+        + header.uri.path_and_query().map_or(0, |p| p.as_str().len())
 }
 
 #[async_trait]
@@ -124,12 +124,16 @@ impl ProxyHttp for FapiProxy {
             return Ok(true);
         }
 
+        if is_get(session, crate::policy::RESOURCE_METADATA_PATH) {
+            serve_document(session, ctx, "application/json", &engine.resource_metadata).await?;
+            return Ok(true);
+        }
         if let Some(signer) = &engine.signer {
             let header = session.req_header();
             if header.uri.path() == signer.jwks_path
                 && (header.method == http::Method::GET || header.method == http::Method::HEAD)
             {
-                serve_jwks(session, ctx, signer.jwks()).await?;
+                serve_document(session, ctx, "application/jwk-set+json", signer.jwks()).await?;
                 return Ok(true);
             }
         }
@@ -425,10 +429,7 @@ fn unix_now() -> u64 {
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
 fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result<()> {
     if response.headers.get(http::header::DATE).is_none() {
-        response.insert_header(
-            http::header::DATE,
-            httpdate::fmt_http_date(std::time::SystemTime::now()),
-        )?;
+        response.insert_header(http::header::DATE, http_date())?;
     }
     let echo = ctx
         .engine
@@ -440,10 +441,47 @@ fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result
     Ok(())
 }
 
-/// The public JWKS of the response-signing keys (SP2-CRY-6), at `jwks_path`.
-async fn serve_jwks(session: &mut Session, ctx: &RequestContext, jwks: &str) -> Result<()> {
+/// The `Date` value, formatted once per second per thread.
+fn http_date() -> http::HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, http::HeaderValue)> =
+            const { std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            // An HTTP date is always a valid header value.
+            if let Ok(value) = http::HeaderValue::from_str(&text) {
+                *cached = (second, value);
+            }
+        }
+        cached.1.clone()
+    })
+}
+
+fn is_get(session: &Session, path: &str) -> bool {
+    let header = session.req_header();
+    header.uri.path() == path
+        && (header.method == http::Method::GET || header.method == http::Method::HEAD)
+}
+
+/// A public document of the gateway: the JWKS of the response-signing keys (SP2-CRY-6) or
+/// the protected resource metadata (RFC 9728).
+async fn serve_document(
+    session: &mut Session,
+    ctx: &RequestContext,
+    content_type: &str,
+    document: &str,
+) -> Result<()> {
+    let jwks = document;
     let mut response = ResponseHeader::build(200, Some(5))?;
-    response.insert_header(http::header::CONTENT_TYPE, "application/jwk-set+json")?;
+    response.insert_header(http::header::CONTENT_TYPE, content_type)?;
     response.insert_header(http::header::CONTENT_LENGTH, jwks.len().to_string())?;
     response.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
     stamp_response(&mut response, ctx)?;
@@ -467,7 +505,11 @@ async fn respond(
     rejection: Rejection,
 ) -> Result<()> {
     ctx.rejection = Some(rejection.reason());
-    let rendered = rejection.render(&policy.profile);
+    let metadata = policy
+        .listener
+        .public_url
+        .join(crate::policy::RESOURCE_METADATA_PATH);
+    let rendered = rejection.render(&policy.profile, Some(&metadata));
     let mut response = ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 3))?;
     for (name, value) in &rendered.headers {
         response.insert_header(*name, value.as_str())?;

@@ -124,18 +124,20 @@ impl SigningKey {
         }
     }
 
-    /// The public half as a JWK (no private members).
-    pub fn public_jwk(&self, alg: &str) -> serde_json::Value {
+    /// The public half as a JWK (no private members). No `alg` member: the same key serves
+    /// RFC 9421 (`ed25519`, ...) and JOSE (`EdDSA`, ...) names, and a JOSE library would
+    /// refuse a JWS whose algorithm differs from the key's `alg`.
+    pub fn public_jwk(&self) -> serde_json::Value {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         match &self.pair {
             Pair::Ed25519(pair) => serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519", "kid": self.key_id, "use": "sig", "alg": alg,
+                "kty": "OKP", "crv": "Ed25519", "kid": self.key_id, "use": "sig",
                 "x": b64.encode(pair.public_key().as_ref()),
             }),
             Pair::P256(pair) => {
                 let point = pair.public_key().as_ref();
                 serde_json::json!({
-                    "kty": "EC", "crv": "P-256", "kid": self.key_id, "use": "sig", "alg": alg,
+                    "kty": "EC", "crv": "P-256", "kid": self.key_id, "use": "sig",
                     "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
                 })
             }
@@ -143,7 +145,7 @@ impl SigningKey {
                 let public = pair.public_key();
                 let (n, e) = rsa_components(public.as_ref()).unwrap_or_default();
                 serde_json::json!({
-                    "kty": "RSA", "kid": self.key_id, "use": "sig", "alg": alg,
+                    "kty": "RSA", "kid": self.key_id, "use": "sig",
                     "n": b64.encode(n), "e": b64.encode(e),
                 })
             }
@@ -266,7 +268,7 @@ pub(crate) mod tests {
             pair,
         };
         assert_eq!(
-            key.public_jwk("ed25519")["x"],
+            key.public_jwk()["x"],
             "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"
         );
     }

@@ -38,10 +38,10 @@ impl ResponseSigner {
                 policy.alg
             ));
         }
-        let mut keys = vec![active.public_jwk(&policy.alg)];
-        for (path, key_id, alg) in &policy.additional_keys {
+        let mut keys = vec![active.public_jwk()];
+        for (path, key_id, _alg) in &policy.additional_keys {
             let key = SigningKey::load(path, key_id)?;
-            keys.push(key.public_jwk(alg));
+            keys.push(key.public_jwk());
         }
         let jwks = serde_json::json!({ "keys": keys }).to_string();
         Ok(ResponseSigner {

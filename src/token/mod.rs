@@ -14,6 +14,7 @@ pub(crate) mod outbound;
 
 use crate::grant::Grant;
 use crate::policy::{KeySet as KeySetPolicy, Policy};
+use crate::state::Redis;
 use crate::telemetry::Metrics;
 use introspection::{Introspected, Introspector};
 use jsonwebtoken::Algorithm;
@@ -79,10 +80,23 @@ pub struct Tokens {
     skew: Duration,
     cache: moka::future::Cache<[u8; 32], Cached>,
     metrics: Arc<Metrics>,
+    /// Introspection results shared by replicas (in front: the local cache).
+    shared: Option<Arc<Redis>>,
+}
+
+/// An introspection result as replicas share it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedVerdict {
+    grant: Option<Grant>,
+    expires_at_ms: u64,
 }
 
 impl Tokens {
-    pub fn new(policy: &Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(
+        policy: &Policy,
+        metrics: Arc<Metrics>,
+        shared: Option<Arc<Redis>>,
+    ) -> Result<Self, String> {
         let algs: Vec<Algorithm> = policy
             .profile
             .algs
@@ -134,6 +148,7 @@ impl Tokens {
                 .expire_after(PerEntryTtl)
                 .build(),
             metrics,
+            shared,
         })
     }
 
@@ -148,7 +163,7 @@ impl Tokens {
         let entry = self
             .cache
             .entry(key)
-            .or_try_insert_with(self.validate_uncached(token, kind, now))
+            .or_try_insert_with(self.validate_uncached(token, &key, kind, now))
             .await
             .map_err(|e| *e);
         let cache_result = match &entry {
@@ -187,6 +202,7 @@ impl Tokens {
     async fn validate_uncached(
         &self,
         token: &str,
+        key: &[u8; 32],
         kind: Kind,
         now: u64,
     ) -> Result<Cached, TokenError> {
@@ -208,32 +224,75 @@ impl Tokens {
                 if self.introspectors.is_empty() {
                     return Err(TokenError::Invalid("opaque access tokens are not accepted"));
                 }
-                let mut unavailable = None;
-                let mut inactive_ttl = None;
-                for introspector in &self.introspectors {
-                    match introspector.introspect(token, now, &self.metrics).await {
-                        Ok(Introspected::Active(grant, ttl)) => {
-                            return Ok(Cached {
-                                verdict: Verdict::Valid(Arc::new(*grant)),
-                                ttl,
-                            })
-                        }
-                        Ok(Introspected::Inactive(ttl)) => inactive_ttl = Some(ttl),
-                        Err(TokenError::Unavailable(reason)) => {
-                            unavailable = Some(TokenError::Unavailable(reason))
-                        }
-                        Err(invalid) => return Err(invalid),
+                let shared_key = format!("fapigate:introspection:{}", crate::state::hex(key));
+                if let Some(cached) = self.shared_lookup(&shared_key).await {
+                    return Ok(cached);
+                }
+                let result = self.introspect(token, now).await;
+                if let (Ok(cached), Some(redis)) = (&result, &self.shared) {
+                    let verdict = SharedVerdict {
+                        grant: match &cached.verdict {
+                            Verdict::Valid(grant) => Some((**grant).clone()),
+                            Verdict::Inactive => None,
+                        },
+                        expires_at_ms: unix_millis() + cached.ttl.as_millis() as u64,
+                    };
+                    if let Ok(bytes) = serde_json::to_vec(&verdict) {
+                        // A Redis that cannot store only costs the other replicas an AS call.
+                        let _ = redis.set(&shared_key, &bytes, cached.ttl).await;
                     }
                 }
-                // Fail closed: an AS that could not answer may have been the one that knows it.
-                if let Some(error) = unavailable {
-                    return Err(error);
-                }
-                Ok(Cached {
-                    verdict: Verdict::Inactive,
-                    ttl: inactive_ttl.unwrap_or(Duration::from_secs(30)),
-                })
+                result
             }
         }
     }
+
+    async fn shared_lookup(&self, key: &str) -> Option<Cached> {
+        let bytes = self.shared.as_ref()?.get(key).await.ok()??;
+        let shared: SharedVerdict = serde_json::from_slice(&bytes).ok()?;
+        let ttl = Duration::from_millis(shared.expires_at_ms.checked_sub(unix_millis())?);
+        Some(Cached {
+            verdict: match shared.grant {
+                Some(grant) => Verdict::Valid(Arc::new(grant)),
+                None => Verdict::Inactive,
+            },
+            ttl,
+        })
+    }
+
+    /// Asks the issuers that introspect, in order; the first active answer wins.
+    async fn introspect(&self, token: &str, now: u64) -> Result<Cached, TokenError> {
+        let mut unavailable = None;
+        let mut inactive_ttl = None;
+        for introspector in &self.introspectors {
+            match introspector.introspect(token, now, &self.metrics).await {
+                Ok(Introspected::Active(grant, ttl)) => {
+                    return Ok(Cached {
+                        verdict: Verdict::Valid(Arc::new(*grant)),
+                        ttl,
+                    })
+                }
+                Ok(Introspected::Inactive(ttl)) => inactive_ttl = Some(ttl),
+                Err(TokenError::Unavailable(reason)) => {
+                    unavailable = Some(TokenError::Unavailable(reason))
+                }
+                Err(invalid) => return Err(invalid),
+            }
+        }
+        // Fail closed: an AS that could not answer may have been the one that knows it.
+        if let Some(error) = unavailable {
+            return Err(error);
+        }
+        Ok(Cached {
+            verdict: Verdict::Inactive,
+            ttl: inactive_ttl.unwrap_or(Duration::from_secs(30)),
+        })
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -72,7 +72,7 @@ fn rar_rs_1_the_account_in_the_path_must_be_consented() {
     let other = bank.dpop_get("/accounts/acc-2/balances", &token, &key, &[]);
     assert_eq!(other.status, 403);
     assert_eq!(
-        other.header("www-authenticate"),
+        other.challenge(),
         Some(
             dpop_challenge(
                 "insufficient_scope",
@@ -152,7 +152,7 @@ fn rar_a_payment_must_match_amount_currency_and_iban_and_the_body_is_forwarded_u
         let response = post_payment(&bank, &token, &key, wrong);
         assert_eq!(response.status, 403, "{wrong}");
         assert!(response
-            .header("www-authenticate")
+            .challenge()
             .unwrap()
             .starts_with("DPoP error=\"insufficient_scope\""));
     }

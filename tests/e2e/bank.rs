@@ -15,6 +15,13 @@ pub struct Options {
     pub max_clock_skew: &'static str,
     /// The audience the gateway accepts (the AS always uses the gateway's public URL).
     pub audience: Option<&'static str>,
+    /// Response signing, signed-request verification and the audit trail (see SIGNING).
+    pub signing: bool,
+    /// `[state] backend = "redis"` with this URL.
+    pub redis: Option<String>,
+    /// The public URL (and token audience) instead of the gateway's own address, so that
+    /// several replicas can serve the same tokens and proofs.
+    pub public_url: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -28,8 +35,79 @@ impl Default for Options {
             signed_introspection: true,
             max_clock_skew: "10s",
             audience: None,
+            signing: false,
+            redis: None,
+            public_url: None,
         }
     }
+}
+
+/// Signed routes: keys/response-signing.json (Ed25519, from gen-keys) signs; the client `tpp`
+/// signs requests with keys/tpp.json (its public half in keys/tpp.jwks.json).
+pub const SIGNING: &str = r#"
+[response_signing]
+format = "http-signature"
+key = "keys/response-signing.json"
+key_id = "rs-1"
+alg = "ed25519"
+max_body = "4KiB"
+issuer = "bank-org-1"
+
+[audit]
+path = "audit/audit.jsonl"
+fsync = "every-record"
+
+[[client]]
+client_id = "tpp"
+jwks_file = "keys/tpp.jwks.json"
+
+[[route]]
+id = "signed-statements"
+methods = ["GET", "HEAD"]
+path = "/statements/{id}"
+upstream = "core"
+scopes = ["accounts"]
+sign_response = true
+
+[[route]]
+id = "signed-payments"
+methods = ["POST"]
+path = "/signed-payments"
+upstream = "core"
+scopes = ["payments"]
+verify_request_signature = true
+sign_response = true
+
+[[route]]
+id = "uk-statements"
+methods = ["GET"]
+path = "/uk/statements/{id}"
+upstream = "core"
+auth = "none"
+sign_response = true
+response_format = "jws-detached"
+
+[[route]]
+id = "br-statements"
+methods = ["GET"]
+path = "/br/statements/{id}"
+upstream = "core"
+sign_response = true
+response_format = "jwt"
+"#;
+
+/// Writes the one EdDSA private JWK of a gen-keys set to `path` (mode 600).
+fn eddsa_jwk(set: &Path, path: &Path) -> Value {
+    let keys: Value = serde_json::from_str(&std::fs::read_to_string(set).unwrap()).unwrap();
+    let key = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alg"] == "EdDSA")
+        .unwrap()
+        .clone();
+    write_private(path, &key.to_string());
+    key
 }
 
 pub const BALANCES_RULES: &str = r#"
@@ -61,13 +139,16 @@ pub struct Bank {
     pub pki: Pki,
     _upstream: Upstream,
     pub dir: tempfile::TempDir,
+    /// The configuration with `{PORT}`, `{ADMIN}` and `{PLAIN}` left to fill, for replicas.
+    template: String,
+    public_url: String,
 }
 
 pub fn as_config(dir: &Path, as_port: u16, gateway_port: u16, options: &Options) -> Value {
     json!({
         "port": as_port,
         "signing_keys": dir.join("as-keys.json"),
-        "audience": format!("https://127.0.0.1:{gateway_port}"),
+        "audience": options.public_url.map(str::to_string).unwrap_or_else(|| format!("https://127.0.0.1:{gateway_port}")),
         "access_token_format": "jwt",
         "access_token_format_by_client": {"tpp-opaque": "opaque", "tpp-mtls-opaque": "opaque"},
         "access_token_alg": options.access_token_alg,
@@ -90,10 +171,14 @@ impl Bank {
         AuthServer::generate_keys(&dir.path().join("as-keys.json"), "k1");
         let auth = AuthServer::start(dir.path(), &as_config(dir.path(), as_port, port, &options));
         write_private(&dir.path().join("gw-secret.txt"), "gw-secret\n");
+        let public_url = options
+            .public_url
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("https://127.0.0.1:{port}"));
         let audience = options
             .audience
             .map(str::to_string)
-            .unwrap_or_else(|| format!("https://127.0.0.1:{port}"));
+            .unwrap_or_else(|| public_url.clone());
         let issuer = &auth.issuer;
         let extra = format!(
             r#"{BALANCES_RULES}
@@ -115,6 +200,30 @@ timeout = "2s"
             signed = options.signed_introspection,
             ttl = options.cache_max_ttl,
         );
+        if options.signing {
+            let keys = dir.path().join("keys");
+            std::fs::create_dir_all(&keys).unwrap();
+            std::fs::create_dir_all(dir.path().join("audit")).unwrap();
+            AuthServer::generate_keys(&keys.join("gw-set.json"), "gw");
+            eddsa_jwk(
+                &keys.join("gw-set.json"),
+                &keys.join("response-signing.json"),
+            );
+            AuthServer::generate_keys(&keys.join("tpp-set.json"), "tpp");
+            let client = eddsa_jwk(&keys.join("tpp-set.json"), &keys.join("tpp.json"));
+            let mut public = client.clone();
+            public.as_object_mut().unwrap().remove("d");
+            std::fs::write(
+                keys.join("tpp.jwks.json"),
+                json!({"keys": [public]}).to_string(),
+            )
+            .unwrap();
+        }
+        let extra = if options.signing {
+            format!("{extra}{SIGNING}")
+        } else {
+            extra
+        };
         let profile = format!(
             "[profile]\nname = \"{}\"\nmax_clock_skew = \"{}\"\ndpop_nonce = \"{}\"\n",
             options.profile,
@@ -125,9 +234,22 @@ timeout = "2s"
                 "off"
             }
         );
+        let state = match &options.redis {
+            Some(url) => format!("\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"),
+            None => String::new(),
+        };
+        // Placeholders that cannot occur in the rest of the file.
+        let template = config_text(1, 2, 3, upstream.addr, &format!("{extra}{state}"))
+            .replace("[profile]\nname = \"fapi2\"\n", &profile)
+            .replace("127.0.0.1:1\"", "127.0.0.1:{PORT}\"")
+            .replace("127.0.0.1:2\"", "127.0.0.1:{ADMIN}\"")
+            .replace("127.0.0.1:3\"", "127.0.0.1:{PLAIN}\"")
+            .replace(
+                "public_url = \"https://127.0.0.1:{PORT}\"",
+                &format!("public_url = \"{public_url}\""),
+            );
         let gateway = Gateway::launch(dir.path(), port, |admin, plain| {
-            config_text(port, admin, plain, upstream.addr, &extra)
-                .replace("[profile]\nname = \"fapi2\"\n", &profile)
+            fill(&template, port, admin, plain)
         });
         Bank {
             gateway,
@@ -135,7 +257,19 @@ timeout = "2s"
             pki,
             _upstream: upstream,
             dir,
+            template,
+            public_url,
         }
+    }
+
+    /// Another replica of the same gateway configuration, in its own folder and ports.
+    pub fn replica(&self, name: &str) -> Gateway {
+        let dir = self.dir.path().join(name);
+        copy_dir(self.dir.path(), &dir);
+        let port = free_port();
+        Gateway::launch(&dir, port, |admin, plain| {
+            fill(&self.template, port, admin, plain)
+        })
     }
 
     /// A DPoP-bound token for `client` with its DPoP key id.
@@ -173,8 +307,9 @@ timeout = "2s"
             .to_string()
     }
 
+    /// The URL clients address (DPoP `htu`): the public URL plus the path.
     pub fn url(&self, path: &str) -> String {
-        self.gateway.url(path)
+        format!("{}{path}", self.public_url)
     }
 
     /// A request with `Authorization: DPoP` and a fresh proof.
@@ -197,6 +332,30 @@ timeout = "2s"
 
     pub fn metrics(&self) -> String {
         admin_get(self.gateway.admin_port, "/metrics").1
+    }
+}
+
+fn fill(template: &str, port: u16, admin: u16, plain: u16) -> String {
+    template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string())
+        .replace("{PLAIN}", &plain.to_string())
+}
+
+/// Copies the certificates, keys and secrets a replica's configuration names.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path == to {
+            continue;
+        }
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
     }
 }
 

@@ -31,7 +31,7 @@ fn dpop_11_1_2_a_replayed_proof_is_refused() {
     let replay = with_proof(&bank, "DPoP", &token, Some(&proof));
     assert_eq!(replay.status, 401);
     assert_eq!(
-        replay.header("www-authenticate"),
+        replay.challenge(),
         Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
     );
     assert_eq!(replay.header("cache-control"), Some("no-store"));
@@ -47,7 +47,7 @@ fn dpop_7_1_2_a_missing_proof_and_a_proof_for_another_uri_are_refused() {
     let response = with_proof(&bank, "DPoP", &token, None);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(dpop_challenge("invalid_dpop_proof", "a DPoP proof is required").as_str())
     );
     let elsewhere = bank
@@ -55,7 +55,7 @@ fn dpop_7_1_2_a_missing_proof_and_a_proof_for_another_uri_are_refused() {
         .proof(&key, "GET", &bank.url("/payments"), &token, None);
     let response = with_proof(&bank, "DPoP", &token, Some(&elsewhere));
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(
             dpop_challenge(
                 "invalid_dpop_proof",
@@ -69,10 +69,7 @@ fn dpop_7_1_2_a_missing_proof_and_a_proof_for_another_uri_are_refused() {
         .proof(&key, "POST", &bank.url("/accounts"), &token, None);
     let response = with_proof(&bank, "DPoP", &token, Some(&wrong_method));
     assert_eq!(response.status, 401);
-    assert!(response
-        .header("www-authenticate")
-        .unwrap()
-        .contains("htm does not match"));
+    assert!(response.challenge().unwrap().contains("htm does not match"));
 }
 
 #[test]
@@ -104,7 +101,7 @@ fn dpop_4_3_12_a_proof_signed_by_another_key_is_refused() {
     let response = with_proof(&bank, "DPoP", &token, Some(&proof));
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(dpop_challenge("invalid_token", "Invalid DPoP key binding").as_str())
     );
 }
@@ -120,7 +117,7 @@ fn dpop_7_2_1_bearer_downgrade_is_refused_with_and_without_a_proof() {
     for proof in [None, Some(proof.as_str())] {
         let response = with_proof(&bank, "Bearer", &token, proof);
         assert_eq!(response.status, 401);
-        assert_eq!(response.header("www-authenticate"), Some(expected));
+        assert_eq!(response.challenge(), Some(expected));
     }
 }
 
@@ -134,7 +131,7 @@ fn dpop_9_nonce_required_then_accepted() {
     let first = bank.dpop_get("/accounts", &token, &key, &[]);
     assert_eq!(first.status, 401);
     assert_eq!(
-        first.header("www-authenticate"),
+        first.challenge(),
         Some("DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"")
     );
     assert_eq!(first.headers.get("dpop-nonce").map(Vec::len), Some(1));
@@ -181,13 +178,13 @@ fn mtls_3_2_certificate_bound_token_needs_the_same_certificate() {
     );
     assert_eq!(other.status, 401);
     assert_eq!(
-        other.header("www-authenticate"),
+        other.challenge(),
         Some("Bearer error=\"invalid_token\", error_description=\"the client certificate does not match the access token\"")
     );
     let none = bank.request("/accounts", &["-H", &bearer]);
     assert_eq!(none.status, 401);
     assert_eq!(
-        none.header("www-authenticate"),
+        none.challenge(),
         Some("Bearer error=\"invalid_token\", error_description=\"no client certificate was presented\"")
     );
     // IA-4: an mTLS-bound token under the DPoP scheme is refused.
@@ -204,7 +201,7 @@ fn mtls_3_2_certificate_bound_token_needs_the_same_certificate() {
     );
     assert_eq!(dpop.status, 401);
     assert_eq!(
-        dpop.header("www-authenticate"),
+        dpop.challenge(),
         Some(
             dpop_challenge(
                 "invalid_token",
@@ -229,7 +226,7 @@ fn sp2_rs_6_an_unbound_token_is_refused() {
     );
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some("Bearer error=\"invalid_token\", error_description=\"the access token is not sender-constrained\"")
     );
 }
@@ -244,7 +241,7 @@ fn fapi1_adv_3_only_mtls_bound_tokens_under_fapi1_advanced() {
     let response = bank.dpop_get("/accounts", &token, &key, &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(
             dpop_challenge(
                 "invalid_token",
@@ -272,5 +269,5 @@ fn fapi1_adv_3_only_mtls_bound_tokens_under_fapi1_advanced() {
     );
     assert_eq!(ok.status, 200);
     let none = bank.request("/accounts", &[]);
-    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(none.challenge(), Some("Bearer"));
 }

@@ -9,6 +9,8 @@ mod config_check;
 mod deploy;
 mod lifecycle;
 mod proxying;
+mod shared_state;
+mod signing;
 mod support;
 mod tls;
 mod tokens;

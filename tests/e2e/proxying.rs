@@ -123,7 +123,7 @@ fn token_routes_are_never_proxied_without_a_valid_token() {
     let response = env.get("/accounts", &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some("Bearer, DPoP algs=\"ES256 PS256 EdDSA\"")
     );
     let response = env.get(
@@ -132,14 +132,14 @@ fn token_routes_are_never_proxied_without_a_valid_token() {
     );
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some("DPoP error=\"invalid_token\", error_description=\"the access token has no issuer\", algs=\"ES256 PS256 EdDSA\"")
     );
     // SP2-RS-2: a token in the query string.
     let response = env.get("/accounts?access_token=abc", &[]);
     assert_eq!(response.status, 400);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some("Bearer error=\"invalid_request\", error_description=\"access tokens are accepted in the Authorization header only\", DPoP error=\"invalid_request\", error_description=\"access tokens are accepted in the Authorization header only\", algs=\"ES256 PS256 EdDSA\"")
     );
     // Nothing above reached the upstream: no upstream timing was recorded for the route.

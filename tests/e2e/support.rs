@@ -416,6 +416,7 @@ pub struct Response {
     pub status: u16,
     pub headers: BTreeMap<String, Vec<String>>,
     pub body: String,
+    challenge: Option<String>,
 }
 
 impl Response {
@@ -426,9 +427,35 @@ impl Response {
             .map(String::as_str)
     }
 
+    /// `WWW-Authenticate` without its `resource_metadata` parameters (RFC 9728 §5.1), which
+    /// every challenge carries and `resource_metadata_is_in_every_challenge` checks.
+    pub fn challenge(&self) -> Option<&str> {
+        self.challenge.as_deref()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+}
+
+fn strip_resource_metadata(challenge: &str) -> String {
+    let mut text = challenge.to_string();
+    while let Some(start) = text.find("resource_metadata=\"") {
+        let value_start = start + "resource_metadata=\"".len();
+        let end = text[value_start..]
+            .find('"')
+            .map(|i| value_start + i + 1)
+            .unwrap_or(text.len());
+        let from = if text[..start].ends_with(", ") {
+            start - 2
+        } else if text[..start].ends_with(' ') {
+            start - 1
+        } else {
+            start
+        };
+        text.replace_range(from..end, "");
+    }
+    text
 }
 
 /// Runs curl with `args` (plus `-s -i`) and parses the final response.
@@ -470,10 +497,15 @@ fn parse_response(text: &str) -> Option<Response> {
                     .push(value.trim().to_string());
             }
         }
+        let challenge = headers
+            .get("www-authenticate")
+            .and_then(|v| v.first())
+            .map(|c| strip_resource_metadata(c));
         return Some(Response {
             status,
             headers,
             body: body.to_string(),
+            challenge,
         });
     }
 }
@@ -650,6 +682,70 @@ impl AuthServer {
 }
 
 impl Drop for AuthServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real `redis-server` on 127.0.0.1 (Debian package), without persistence.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+        };
+        server.resume();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut reply = [0u8; 7];
+                if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }

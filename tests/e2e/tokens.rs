@@ -69,7 +69,7 @@ fn jwt_4_4_a_token_for_another_audience_is_refused() {
     let response = bank.dpop_get("/accounts", &token, &key, &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(invalid_token("the access token is not for this resource server").as_str())
     );
 }
@@ -106,7 +106,7 @@ fn jwt_4_3_a_token_from_an_unknown_issuer_is_refused() {
     );
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(invalid_token("the access token's issuer is not trusted").as_str())
     );
 }
@@ -123,7 +123,7 @@ fn jwt_4_5_tampered_signature_and_sp2_cry_3_alg_none_and_hs256_are_refused() {
     let response = bank.dpop_get("/accounts", &tampered, &key, &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(invalid_token("the access token signature is invalid").as_str())
     );
 
@@ -140,7 +140,7 @@ fn jwt_4_5_tampered_signature_and_sp2_cry_3_alg_none_and_hs256_are_refused() {
         let response = bank.dpop_get("/accounts", &forged, &key, &[]);
         assert_eq!(response.status, 401, "{header}");
         assert_eq!(
-            response.header("www-authenticate"),
+            response.challenge(),
             Some(invalid_token("the signing algorithm is not allowed").as_str()),
             "{header}"
         );
@@ -159,7 +159,7 @@ fn jwt_4_6_an_expired_token_is_refused() {
     let response = bank.dpop_get("/accounts", &token, &key, &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(invalid_token("the access token has expired").as_str())
     );
 }
@@ -313,7 +313,7 @@ fn sp2_rs_3_a_revoked_token_is_refused_within_cache_max_ttl() {
     let response = bank.dpop_get("/accounts", &token, &key, &[]);
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.header("www-authenticate"),
+        response.challenge(),
         Some(invalid_token("the access token is not active").as_str())
     );
 }

@@ -1,0 +1,117 @@
+//! Several replicas sharing state through a real Redis: DPoP replay records and nonces cross
+//! replicas, and a Redis outage fails closed and heals without a restart.
+
+use crate::bank::*;
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+const PUBLIC_URL: &str = "https://api.bank.test";
+
+fn with_proof(gateway: &Gateway, pki: &Pki, token: &str, proof: &str) -> Response {
+    curl_tls(
+        gateway,
+        pki,
+        "/accounts",
+        &[
+            "-H",
+            &format!("Authorization: DPoP {token}"),
+            "-H",
+            &format!("DPoP: {proof}"),
+        ],
+    )
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn dpop_11_1_2_a_proof_used_at_one_replica_is_refused_at_another() {
+    let redis = RedisServer::start();
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        public_url: Some(PUBLIC_URL),
+        ..Options::default()
+    });
+    let replica = bank.replica("replica-b");
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    assert_eq!(
+        with_proof(&bank.gateway, &bank.pki, &token, &proof).status,
+        200
+    );
+    let replayed = with_proof(&replica, &bank.pki, &token, &proof);
+    assert_eq!(replayed.status, 401);
+    assert_eq!(
+        replayed.challenge(),
+        Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
+    );
+    // A fresh proof works at the replica.
+    let fresh = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    assert_eq!(with_proof(&replica, &bank.pki, &token, &fresh).status, 200);
+}
+
+#[test]
+fn dpop_9_a_nonce_from_one_replica_is_accepted_by_another() {
+    let redis = RedisServer::start();
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        public_url: Some(PUBLIC_URL),
+        dpop_nonce: true,
+        ..Options::default()
+    });
+    let replica = bank.replica("replica-b");
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let first = bank.dpop_get("/accounts", &token, &key, &[]);
+    assert_eq!(first.status, 401);
+    let nonce = first.header("dpop-nonce").expect("nonce").to_string();
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, Some(&nonce));
+    assert_eq!(with_proof(&replica, &bank.pki, &token, &proof).status, 200);
+}
+
+#[test]
+fn redis_down_gives_503_and_not_ready_then_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        public_url: Some(PUBLIC_URL),
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    assert_eq!(bank.dpop_get("/accounts", &token, &key, &[]).status, 200);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    redis.stop();
+    let down = with_proof(&bank.gateway, &bank.pki, &token, &proof);
+    assert_eq!(down.status, 503, "never a pass: {down:?}");
+    assert_eq!(down.header("retry-after"), Some("1"));
+    assert!(wait_until(|| admin_get(bank.gateway.admin_port, "/readyz")
+        .0
+        == 503));
+    redis.resume();
+    assert!(wait_until(|| admin_get(bank.gateway.admin_port, "/readyz")
+        .0
+        == 200));
+    let pid = bank.gateway.child.id();
+    assert!(wait_until(|| {
+        let proof = bank
+            .auth
+            .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+        with_proof(&bank.gateway, &bank.pki, &token, &proof).status == 200
+    }));
+    assert_eq!(bank.gateway.child.id(), pid);
+}
