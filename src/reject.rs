@@ -166,13 +166,13 @@ impl Rejection {
                 scheme,
                 description,
             } => {
-                let challenge = challenges(
+                headers.push(scheme_error(
                     profile,
-                    Some(*scheme),
-                    Some(("invalid_token", description)),
+                    *scheme,
+                    "invalid_token",
+                    description,
                     metadata,
-                );
-                headers.push(("www-authenticate", challenge));
+                ));
                 ("invalid_token", *description)
             }
             Rejection::HeadersTooLarge => (
@@ -183,13 +183,13 @@ impl Rejection {
                 scheme,
                 description,
             } => {
-                let challenge = challenges(
+                headers.push(scheme_error(
                     profile,
-                    Some(*scheme),
-                    Some(("insufficient_scope", description)),
+                    *scheme,
+                    "insufficient_scope",
+                    description,
                     metadata,
-                );
-                headers.push(("www-authenticate", challenge));
+                ));
                 ("insufficient_scope", description.as_str())
             }
             Rejection::StepUpRequired {
@@ -223,13 +223,13 @@ impl Rejection {
                 scheme,
                 description,
             } => {
-                let challenge = challenges(
+                headers.push(scheme_error(
                     profile,
-                    Some(*scheme),
-                    Some(("invalid_request", description)),
+                    *scheme,
+                    "invalid_request",
+                    description,
                     metadata,
-                );
-                headers.push(("www-authenticate", challenge));
+                ));
                 ("invalid_request", *description)
             }
             Rejection::BodyTooLarge => ("invalid_request", "the request body is too large"),
@@ -239,13 +239,13 @@ impl Rejection {
             ),
             Rejection::BodyMalformed => ("invalid_request", "the request body is not valid JSON"),
             Rejection::InvalidDpopProof(check) => {
-                let challenge = challenges(
+                headers.push(scheme_error(
                     profile,
-                    Some(Scheme::Dpop),
-                    Some(("invalid_dpop_proof", check.describe())),
+                    Scheme::Dpop,
+                    "invalid_dpop_proof",
+                    check.describe(),
                     metadata,
-                );
-                headers.push(("www-authenticate", challenge));
+                ));
                 ("invalid_dpop_proof", check.describe())
             }
             Rejection::UseDpopNonce { nonce } => {
@@ -299,6 +299,20 @@ impl Rejection {
             body: body.to_string(),
         }
     }
+}
+
+/// The `WWW-Authenticate` header of an error under one scheme.
+fn scheme_error(
+    profile: &Profile,
+    scheme: Scheme,
+    code: &str,
+    description: &str,
+    metadata: Option<&str>,
+) -> (&'static str, String) {
+    (
+        "www-authenticate",
+        challenges(profile, Some(scheme), Some((code, description)), metadata),
+    )
 }
 
 /// The `WWW-Authenticate` value. With `only`, just that scheme's challenge carries the error

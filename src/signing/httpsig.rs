@@ -268,6 +268,16 @@ mod tests {
     use super::super::keys::tests::{ED25519_JWK, P256_PUBLIC_JWK};
     use super::*;
 
+    /// The RFC 9421 B.1.4 Ed25519 key, loaded the way the gateway loads key files.
+    fn rfc_ed25519_key(key_id: &str) -> SigningKey {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ed25519.json");
+        std::fs::write(&path, ED25519_JWK).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        SigningKey::load(&path, key_id).unwrap()
+    }
+
     fn p256_public() -> jsonwebtoken::DecodingKey {
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(P256_PUBLIC_JWK).unwrap();
         jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap()
@@ -275,12 +285,7 @@ mod tests {
 
     #[test]
     fn rfc9421_b_2_6_ed25519_signature_is_reproduced_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ed25519.json");
-        std::fs::write(&path, ED25519_JWK).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let key = SigningKey::load(&path, "test-key-ed25519").unwrap();
+        let key = rfc_ed25519_key("test-key-ed25519");
         let request_headers = test_request_headers();
         let request = MessageView {
             method: Some("POST"),
@@ -379,12 +384,7 @@ mod tests {
 
     #[test]
     fn hs2_resp_rs_responses_cover_the_profile_components() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ed25519.json");
-        std::fs::write(&path, ED25519_JWK).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let key = SigningKey::load(&path, "rs-1").unwrap();
+        let key = rfc_ed25519_key("rs-1");
         let request_headers = headers(&[
             (
                 "content-digest",
