@@ -43,8 +43,26 @@ impl std::fmt::Debug for Credential {
 }
 
 /// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
-pub fn extract(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Credential>, Rejection> {
-    if query.is_some_and(has_access_token_parameter) {
+/// `form` is the body of an `application/x-www-form-urlencoded` request (RFC 6750 §2.2).
+/// Whether a Content-Type is `application/x-www-form-urlencoded`.
+pub fn is_form(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+pub fn extract(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    form: Option<&[u8]>,
+) -> Result<Option<Credential>, Rejection> {
+    let in_form = form
+        .map(String::from_utf8_lossy)
+        .is_some_and(|body| has_access_token_parameter(&body));
+    if in_form || query.is_some_and(has_access_token_parameter) {
         return Err(Rejection::InvalidRequest {
             description: "access tokens are accepted in the Authorization header only",
         });
@@ -117,7 +135,7 @@ mod tests {
             ("DPoP abc.def", Scheme::Dpop),
             ("dPoP abc.def", Scheme::Dpop),
         ] {
-            let got = extract(&headers(&[value]), None).unwrap().unwrap();
+            let got = extract(&headers(&[value]), None, None).unwrap().unwrap();
             assert_eq!(got.scheme, scheme, "{value}");
             assert_eq!(got.token, "abc.def");
         }
@@ -127,21 +145,34 @@ mod tests {
     fn sp2_rs_2_bearer_2_3_query_token_is_refused_even_with_a_header() {
         for query in ["access_token=abc", "a=1&access_token=abc", "access_token"] {
             assert!(matches!(
-                extract(&headers(&["Bearer x"]), Some(query)),
+                extract(&headers(&["Bearer x"]), Some(query), None),
                 Err(Rejection::InvalidRequest { .. })
             ));
             assert!(matches!(
-                extract(&HeaderMap::new(), Some(query)),
+                extract(&HeaderMap::new(), Some(query), None),
                 Err(Rejection::InvalidRequest { .. })
             ));
         }
-        assert!(extract(&HeaderMap::new(), Some("not_access_token=1")).is_ok());
+        assert!(extract(&HeaderMap::new(), Some("not_access_token=1"), None).is_ok());
+    }
+
+    #[test]
+    fn bearer_2_3_a_form_body_token_is_refused_even_with_a_header() {
+        assert!(matches!(
+            extract(&headers(&["Bearer x"]), None, Some(b"a=1&access_token=abc")),
+            Err(Rejection::InvalidRequest { .. })
+        ));
+        assert!(extract(&headers(&["Bearer x"]), None, Some(b"a=1&b=2")).is_ok());
+        assert!(is_form(Some(
+            "application/x-www-form-urlencoded; charset=utf-8"
+        )));
+        assert!(!is_form(Some("application/json")));
     }
 
     #[test]
     fn bearer_2_two_authorization_headers_are_refused() {
         assert!(matches!(
-            extract(&headers(&["Bearer a", "DPoP b"]), None),
+            extract(&headers(&["Bearer a", "DPoP b"]), None, None),
             Err(Rejection::InvalidRequest { .. })
         ));
     }
@@ -151,13 +182,16 @@ mod tests {
         for bad in ["Bearer", "Bearer a b", "DPoP ===", "Bearer a,b"] {
             assert!(
                 matches!(
-                    extract(&headers(&[bad]), None),
+                    extract(&headers(&[bad]), None, None),
                     Err(Rejection::InvalidRequest { .. })
                 ),
                 "{bad}"
             );
         }
-        assert_eq!(extract(&headers(&["Basic dXNlcjpwYXNz"]), None), Ok(None));
-        assert_eq!(extract(&HeaderMap::new(), None), Ok(None));
+        assert_eq!(
+            extract(&headers(&["Basic dXNlcjpwYXNz"]), None, None),
+            Ok(None)
+        );
+        assert_eq!(extract(&HeaderMap::new(), None, None), Ok(None));
     }
 }

@@ -191,7 +191,12 @@ impl<'e> Enforcer<'e> {
                 request_signature: None,
             });
         }
-        let credential = credential::extract(facts.headers, facts.query)
+        let content_type = facts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let form = facts.raw_body.filter(|_| credential::is_form(content_type));
+        let credential = credential::extract(facts.headers, facts.query, form)
             .map_err(on_route)?
             .ok_or_else(|| on_route(Rejection::NoCredentials))?;
         let grant = self

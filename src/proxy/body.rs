@@ -42,13 +42,24 @@ pub async fn read(
     policy: &Policy,
 ) -> Result<Option<RequestBody>, Rejection> {
     let header = session.req_header();
+    let form = crate::credential::is_form(
+        header
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if !policy.routes.any_reads_body() && !form {
+        return Ok(None);
+    }
     let route = match policy.routes.find(&header.method, header.uri.path()) {
         RouteMatch::Found { route, .. } => policy.routes.get(route),
         _ => None,
     };
     let Some(route) = route else { return Ok(None) };
     let needs_json = route.reads_body();
-    if !(needs_json || route.verify_request_signature || route.sign_response) {
+    // A form body may carry an access token (RFC 6750 §2.2), which must be refused.
+    let token_form = form && route.auth == crate::policy::routes::AuthMode::Token;
+    if !(needs_json || route.verify_request_signature || route.sign_response || token_form) {
         return Ok(None);
     }
     let content_type = header

@@ -22,6 +22,9 @@ pub struct Options {
     /// The public URL (and token audience) instead of the gateway's own address, so that
     /// several replicas can serve the same tokens and proofs.
     pub public_url: Option<&'static str>,
+    /// How the gateway authenticates to the introspection endpoint: `client_secret_basic`
+    /// or `private_key_jwt` (an ES256 key registered with the AS).
+    pub introspection_auth: &'static str,
 }
 
 impl Default for Options {
@@ -38,6 +41,7 @@ impl Default for Options {
             signing: false,
             redis: None,
             public_url: None,
+            introspection_auth: "client_secret_basic",
         }
     }
 }
@@ -169,7 +173,26 @@ impl Bank {
         let upstream = Upstream::start();
         let (as_port, port) = (free_port(), free_port());
         AuthServer::generate_keys(&dir.path().join("as-keys.json"), "k1");
-        let auth = AuthServer::start(dir.path(), &as_config(dir.path(), as_port, port, &options));
+        let mut as_settings = as_config(dir.path(), as_port, port, &options);
+        let introspection_client = if options.introspection_auth == "private_key_jwt" {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            write_private(&dir.path().join("gw-client.pem"), &key.serialize_pem());
+            let point = key.public_key_raw();
+            let b64 = |bytes: &[u8]| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            };
+            as_settings["clients"][0] = json!({
+                "client_id": "fapigate",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "gw-1", "use": "sig",
+                    "x": b64(&point[1..33]), "y": b64(&point[33..65])}]},
+            });
+            "auth = \"private_key_jwt\"\nkey = \"gw-client.pem\"\nkey_id = \"gw-1\"".to_string()
+        } else {
+            "auth = \"client_secret_basic\"\nsecret_file = \"gw-secret.txt\"".to_string()
+        };
+        let auth = AuthServer::start(dir.path(), &as_settings);
         write_private(&dir.path().join("gw-secret.txt"), "gw-secret\n");
         let public_url = options
             .public_url
@@ -191,8 +214,7 @@ jwks_refresh = "5m"
 [issuer.introspection]
 endpoint = "{issuer}/token/introspection"
 client_id = "fapigate"
-auth = "client_secret_basic"
-secret_file = "gw-secret.txt"
+{introspection_client}
 signed_response = {signed}
 cache_max_ttl = "{ttl}"
 timeout = "2s"

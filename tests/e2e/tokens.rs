@@ -211,6 +211,18 @@ fn opaque_tokens_are_introspected_once_with_signed_responses_then_cached() {
 }
 
 #[test]
+fn int_1_introspection_with_private_key_jwt_client_authentication() {
+    let bank = Bank::start(Options {
+        introspection_auth: "private_key_jwt",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    let before = bank.auth.introspections();
+    assert_eq!(bank.dpop_get("/accounts", &token, &key, &[]).status, 200);
+    assert_eq!(bank.auth.introspections() - before, 1);
+}
+
+#[test]
 fn plain_json_introspection_works_too() {
     let bank = Bank::start(Options {
         signed_introspection: false,
