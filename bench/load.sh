@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# Load benchmark: fapigate (plain listener, public route) against a minimal Pingora proxy, both in
-# front of the same tiny upstream, measured alternately with wrk on this machine.
+# Load benchmark: fapigate (plain listener) in front of a tiny upstream, measured with wrk on this
+# machine, each scenario against a reference measured in the same run.
 #
-#   bench/load.sh
+#   bench/load.sh [SCENARIO]        (or SCENARIO=... bench/load.sh)
+#
+# Scenarios:
+#   baseline  fapigate's public route (auth = "none", GET /status) against a minimal Pingora
+#             proxy, alternately (the default)
+#   dpop      GET /accounts with a DPoP-bound JWT access token and a fresh DPoP proof on every
+#             request (pre-signed by bench/gen_dpop.rs, sent by bench/dpop.lua), against
+#             fapigate's GET /status and the Pingora proxy, alternately
+#   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, alternately
+#   reload    one wrk run on GET /status; meanwhile a route is appended to the configuration
+#             and fapigate gets SIGHUP. PASS: no socket error, no non-2xx, the new route answers
+#   all       the four, in that order, with one set of servers
 #
 # Environment:
-#   DURATION=10s     length of each measured wrk run
-#   ROUNDS=2         baseline/fapigate pairs
-#   CONNECTIONS=16   wrk connections (one wrk thread)
-#   WARMUP=1s        unrecorded wrk run per proxy before the first round ("0" to skip)
-#   BENCH_THREADS=1  worker threads of both proxies
-#   SKIP_BUILD=1     use the binaries already in target/release
-#   KEEP_TMP=1       keep the temporary folder (configuration, certificate, logs)
+#   DURATION=10s         length of each measured wrk run (at most 10s: the machine is shared)
+#   ROUNDS=2             measured rounds per scenario (each round runs every target once)
+#   CONNECTIONS=16       wrk connections (one wrk thread)
+#   WARMUP=1s            unrecorded wrk run per target before the first round ("0" to skip)
+#   BENCH_THREADS=1      worker threads of both proxies
+#   DPOP_PROOFS=200000   proofs signed before each measured dpop run (must outlast DURATION)
+#   RELOAD_DURATION=10s  the reload scenario's wrk run;  RELOAD_AT=3  seconds in, the reload
+#   SKIP_BUILD=1         use the binaries already in target/release
+#   KEEP_TMP=1           keep the temporary folder (configuration, keys, logs, wrk outputs)
 #
-# Needs: cargo, openssl, curl, wrk. Everything listens on 127.0.0.1 only.
+# Needs: cargo, openssl, curl, wrk. Everything listens on 127.0.0.1 only, and every process
+# started here is stopped on exit.
 set -euo pipefail
 
+SCENARIO=${1:-${SCENARIO:-baseline}}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
 WARMUP=${WARMUP:-1s}
 BENCH_THREADS=${BENCH_THREADS:-1}
+DPOP_PROOFS=${DPOP_PROOFS:-200000}
+RELOAD_DURATION=${RELOAD_DURATION:-10s}
+RELOAD_AT=${RELOAD_AT:-3}
 export BENCH_THREADS
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,11 +47,19 @@ bin=$target/release
 
 die() { echo "load.sh: $*" >&2; exit 1; }
 
+case $SCENARIO in
+    baseline | dpop | signed | reload | all) ;;
+    *) die "unknown scenario \"$SCENARIO\" (baseline, dpop, signed, reload, all)" ;;
+esac
+want() { [[ $SCENARIO == all || $SCENARIO == "$1" ]]; }
+
 for tool in openssl curl wrk; do
     command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $BENCH_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
+[[ $DPOP_PROOFS =~ ^[1-9][0-9]*$ ]] || die "DPOP_PROOFS must be a positive integer"
+[[ $RELOAD_AT =~ ^[1-9][0-9]*$ ]] || die "RELOAD_AT must be a positive number of seconds"
 
 # wrk duration ("10s", "1m", "500ms"...) to whole seconds, for the watchdog timeout.
 seconds() {
@@ -47,12 +73,16 @@ seconds() {
     esac
 }
 [[ $(seconds "$DURATION") =~ ^[0-9]+$ ]] || die "DURATION must look like 10s, 1m"
+[[ $(seconds "$RELOAD_DURATION") =~ ^[0-9]+$ ]] || die "RELOAD_DURATION must look like 10s"
+(( RELOAD_AT < $(seconds "$RELOAD_DURATION") )) || die "RELOAD_AT must fall inside RELOAD_DURATION"
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     echo "== building (release)" >&2
-    (cd "$repo" && cargo build --release --bin fapigate --examples) >&2
+    (cd "$repo" && cargo build --release --bin fapigate \
+        --example baseline-proxy --example bench-upstream --example gen-dpop) >&2
 fi
-for exe in "$bin/fapigate" "$bin/examples/baseline-proxy" "$bin/examples/bench-upstream"; do
+for exe in "$bin/fapigate" "$bin/examples/baseline-proxy" "$bin/examples/bench-upstream" \
+    "$bin/examples/gen-dpop"; do
     [[ -x $exe ]] || die "$exe is missing: build first"
 done
 
@@ -61,8 +91,10 @@ pids=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    # SIGINT: Pingora's fast shutdown. (SIGTERM is its graceful one, which makes the baseline
+    # proxy, built with Pingora's defaults, wait 5 minutes before exiting.)
     for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
+        kill -INT "$pid" 2>/dev/null || true
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
@@ -98,6 +130,9 @@ base_port=$(free_port)
 tls_port=$(free_port)
 plain_port=$(free_port)
 admin_port=$(free_port)
+public_url="https://127.0.0.1:$tls_port"
+gate="http://127.0.0.1:$plain_port"
+issuer="https://as.bench.example"
 
 # Self-signed EC P-256 server certificate (the TLS listener is required, but not measured).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -109,7 +144,7 @@ chmod 600 "$tmp/server.key"
 cat >"$tmp/fapigate.toml" <<EOF
 [listener]
 addr = "127.0.0.1:$tls_port"
-public_url = "https://127.0.0.1:$tls_port"
+public_url = "$public_url"
 plain_addr = "127.0.0.1:$plain_port"
 
 [listener.tls]
@@ -142,6 +177,59 @@ upstream = "bench"
 auth = "none"
 EOF
 
+if want dpop; then
+    # One issuer whose keys are a file (nothing fetched), one ES256 at+jwt bound to a DPoP key.
+    "$bin/examples/gen-dpop" keys "$tmp/dpop" "$issuer" "$public_url" 2>>"$tmp/gen-dpop.log" \
+        || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop keys failed"; }
+    cat >>"$tmp/fapigate.toml" <<EOF
+
+[[issuer]]
+id = "bench-as"
+issuer = "$issuer"
+audience = "$public_url"
+jwks_file = "$tmp/dpop/jwks.json"
+
+[[route]]
+id = "accounts"
+methods = ["GET"]
+path = "/accounts"
+upstream = "bench"
+auth = "token"
+scopes = ["accounts"]
+EOF
+fi
+
+if want signed; then
+    openssl genpkey -algorithm ed25519 -out "$tmp/signing.pem" 2>>"$tmp/openssl.log" \
+        || { cat "$tmp/openssl.log" >&2; die "openssl genpkey ed25519 failed"; }
+    chmod 600 "$tmp/signing.pem"
+    cat >>"$tmp/fapigate.toml" <<EOF
+
+[response_signing]
+format = "http-signature"
+key = "$tmp/signing.pem"
+key_id = "bench-rs-1"
+alg = "ed25519"
+
+[[route]]
+id = "signed"
+methods = ["GET"]
+path = "/signed"
+upstream = "bench"
+auth = "none"
+sign_response = true
+
+[[route]]
+id = "plain"
+methods = ["GET"]
+path = "/plain"
+upstream = "bench"
+auth = "none"
+EOF
+fi
+
+"$bin/fapigate" check --config "$tmp/fapigate.toml" >&2 || die "fapigate refused the bench configuration"
+
 "$bin/examples/bench-upstream" "127.0.0.1:$up_port" >"$tmp/upstream.log" 2>&1 &
 up_pid=$!
 pids+=("$up_pid")
@@ -172,7 +260,7 @@ wait_for() {
 wait_for upstream "$up_pid" "http://127.0.0.1:$up_port/status"
 wait_for baseline "$base_pid" "http://127.0.0.1:$base_port/status"
 wait_for fapigate "$gate_pid" "http://127.0.0.1:$admin_port/readyz"
-wait_for fapigate "$gate_pid" "http://127.0.0.1:$plain_port/status"
+wait_for fapigate "$gate_pid" "$gate/status"
 
 clk_tck=$(getconf CLK_TCK)
 # utime + stime of the whole process, in clock ticks (fields 14 and 15; comm may hold spaces).
@@ -195,66 +283,289 @@ to_us() {
     }'
 }
 
-watchdog=$(( $(seconds "$DURATION") + 30 ))
-rows=()
-declare -A rps p50 p99 cpu
-run_wrk() { # run_wrk PORT DURATION -> wrk output on stdout
-    timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$2" --latency "http://127.0.0.1:$1/status"
+# Counts from a wrk output: non-2xx/3xx responses, and socket errors (connect+read+write+timeout).
+non2xx_of() { awk '/Non-2xx or 3xx responses:/ { print $NF; found = 1 } END { if (!found) print 0 }' <<<"$1"; }
+sockerr_of() {
+    awk -F'[ ,]+' '/Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' <<<"$1"
 }
 
-if [[ $WARMUP != 0 ]]; then
-    echo "== warm-up ($WARMUP each)" >&2
-    run_wrk "$base_port" "$WARMUP" >/dev/null
-    run_wrk "$plain_port" "$WARMUP" >/dev/null
-fi
+watchdog=$(( $(seconds "$DURATION") + 30 ))
+(( $(seconds "$DURATION") <= 10 )) || echo "load.sh: warning: DURATION above 10s on a shared machine" >&2
 
+# target NAME -> "PID PORT PATH LUA": who serves it, where, and the wrk script (empty: none).
+target() {
+    case $1 in
+        baseline) echo "$base_pid $base_port /status -" ;;
+        fapigate | status) echo "$gate_pid $plain_port /status -" ;;
+        dpop) echo "$gate_pid $plain_port /accounts $repo/bench/dpop.lua" ;;
+        signed) echo "$gate_pid $plain_port /signed -" ;;
+        plain) echo "$gate_pid $plain_port /plain -" ;;
+        *) die "no target $1" ;;
+    esac
+}
+
+# Before every dpop wrk run: proofs signed now (iat = now, within dpop_proof_max_age).
+fresh_proofs() { # fresh_proofs COUNT
+    "$bin/examples/gen-dpop" proofs "$tmp/dpop" "$public_url/accounts" "$1" "$tmp/dpop/proofs.txt" \
+        2>>"$tmp/gen-dpop.log" || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop proofs failed"; }
+}
+
+rows=()
+declare -A rps p50 p99 cpu bad
 run=0
-for round in $(seq 1 "$ROUNDS"); do
-    for name in baseline fapigate; do
-        if [[ $name == baseline ]]; then pid=$base_pid port=$base_port; else pid=$gate_pid port=$plain_port; fi
-        run=$((run + 1))
-        echo "== run $run: $name, round $round ($DURATION)" >&2
-        before=$(cpu_ticks "$pid")
-        out=$(run_wrk "$port" "$DURATION") || { echo "$out" >&2; die "wrk failed against $name"; }
-        after=$(cpu_ticks "$pid")
-        echo "$out" >"$tmp/wrk-$run-$name.txt"
+# measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
+measure() {
+    local scenario=$1 name=$2 key="$1/$2" pid port path lua out before after reqs r l50 l99 n2 se c
+    read -r pid port path lua <<<"$(target "$name")"
+    run=$((run + 1))
+    echo "== run $run: $scenario: $name ($DURATION, GET $path)" >&2
+    if [[ $lua != - ]]; then fresh_proofs "$DPOP_PROOFS"; fi
+    before=$(cpu_ticks "$pid")
+    if [[ $lua == - ]]; then
+        out=$(timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+            "http://127.0.0.1:$port$path") || { echo "$out" >&2; die "wrk failed against $name"; }
+    else
+        out=$(timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" \
+            "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1) \
+            || { echo "$out" >&2; die "wrk failed against $name"; }
+    fi
+    after=$(cpu_ticks "$pid")
+    echo "$out" >"$tmp/wrk-$run-${scenario}-$name.txt"
 
-        reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
-        r=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-        l50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
-        l99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-        non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
-        sockerr=$(awk -F'[ ,]+' '/Socket errors:/ { s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s }' <<<"$out")
-        errors=$(( ${non2xx:-0} + ${sockerr:-0} ))
-        [[ -n $reqs && -n $r && $reqs -gt 0 ]] || { echo "$out" >&2; die "could not parse wrk output"; }
-        c=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
+    r=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    l50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    l99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    n2=$(non2xx_of "$out")
+    se=$(sockerr_of "$out")
+    [[ -n $reqs && -n $r && $reqs -gt 0 ]] || { echo "$out" >&2; die "could not parse wrk output"; }
+    c=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
 
-        rps[$name]+="$r "
-        p50[$name]+="$l50 "
-        p99[$name]+="$l99 "
-        cpu[$name]+="$c "
-        rows+=("| $run | $name | $r | $l50 | $l99 | $c | $errors |")
-        [[ $errors == 0 ]] || echo "load.sh: warning: $errors failed or non-2xx responses from $name" >&2
+    rps[$key]+="$r "
+    p50[$key]+="$l50 "
+    p99[$key]+="$l99 "
+    cpu[$key]+="$c "
+    bad[$key]=$(( ${bad[$key]:-0} + n2 + se ))
+    local note=""
+    if [[ $lua != - ]]; then
+        note=$(awk '/^dpop proofs used:/ { sub(/^dpop proofs /, ""); print }' <<<"$out")
+        note=" ($note)"
+    fi
+    rows+=("| $run | $scenario | $name | $r | $l50 | $l99 | $c | $n2 | $se |")
+    if (( n2 + se > 0 )); then
+        echo "load.sh: warning: $name: $n2 non-2xx, $se socket errors$note" >&2
+    fi
+    if [[ $note == *"exhausted: "[1-9]* ]]; then
+        echo "load.sh: warning: the proof file ran out$note: raise DPOP_PROOFS or shorten DURATION" >&2
+    fi
+}
+
+warm() { # warm NAME...: unrecorded short runs
+    local name pid port path lua
+    [[ $WARMUP != 0 ]] || return 0
+    echo "== warm-up ($WARMUP each: $*)" >&2
+    for name in "$@"; do
+        read -r pid port path lua <<<"$(target "$name")"
+        if [[ $lua == - ]]; then
+            timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:$port$path" >/dev/null
+        else
+            fresh_proofs 50000
+            timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -s "$lua" \
+                "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1 >/dev/null
+        fi
     done
-done
+}
 
 median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
     if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 
+summary=()
+say() { summary+=("$*"); }
+medians() { # medians SCENARIO NAME...
+    local s=$1 name
+    shift
+    say "| median | req/s | p50 µs | p99 µs | CPU µs/req | non-2xx + socket errors |"
+    say "|---|---|---|---|---|---|"
+    for name in "$@"; do
+        say "| $name | $(median "${rps[$s/$name]}") | $(median "${p50[$s/$name]}") | $(median "${p99[$s/$name]}") | $(median "${cpu[$s/$name]}") | ${bad[$s/$name]} |"
+    done
+}
+ratio_row() { # ratio_row SCENARIO A B: A/B of every median
+    local s=$1 a=$2 b=$3
+    say "| $a/$b | $(ratio "$(median "${rps[$s/$a]}")" "$(median "${rps[$s/$b]}")") \
+| $(ratio "$(median "${p50[$s/$a]}")" "$(median "${p50[$s/$b]}")") \
+| $(ratio "$(median "${p99[$s/$a]}")" "$(median "${p99[$s/$b]}")") \
+| $(ratio "$(median "${cpu[$s/$a]}")" "$(median "${cpu[$s/$b]}")") | |"
+}
+
+curl_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" || true; }
+
+# -------------------------------------------------------------------------------------- baseline
+if want baseline; then
+    warm baseline fapigate
+    for round in $(seq 1 "$ROUNDS"); do
+        measure baseline baseline
+        measure baseline fapigate
+    done
+    say ""
+    say "### baseline: GET /status, fapigate (auth none) vs Pingora proxy"
+    say ""
+    medians baseline baseline fapigate
+    ratio_row baseline fapigate baseline
+fi
+
+# ------------------------------------------------------------------------------------------ dpop
+dpop_preflight() {
+    # One proof, sent twice: the first must pass (else show why), the second must be a replay.
+    local token headers code again
+    fresh_proofs 1
+    token=$(<"$tmp/dpop/token")
+    headers=$(curl -s -o /dev/null -D - --max-time 2 -H "Authorization: DPoP $token" \
+        -H "DPoP: $(<"$tmp/dpop/proofs.txt")" "$gate/accounts" || true)
+    code=$(awk 'NR == 1 { print $2 }' <<<"$headers")
+    if [[ $code != 200 ]]; then
+        echo "---- fapigate refused the DPoP probe: HTTP ${code:-nothing}" >&2
+        grep -i '^www-authenticate:' <<<"$headers" >&2 || true
+        die "dpop: the probe request was not admitted"
+    fi
+    again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/proofs.txt")" "$gate/accounts")
+    echo "== dpop probe: first use $code, replay $again" >&2
+    [[ $again == 401 ]] || die "dpop: a replayed proof was answered $again, not 401"
+}
+
+if want dpop; then
+    dpop_preflight
+    warm baseline status dpop
+    for round in $(seq 1 "$ROUNDS"); do
+        measure dpop baseline
+        measure dpop status
+        measure dpop dpop
+    done
+    say ""
+    say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs fapigate GET /status (auth none) vs Pingora proxy"
+    say ""
+    medians dpop baseline status dpop
+    ratio_row dpop dpop status
+    ratio_row dpop dpop baseline
+    ratio_row dpop status baseline
+    say ""
+    if (( ${bad[dpop/dpop]} == 0 )); then
+        say "dpop /accounts non-2xx + socket errors: 0 (PASS)"
+    else
+        say "dpop /accounts non-2xx + socket errors: ${bad[dpop/dpop]} (FAIL)"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------- signed
+if want signed; then
+    headers=$(curl -s -o /dev/null -D - --max-time 2 "$gate/signed" || true)
+    for h in signature signature-input content-digest; do
+        grep -qi "^$h:" <<<"$headers" || { echo "$headers" >&2; die "signed: /signed has no $h header"; }
+    done
+    ! grep -qi '^signature:' <<<"$(curl -s -o /dev/null -D - --max-time 2 "$gate/plain")" \
+        || die "signed: /plain is signed too"
+    warm plain signed
+    for round in $(seq 1 "$ROUNDS"); do
+        measure signed plain
+        measure signed signed
+    done
+    say ""
+    say "### signed: GET /signed (http-signature, ed25519, Content-Digest) vs GET /plain, both auth none"
+    say ""
+    medians signed plain signed
+    ratio_row signed signed plain
+    signed_ratio=$(ratio "$(median "${rps[signed/signed]}")" "$(median "${rps[signed/plain]}")")
+    verdict=$(awk -v r="$signed_ratio" 'BEGIN { print (r + 0 >= 0.85) ? "PASS" : "FAIL" }')
+    say ""
+    say "signed/plain req/s = $signed_ratio (target >= 0.85: $verdict)"
+fi
+
+# ---------------------------------------------------------------------------------------- reload
+reloads_ok() {
+    curl -s --max-time 2 "http://127.0.0.1:$admin_port/metrics" \
+        | awk '/^fapigate_config_reloads_total\{result="ok"\}/ { print $2; f = 1 } END { if (!f) print 0 }'
+}
+
+if want reload; then
+    before_added=$(curl_status "$gate/added")
+    reloads_before=$(reloads_ok)
+    # With DPoP configured: does the replay store survive the reload? (memory backend)
+    replay_probe=""
+    if want dpop; then
+        fresh_proofs 1
+        token=$(<"$tmp/dpop/token")
+        cp "$tmp/dpop/proofs.txt" "$tmp/dpop/reload-probe.txt"
+        replay_first=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/reload-probe.txt")" "$gate/accounts")
+        replay_probe=1
+    fi
+    run=$((run + 1))
+    rwatch=$(( $(seconds "$RELOAD_DURATION") + 30 ))
+    echo "== run $run: reload: GET /status ($RELOAD_DURATION), SIGHUP at ${RELOAD_AT}s" >&2
+    cpu0=$(cpu_ticks "$gate_pid")
+    timeout "$rwatch" wrk -t1 -c"$CONNECTIONS" -d"$RELOAD_DURATION" --latency "$gate/status" \
+        >"$tmp/wrk-$run-reload.txt" 2>&1 &
+    wrk_pid=$!
+    pids+=("$wrk_pid")
+    sleep "$RELOAD_AT"
+    cat >>"$tmp/fapigate.toml" <<EOF
+
+[[route]]
+id = "added"
+methods = ["GET"]
+path = "/added"
+upstream = "bench"
+auth = "none"
+EOF
+    kill -HUP "$gate_pid"
+    hup_at=$(date +%s.%N)
+    # The new route, as soon as it exists (polled while wrk still runs).
+    added_after=""
+    for i in $(seq 1 50); do
+        if [[ $(curl_status "$gate/added") == 200 ]]; then
+            added_after=$(awk -v a="$hup_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$wrk_pid" || { cat "$tmp/wrk-$run-reload.txt" >&2; die "wrk failed during the reload run"; }
+    cpu1=$(cpu_ticks "$gate_pid")
+    out=$(<"$tmp/wrk-$run-reload.txt")
+    kill -0 "$gate_pid" 2>/dev/null || { cat "$tmp/fapigate.log" >&2; die "fapigate died after SIGHUP"; }
+    reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
+    r=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    l50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    l99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    n2=$(non2xx_of "$out")
+    se=$(sockerr_of "$out")
+    c=$(awk -v t=$((cpu1 - cpu0)) -v hz="$clk_tck" -v n="${reqs:-0}" 'BEGIN { if (n) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }')
+    added=$(curl_status "$gate/added")
+    reloads_after=$(reloads_ok)
+    rows+=("| $run | reload | status+SIGHUP | $r | $l50 | $l99 | $c | $n2 | $se |")
+    verdict=PASS
+    [[ -n $reqs && $reqs -gt 0 && $n2 == 0 && $se == 0 && $added == 200 && $before_added == 404 ]] || verdict=FAIL
+    (( reloads_after > reloads_before )) || verdict=FAIL
+    say ""
+    say "### reload: GET /status for $RELOAD_DURATION, route /added appended + SIGHUP at ${RELOAD_AT}s"
+    say ""
+    say "| requests | req/s | p50 µs | p99 µs | non-2xx | socket errors | /added before → after | ok reloads | /added live after SIGHUP | verdict |"
+    say "|---|---|---|---|---|---|---|---|---|---|"
+    say "| $reqs | $r | $l50 | $l99 | $n2 | $se | $before_added → $added | $reloads_before → $reloads_after | ${added_after:-never} ms | $verdict |"
+    if [[ -n $replay_probe ]]; then
+        replay_again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/reload-probe.txt")" "$gate/accounts")
+        say ""
+        if [[ $replay_again == 401 ]]; then
+            say "DPoP proof used before the reload, replayed after it: $replay_first then $replay_again (refused: OK)"
+        else
+            say "WARNING: DPoP proof used before the reload, replayed after it: $replay_first then $replay_again (replay ACCEPTED across SIGHUP)"
+        fi
+    fi
+fi
+
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, GET /status"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO"
 echo
-echo "| run | proxy | req/s | p50 µs | p99 µs | proxy CPU µs/req | errors |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | scenario | target | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx | socket errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
-echo
-echo "| median | req/s | p50 µs | p99 µs | proxy CPU µs/req |"
-echo "|---|---|---|---|---|"
-for name in baseline fapigate; do
-    echo "| $name | $(median "${rps[$name]}") | $(median "${p50[$name]}") | $(median "${p99[$name]}") | $(median "${cpu[$name]}") |"
-done
-echo "| fapigate/baseline | $(ratio "$(median "${rps[fapigate]}")" "$(median "${rps[baseline]}")") \
-| $(ratio "$(median "${p50[fapigate]}")" "$(median "${p50[baseline]}")") \
-| $(ratio "$(median "${p99[fapigate]}")" "$(median "${p99[baseline]}")") \
-| $(ratio "$(median "${cpu[fapigate]}")" "$(median "${cpu[baseline]}")") |"
+printf '%s\n' "${summary[@]}"

@@ -20,6 +20,7 @@ use std::time::Duration;
 /// Starts the gateway; returns only on a startup error (Pingora exits the process itself).
 pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
     let metrics = Arc::new(crate::telemetry::Metrics::new().map_err(|e| e.to_string())?);
+    let has_tls = policy.listener.tls.is_some();
     let tls_settings = match &policy.listener.tls {
         Some(tls_policy) => Some(tls::listener_settings(tls_policy)?),
         None => None,
@@ -73,6 +74,7 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
         Lifecycle {
             gateway: gateway.clone(),
             probe,
+            tls: has_tls,
         },
     );
 
@@ -103,7 +105,37 @@ fn loopback_for(addr: SocketAddr) -> SocketAddr {
 
 struct Lifecycle {
     gateway: Arc<Gateway>,
+    /// The listener first, then the plain listener and the admin listener.
     probe: Vec<SocketAddr>,
+    tls: bool,
+}
+
+/// Whether `addr` accepts a connection (and, for `tls`, completes a handshake).
+async fn probe(addr: SocketAddr, tls: bool) -> bool {
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if !tls {
+        return true;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(tls::fapi_crypto_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(tls::ProbeVerifier::new()))
+                .with_no_client_auth()
+        });
+    let Ok(config) = config else { return false };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, stream)).await {
+        Ok(Ok(mut stream)) => {
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.shutdown().await;
+            true
+        }
+        _ => false,
+    }
 }
 
 #[async_trait]
@@ -117,9 +149,11 @@ impl BackgroundService for Lifecycle {
                 None
             }
         };
-        // Ready once every listener accepts connections.
-        for addr in &self.probe {
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
+        // Ready once every listener accepts connections (the TLS one: completes a handshake,
+        // so the probe is not an aborted connection in the logs).
+        for (index, addr) in self.probe.iter().enumerate() {
+            let tls = index == 0 && self.tls;
+            while !probe(*addr, tls).await {
                 if *shutdown.borrow() {
                     return;
                 }

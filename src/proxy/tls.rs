@@ -165,3 +165,59 @@ pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
     }
     Ok(settings)
 }
+
+/// Server verification for the gateway's own readiness probe of its TLS listener: it only
+/// checks that a handshake completes, it never sends data or trusts the peer.
+#[derive(Debug)]
+pub struct ProbeVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ProbeVerifier {
+    pub fn new() -> Self {
+        ProbeVerifier {
+            algorithms: fapi_crypto_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for ProbeVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for ProbeVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

@@ -43,6 +43,8 @@ pub fn client(
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Calls to the AS go direct: a desktop HTTP_PROXY must not see introspection traffic.
+        .no_proxy()
         .build()
         .map_err(|e| e.to_string())
 }
