@@ -96,22 +96,40 @@ pub fn authorize<'g>(
     Err(Denial::InsufficientScope(text))
 }
 
-fn satisfies(
+/// Why a detail does not satisfy a requirement; rendered only when it is reported.
+enum Miss<'r> {
+    Type(&'r str),
+    Lacks(&'static str, &'r str),
+    Locations,
+    Rule(&'r str),
+}
+
+impl std::fmt::Display for Miss<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miss::Type(kind) => write!(f, "no detail of type {kind}"),
+            Miss::Lacks(field, missing) => write!(f, "{field} lacks {missing}"),
+            Miss::Locations => f.write_str("the detail's locations do not cover this resource"),
+            Miss::Rule(pointer) => write!(f, "rule {pointer} does not hold"),
+        }
+    }
+}
+
+fn satisfies<'r>(
     detail: &Value,
-    requirement: &DetailRequirement,
+    requirement: &'r DetailRequirement,
     request: &RequestView<'_>,
-) -> Result<(), String> {
+) -> Result<(), Miss<'r>> {
     if detail.get("type").and_then(Value::as_str) != Some(requirement.kind.as_str()) {
-        return Err(format!("no detail of type {}", requirement.kind));
+        return Err(Miss::Type(&requirement.kind));
     }
     for (field, wanted) in [
         ("actions", &requirement.actions),
         ("locations", &requirement.locations),
         ("datatypes", &requirement.datatypes),
     ] {
-        let held = string_array(detail.get(field));
-        if let Some(missing) = wanted.iter().find(|w| !held.contains(&w.as_str())) {
-            return Err(format!("{field} lacks {missing}"));
+        if let Some(missing) = wanted.iter().find(|w| !holds(detail.get(field), w)) {
+            return Err(Miss::Lacks(field, missing));
         }
     }
     if let Some(Value::Array(locations)) = detail.get("locations") {
@@ -120,39 +138,53 @@ fn satisfies(
             .filter_map(Value::as_str)
             .any(|location| at_or_below(request.url, location));
         if !covered {
-            return Err("the detail's locations do not cover this resource".into());
+            return Err(Miss::Locations);
         }
     }
     for rule in &requirement.rules {
         if !rule_holds(detail, rule, request) {
-            return Err(format!("rule {} does not hold", rule.field.as_str()));
+            return Err(Miss::Rule(rule.field.as_str()));
         }
     }
     Ok(())
 }
 
-fn string_array(value: Option<&Value>) -> Vec<&str> {
-    match value {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
+/// Whether a detail's array field holds the string `wanted`.
+fn holds(field: Option<&Value>, wanted: &str) -> bool {
+    matches!(field, Some(Value::Array(items)) if items.iter().any(|i| i.as_str() == Some(wanted)))
 }
 
 /// Whether `url` is `location` or below it on whole path segments (scheme and host compared
 /// without case, default port ignored).
 fn at_or_below(url: &str, location: &str) -> bool {
-    let Some(location) = crate::binding::dpop::normalise_htu(location) else {
+    let split = |uri: &str| -> Option<(String, String, String)> {
+        let (scheme, rest) = uri.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let path = tail.split(['?', '#']).next().unwrap_or("");
+        let scheme = scheme.to_ascii_lowercase();
+        let authority = authority.to_ascii_lowercase();
+        let default = if scheme == "https" { ":443" } else { ":80" };
+        let authority = authority
+            .strip_suffix(default)
+            .unwrap_or(&authority)
+            .to_string();
+        Some((scheme, authority, path.trim_end_matches('/').to_string()))
+    };
+    let (Some(target), Some(scope)) = (split(url), split(location)) else {
         return false;
     };
-    let location = location.trim_end_matches('/');
-    url == location
-        || url
-            .strip_prefix(location)
-            .is_some_and(|rest| rest.starts_with('/'))
+    target.0 == scope.0
+        && target.1 == scope.1
+        && (target.2 == scope.2
+            || target
+                .2
+                .strip_prefix(scope.2.as_str())
+                .is_some_and(|rest| rest.starts_with('/')))
 }
 
 fn rule_holds(detail: &Value, rule: &Rule, request: &RequestView<'_>) -> bool {
-    let Some(field) = detail.pointer(rule.field.as_str()) else {
+    let Some(field) = rule.field.resolve(detail) else {
         return false;
     };
     let owned;
@@ -165,7 +197,7 @@ fn rule_holds(detail: &Value, rule: &Rule, request: &RequestView<'_>) -> bool {
             }
             None => return false,
         },
-        Operand::Body(pointer) => match request.body.and_then(|b| b.pointer(pointer.as_str())) {
+        Operand::Body(pointer) => match request.body.and_then(|b| pointer.resolve(b)) {
             Some(value) => value,
             None => return false,
         },

@@ -1,19 +1,21 @@
 //! Exact decimal numbers for amount comparisons: "100.00" equals "100.0", and nothing ever
 //! goes through a float. Plain notation only (`-12.50`); exponents are refused.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
+/// Borrows the digits of the text it was parsed from (JSON numbers are printed first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decimal {
+pub struct Decimal<'a> {
     negative: bool,
     /// Integer digits without leading zeros.
-    whole: String,
+    whole: Cow<'a, str>,
     /// Fraction digits without trailing zeros.
-    fraction: String,
+    fraction: Cow<'a, str>,
 }
 
-impl Decimal {
-    pub fn parse(text: &str) -> Option<Decimal> {
+impl<'a> Decimal<'a> {
+    pub fn parse(text: &'a str) -> Option<Decimal<'a>> {
         let (negative, digits) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -29,26 +31,34 @@ impl Decimal {
         {
             return None;
         }
-        let whole = whole.trim_start_matches('0').to_string();
-        let fraction = fraction.trim_end_matches('0').to_string();
+        let whole = whole.trim_start_matches('0');
+        let fraction = fraction.trim_end_matches('0');
         let zero = whole.is_empty() && fraction.is_empty();
         Some(Decimal {
             negative: negative && !zero,
-            whole,
-            fraction,
+            whole: Cow::Borrowed(whole),
+            fraction: Cow::Borrowed(fraction),
         })
     }
 
     /// A JSON number or a string holding a plain decimal.
-    pub fn from_json(value: &serde_json::Value) -> Option<Decimal> {
+    pub fn from_json(value: &'a serde_json::Value) -> Option<Decimal<'a>> {
         match value {
             serde_json::Value::String(text) => Decimal::parse(text),
-            serde_json::Value::Number(number) => Decimal::parse(&number.to_string()),
+            serde_json::Value::Number(number) => {
+                let text = number.to_string();
+                let parsed = Decimal::parse(&text)?;
+                Some(Decimal {
+                    negative: parsed.negative,
+                    whole: Cow::Owned(parsed.whole.into_owned()),
+                    fraction: Cow::Owned(parsed.fraction.into_owned()),
+                })
+            }
             _ => None,
         }
     }
 
-    fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
+    fn cmp_magnitude(&self, other: &Decimal<'_>) -> Ordering {
         self.whole
             .len()
             .cmp(&other.whole.len())
@@ -57,8 +67,8 @@ impl Decimal {
     }
 }
 
-impl Ord for Decimal {
-    fn cmp(&self, other: &Decimal) -> Ordering {
+impl Ord for Decimal<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
         match (self.negative, other.negative) {
             (false, true) => Ordering::Greater,
             (true, false) => Ordering::Less,
@@ -68,8 +78,8 @@ impl Ord for Decimal {
     }
 }
 
-impl PartialOrd for Decimal {
-    fn partial_cmp(&self, other: &Decimal) -> Option<Ordering> {
+impl PartialOrd for Decimal<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
@@ -78,7 +88,7 @@ impl PartialOrd for Decimal {
 mod tests {
     use super::*;
 
-    fn d(text: &str) -> Decimal {
+    fn d(text: &str) -> Decimal<'_> {
         Decimal::parse(text).unwrap()
     }
 

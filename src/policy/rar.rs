@@ -2,9 +2,13 @@
 //! the configuration contract). Compiled and checked at load time; evaluated by the
 //! authorization stage.
 
-/// An RFC 6901 JSON pointer, already checked for syntax.
+/// An RFC 6901 JSON pointer, already checked for syntax and split into unescaped segments
+/// at load time, so resolving it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonPointer(String);
+pub struct JsonPointer {
+    text: String,
+    segments: Vec<String>,
+}
 
 impl JsonPointer {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -21,11 +25,39 @@ impl JsonPointer {
                 ));
             }
         }
-        Ok(JsonPointer(text.to_string()))
+        let segments = text
+            .split('/')
+            .skip(1)
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Ok(JsonPointer {
+            text: text.to_string(),
+            segments,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The value the pointer names in `value` (RFC 6901 §4), if any.
+    pub fn resolve<'v>(&self, value: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        self.segments
+            .iter()
+            .try_fold(value, |current, segment| match current {
+                serde_json::Value::Object(map) => map.get(segment.as_str()),
+                serde_json::Value::Array(items) => {
+                    let valid = !segment.is_empty()
+                        && segment.bytes().all(|b| b.is_ascii_digit())
+                        && (segment == "0" || !segment.starts_with('0'));
+                    if valid {
+                        segment.parse::<usize>().ok().and_then(|i| items.get(i))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            })
     }
 }
 
@@ -128,6 +160,60 @@ mod tests {
         }
         for bad in ["accounts", "/a~2", "/a~"] {
             assert!(JsonPointer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pointers_resolve_like_serde_json() {
+        let value = serde_json::json!({"a": {"b/c": [10, 20], "m~n": 1, "": 2}, "01": 3});
+        for text in [
+            "",
+            "/a",
+            "/a/b~1c",
+            "/a/b~1c/1",
+            "/a/m~0n",
+            "/a/",
+            "/01",
+            "/a/b~1c/01",
+            "/a/b~1c/2",
+            "/x/y",
+        ] {
+            let pointer = JsonPointer::parse(text).unwrap();
+            assert_eq!(pointer.resolve(&value), value.pointer(text), "{text}");
+        }
+    }
+
+    /// Property: any path built from a random document resolves to the value it came from.
+    #[test]
+    fn property_pointers_to_every_leaf_resolve() {
+        fn walk(
+            value: &serde_json::Value,
+            path: String,
+            out: &mut Vec<(String, serde_json::Value)>,
+        ) {
+            out.push((path.clone(), value.clone()));
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let escaped = k.replace('~', "~0").replace('/', "~1");
+                        walk(v, format!("{path}/{escaped}"), out);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        walk(v, format!("{path}/{i}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let document = serde_json::json!({"x/y": {"~": [1, {"": null, "a~b": "c"}]}, "list": [[], {}, "s"], "n": 1.5});
+        let mut paths = Vec::new();
+        walk(&document, String::new(), &mut paths);
+        assert!(paths.len() > 8);
+        for (path, expected) in paths {
+            let pointer = JsonPointer::parse(&path).unwrap();
+            assert_eq!(pointer.resolve(&document), Some(&expected), "{path}");
         }
     }
 

@@ -42,6 +42,24 @@ pub fn component(name: &str, params: &[(&str, BareItem)]) -> Item {
 
 /// Serialises an inner list with its parameters, as in `Signature-Input` after `label=`.
 pub fn serialize_inner_list(list: &InnerList) -> String {
+    let mut out = String::with_capacity(256);
+    out.push('(');
+    for (i, item) in list.items.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if write_item(&mut out, item).is_none() {
+            return fallback_inner_list(list);
+        }
+    }
+    out.push(')');
+    if write_params(&mut out, &list.params).is_none() {
+        return fallback_inner_list(list);
+    }
+    out
+}
+
+fn fallback_inner_list(list: &InnerList) -> String {
     let mut dictionary = sfv::Dictionary::new();
     dictionary.insert("x".into(), ListEntry::InnerList(list.clone()));
     // Serialising a well-formed dictionary cannot fail; an empty string would then fail the
@@ -50,6 +68,54 @@ pub fn serialize_inner_list(list: &InnerList) -> String {
         .serialize_value()
         .map(|s| s.trim_start_matches("x=").to_string())
         .unwrap_or_default()
+}
+
+/// RFC 8941 §4.1 serialisation of the bare items signatures use (strings, tokens,
+/// integers, booleans, byte sequences); `None` for anything else, which takes the `sfv` path.
+fn write_bare(out: &mut String, item: &BareItem) -> Option<()> {
+    match item {
+        BareItem::String(text) => {
+            if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return None;
+            }
+            out.push('"');
+            for c in text.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+        BareItem::Integer(value) => out.push_str(&value.to_string()),
+        BareItem::Boolean(value) => out.push_str(if *value { "?1" } else { "?0" }),
+        BareItem::Token(token) => out.push_str(token),
+        BareItem::ByteSeq(bytes) => {
+            use base64::Engine;
+            out.push(':');
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+            out.push(':');
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+fn write_params(out: &mut String, params: &Parameters) -> Option<()> {
+    for (key, value) in params {
+        out.push(';');
+        out.push_str(key);
+        if *value != BareItem::Boolean(true) {
+            out.push('=');
+            write_bare(out, value)?;
+        }
+    }
+    Some(())
+}
+
+fn write_item(out: &mut String, item: &Item) -> Option<()> {
+    write_bare(out, &item.bare_item)?;
+    write_params(out, &item.params)
 }
 
 /// Builds the signature base for `list` over `message` (and `request` for `;req`).
@@ -91,6 +157,10 @@ pub fn signature_base(
 }
 
 fn serialize_item(item: &Item) -> Result<String, BaseError> {
+    let mut out = String::with_capacity(32);
+    if write_item(&mut out, item).is_some() {
+        return Ok(out);
+    }
     let list: sfv::List = vec![ListEntry::Item(item.clone())];
     list.serialize_value()
         .map_err(|e| BaseError::BadComponent(e.to_string()))

@@ -43,6 +43,7 @@ enum Verdict {
 struct Cached {
     verdict: Verdict,
     ttl: Duration,
+    kind: Kind,
 }
 
 struct PerEntryTtl;
@@ -60,8 +61,39 @@ impl moka::Expiry<[u8; 32], Cached> for PerEntryTtl {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Jwt,
-    Opaque,
+    Jwt = 0,
+    Opaque = 1,
+}
+
+fn kind_of(token: &str) -> Kind {
+    if jwt::looks_like_jwt(token) {
+        Kind::Jwt
+    } else {
+        Kind::Opaque
+    }
+}
+
+/// The token metric series, resolved once rather than looked up by label per request.
+struct Counters {
+    /// [kind][miss, hit]
+    cache: [[prometheus::IntCounter; 2]; 2],
+    /// [kind][valid, invalid, unavailable]
+    outcome: [[prometheus::IntCounter; 3]; 2],
+}
+
+impl Counters {
+    fn new(metrics: &Metrics) -> Counters {
+        let kinds = [Kind::Jwt, Kind::Opaque];
+        Counters {
+            cache: kinds.map(|k| {
+                ["miss", "hit"].map(|r| metrics.token_cache.with_label_values(&[k.label(), r]))
+            }),
+            outcome: kinds.map(|k| {
+                ["valid", "invalid", "unavailable"]
+                    .map(|r| metrics.token_validations.with_label_values(&[k.label(), r]))
+            }),
+        }
+    }
 }
 
 impl Kind {
@@ -80,6 +112,7 @@ pub struct Tokens {
     skew: Duration,
     cache: moka::future::Cache<[u8; 32], Cached>,
     metrics: Arc<Metrics>,
+    counters: Counters,
     /// Introspection results shared by replicas (in front: the local cache).
     shared: Option<Arc<Redis>>,
 }
@@ -147,6 +180,7 @@ impl Tokens {
                 .max_capacity(policy.state.token_cache_entries)
                 .expire_after(PerEntryTtl)
                 .build(),
+            counters: Counters::new(&metrics),
             metrics,
             shared,
         })
@@ -155,25 +189,18 @@ impl Tokens {
     /// Validates a token at time `now` (Unix seconds).
     pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Grant>, TokenError> {
         let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let kind = if jwt::looks_like_jwt(token) {
-            Kind::Jwt
-        } else {
-            Kind::Opaque
-        };
         let entry = self
             .cache
             .entry(key)
-            .or_try_insert_with(self.validate_uncached(token, &key, kind, now))
+            .or_try_insert_with(self.validate_uncached(token, &key, kind_of(token), now))
             .await
             .map_err(|e| *e);
-        let cache_result = match &entry {
-            Ok(entry) if !entry.is_fresh() => "hit",
-            _ => "miss",
+        // The kind rides in the cache entry: a hit does not look at the token again.
+        let (kind, hit) = match &entry {
+            Ok(entry) => (entry.value().kind, !entry.is_fresh()),
+            Err(_) => (kind_of(token), false),
         };
-        self.metrics
-            .token_cache
-            .with_label_values(&[kind.label(), cache_result])
-            .inc();
+        self.counters.cache[kind as usize][usize::from(hit)].inc();
         let result = entry.and_then(|entry| match entry.into_value().verdict {
             Verdict::Valid(grant) => {
                 let expired = grant
@@ -188,14 +215,11 @@ impl Tokens {
             Verdict::Inactive => Err(TokenError::Invalid("the access token is not active")),
         });
         let outcome = match &result {
-            Ok(_) => "valid",
-            Err(TokenError::Invalid(_)) => "invalid",
-            Err(TokenError::Unavailable(_)) => "unavailable",
+            Ok(_) => 0,
+            Err(TokenError::Invalid(_)) => 1,
+            Err(TokenError::Unavailable(_)) => 2,
         };
-        self.metrics
-            .token_validations
-            .with_label_values(&[kind.label(), outcome])
-            .inc();
+        self.counters.outcome[kind as usize][outcome].inc();
         result
     }
 
@@ -218,6 +242,7 @@ impl Tokens {
                 Ok(Cached {
                     verdict: Verdict::Valid(Arc::new(grant)),
                     ttl,
+                    kind,
                 })
             }
             Kind::Opaque => {
@@ -257,6 +282,7 @@ impl Tokens {
                 None => Verdict::Inactive,
             },
             ttl,
+            kind: Kind::Opaque,
         })
     }
 
@@ -270,6 +296,7 @@ impl Tokens {
                     return Ok(Cached {
                         verdict: Verdict::Valid(Arc::new(*grant)),
                         ttl,
+                        kind: Kind::Opaque,
                     })
                 }
                 Ok(Introspected::Inactive(ttl)) => inactive_ttl = Some(ttl),
@@ -286,6 +313,7 @@ impl Tokens {
         Ok(Cached {
             verdict: Verdict::Inactive,
             ttl: inactive_ttl.unwrap_or(Duration::from_secs(30)),
+            kind: Kind::Opaque,
         })
     }
 }
