@@ -157,29 +157,34 @@ fn holds(field: Option<&Value>, wanted: &str) -> bool {
 /// Whether `url` is `location` or below it on whole path segments (scheme and host compared
 /// without case, default port ignored).
 fn at_or_below(url: &str, location: &str) -> bool {
-    let split = |uri: &str| -> Option<(String, String, String)> {
+    /// (scheme, authority without its default port, path without a trailing slash)
+    fn split(uri: &str) -> Option<(&str, &str, &str)> {
         let (scheme, rest) = uri.split_once("://")?;
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         let path = tail.split(['?', '#']).next().unwrap_or("");
-        let scheme = scheme.to_ascii_lowercase();
-        let authority = authority.to_ascii_lowercase();
-        let default = if scheme == "https" { ":443" } else { ":80" };
-        let authority = authority
-            .strip_suffix(default)
-            .unwrap_or(&authority)
-            .to_string();
-        Some((scheme, authority, path.trim_end_matches('/').to_string()))
-    };
+        let default = if scheme.eq_ignore_ascii_case("https") {
+            ":443"
+        } else {
+            ":80"
+        };
+        let authority = match authority.len().checked_sub(default.len()) {
+            Some(cut) if authority.is_char_boundary(cut) && authority[cut..] == *default => {
+                &authority[..cut]
+            }
+            _ => authority,
+        };
+        Some((scheme, authority, path.trim_end_matches('/')))
+    }
     let (Some(target), Some(scope)) = (split(url), split(location)) else {
         return false;
     };
-    target.0 == scope.0
-        && target.1 == scope.1
+    target.0.eq_ignore_ascii_case(scope.0)
+        && target.1.eq_ignore_ascii_case(scope.1)
         && (target.2 == scope.2
             || target
                 .2
-                .strip_prefix(scope.2.as_str())
+                .strip_prefix(scope.2)
                 .is_some_and(|rest| rest.starts_with('/')))
 }
 

@@ -219,15 +219,17 @@ fn component_value(
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(BaseError::BadComponent(identifier.to_string()));
     }
-    let lines: Vec<&str> = message
-        .headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().map(str::trim))
-        .collect::<Result<_, _>>()
-        .map_err(|_| BaseError::BadComponent(identifier.to_string()))?;
-    if lines.is_empty() {
-        return Err(missing());
+    let bad = || BaseError::BadComponent(identifier.to_string());
+    let mut values = message.headers.get_all(name).iter();
+    let first = values.next().ok_or_else(missing)?;
+    let first = first.to_str().map_err(|_| bad())?.trim();
+    let plain = item.params.is_empty();
+    let mut lines: Vec<&str> = vec![first];
+    for value in values {
+        lines.push(value.to_str().map_err(|_| bad())?.trim());
+    }
+    if plain && lines.len() == 1 {
+        return Ok(first.to_string());
     }
     let joined = lines.join(", ");
     if let Some(key) = item.params.get("key") {

@@ -6,7 +6,7 @@ use super::digest::verify_content_digest;
 use super::keys::{verify_with, HttpSigAlg, SigningKey};
 use crate::token::jwks::KeySet;
 use base64::Engine;
-use sfv::{BareItem, InnerList, ListEntry, Parameters, SerializeValue};
+use sfv::{BareItem, InnerList, ListEntry, Parameters};
 use std::sync::Arc;
 
 pub const REQUEST_TAG: &str = "fapi-2-request";
@@ -246,12 +246,7 @@ pub fn sign_response(
         .map_err(|e| format!("signature base: {e:?}"))?;
     let signature = key.sign(base.as_bytes(), false)?;
     let input = format!("sig1={}", serialize_inner_list(&list));
-    let mut dictionary = sfv::Dictionary::new();
-    dictionary.insert(
-        "sig1".into(),
-        ListEntry::Item(sfv::Item::new(BareItem::ByteSeq(signature))),
-    );
-    let value = dictionary.serialize_value().map_err(|e| e.to_string())?;
+    let value = format!("sig1=:{}:", b64(&signature));
     Ok((input, value))
 }
 
