@@ -88,13 +88,19 @@ done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fapigate-bench.XXXXXX")
 pids=()
+pingora_pids=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    # SIGINT: Pingora's fast shutdown. (SIGTERM is its graceful one, which makes the baseline
-    # proxy, built with Pingora's defaults, wait 5 minutes before exiting.)
+    # Pingora servers get SIGINT, their fast shutdown (SIGTERM is the graceful one, which makes
+    # the baseline proxy, built with Pingora's defaults, linger 5 minutes); the others SIGTERM
+    # (background jobs of a script ignore SIGINT).
     for pid in "${pids[@]}"; do
-        kill -INT "$pid" 2>/dev/null || true
+        if [[ " ${pingora_pids[*]} " == *" $pid "* ]]; then
+            kill -INT "$pid" 2>/dev/null || true
+        else
+            kill "$pid" 2>/dev/null || true
+        fi
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
@@ -236,9 +242,11 @@ pids+=("$up_pid")
 "$bin/examples/baseline-proxy" "127.0.0.1:$base_port" "127.0.0.1:$up_port" >"$tmp/baseline.log" 2>&1 &
 base_pid=$!
 pids+=("$base_pid")
+pingora_pids+=("$base_pid")
 "$bin/fapigate" run --config "$tmp/fapigate.toml" >"$tmp/fapigate.log" 2>&1 &
 gate_pid=$!
 pids+=("$gate_pid")
+pingora_pids+=("$gate_pid")
 
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
 wait_for() {

@@ -17,6 +17,8 @@ pub struct Options {
     pub audience: Option<&'static str>,
     /// Response signing, signed-request verification and the audit trail (see SIGNING).
     pub signing: bool,
+    /// The response-signing algorithm: `ed25519` or `ecdsa-p256-sha256`.
+    pub signing_alg: &'static str,
     /// `[state] backend = "redis"` with this URL.
     pub redis: Option<String>,
     /// The public URL (and token audience) instead of the gateway's own address, so that
@@ -39,6 +41,7 @@ impl Default for Options {
             max_clock_skew: "10s",
             audience: None,
             signing: false,
+            signing_alg: "ed25519",
             redis: None,
             public_url: None,
             introspection_auth: "client_secret_basic",
@@ -100,14 +103,19 @@ sign_response = true
 response_format = "jwt"
 "#;
 
-/// Writes the one EdDSA private JWK of a gen-keys set to `path` (mode 600).
+/// Writes the EdDSA private JWK of a gen-keys set to `path` (mode 600).
 fn eddsa_jwk(set: &Path, path: &Path) -> Value {
+    jwk_of(set, "EdDSA", path)
+}
+
+/// Writes the private JWK of `alg` from a gen-keys set to `path` (mode 600).
+fn jwk_of(set: &Path, alg: &str, path: &Path) -> Value {
     let keys: Value = serde_json::from_str(&std::fs::read_to_string(set).unwrap()).unwrap();
     let key = keys["keys"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["alg"] == "EdDSA")
+        .find(|k| k["alg"] == alg)
         .unwrap()
         .clone();
     write_private(path, &key.to_string());
@@ -146,6 +154,7 @@ pub struct Bank {
     /// The configuration with `{PORT}`, `{ADMIN}` and `{PLAIN}` left to fill, for replicas.
     template: String,
     public_url: String,
+    pub signing_alg: &'static str,
 }
 
 pub fn as_config(dir: &Path, as_port: u16, gateway_port: u16, options: &Options) -> Value {
@@ -227,8 +236,14 @@ timeout = "2s"
             std::fs::create_dir_all(&keys).unwrap();
             std::fs::create_dir_all(dir.path().join("audit")).unwrap();
             AuthServer::generate_keys(&keys.join("gw-set.json"), "gw");
-            eddsa_jwk(
+            let jose = if options.signing_alg == "ed25519" {
+                "EdDSA"
+            } else {
+                "ES256"
+            };
+            jwk_of(
                 &keys.join("gw-set.json"),
+                jose,
                 &keys.join("response-signing.json"),
             );
             AuthServer::generate_keys(&keys.join("tpp-set.json"), "tpp");
@@ -242,7 +257,11 @@ timeout = "2s"
             .unwrap();
         }
         let extra = if options.signing {
-            format!("{extra}{SIGNING}")
+            let signing = SIGNING.replace(
+                "alg = \"ed25519\"",
+                &format!("alg = \"{}\"", options.signing_alg),
+            );
+            format!("{extra}{signing}")
         } else {
             extra
         };
@@ -281,6 +300,7 @@ timeout = "2s"
             dir,
             template,
             public_url,
+            signing_alg: options.signing_alg,
         }
     }
 

@@ -85,7 +85,7 @@ fn verify_response(bank: &Bank, response: &Response, request: &Value) -> (bool, 
             "--jwk",
             &jwk.to_string_lossy(),
             "--alg",
-            "ed25519",
+            bank.signing_alg,
             "--response",
             &message_file(dir, "response.json", &response_json(response)),
             "--request",
@@ -292,6 +292,33 @@ fn hs2_req_rs_a_signed_request_is_accepted_and_the_response_binds_to_its_signatu
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+#[test]
+fn hs2_resp_rs_ecdsa_p256_responses_bound_to_a_signed_request_verify_independently() {
+    let bank = Bank::start(Options {
+        signing: true,
+        signing_alg: "ecdsa-p256-sha256",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let body = r#"{"instructedAmount": {"amount": "5.00", "currency": "EUR"}}"#;
+    let args = with_keyid(
+        "tpp-eddsa",
+        "fapi-2-request",
+        &[
+            "@method",
+            "@target-uri",
+            "authorization",
+            "dpop",
+            "content-digest",
+        ],
+    );
+    let url = bank.url("/signed-payments");
+    let (response, sent) = signed_payment(&bank, &token, &key, &url, body, body, &args);
+    assert_eq!(response.status, 200, "{response:?}");
+    let (ok, why) = verify_response(&bank, &response, &request_json("POST", &url, &sent, body));
+    assert!(ok, "{why}");
 }
 
 #[test]
