@@ -26,4 +26,10 @@ npm ci --prefix tests/as --no-audit --no-fund --loglevel=error
 # Independent RFC 9421 / JOSE verifiers (PyPI), pinned.
 python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 
-cargo test --locked --all-targets
+# Every target: unit tests, the end-to-end suite, and the benches once each in test mode.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --all-targets 2>&1 | tee "$log"
+
+# One closing line for all test binaries (the last cargo line belongs to a bench binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
