@@ -117,7 +117,8 @@ fn dpop(c: &mut Criterion) {
     // signatures per sample would take minutes; its verification cost is covered above.
     let dir = tempfile::tempdir().unwrap();
     let policy = policy(dir.path(), "");
-    let binder = Binder::new(&policy, None).unwrap();
+    let local = fapigate::binding::LocalState::new(&policy).unwrap();
+    let binder = Binder::new(&policy, None, &local).unwrap();
     let rt = runtime();
     let mut serial = 0u64;
     for key in keys.iter().filter(|k| k.alg != Algorithm::PS256) {

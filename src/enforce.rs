@@ -2,7 +2,7 @@
 //! the architecture: route, credential, token, binding, request signature, authorization.
 //! Request signatures (HS2) are not verified yet: routes that ask for them admit nothing.
 
-use crate::binding::Binder;
+use crate::binding::{Binder, LocalState};
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
 use crate::policy::authorize::{authorize, Denial, RequestView};
@@ -43,7 +43,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// `local` is the per-process state reloads carry over (see [`LocalState`]).
+    pub fn new(policy: Policy, metrics: Arc<Metrics>, local: &LocalState) -> Result<Self, String> {
         let redis = match &policy.state.backend {
             StateBackend::Memory => None,
             StateBackend::Redis {
@@ -53,7 +54,7 @@ impl Engine {
             } => Some(Arc::new(Redis::new(url, cluster_nodes, *timeout)?)),
         };
         let tokens = Tokens::new(&policy, metrics.clone(), redis.clone())?;
-        let binder = Binder::new(&policy, redis.clone())?;
+        let binder = Binder::new(&policy, redis.clone(), local)?;
         let mut clients = HashMap::new();
         for client in &policy.clients {
             let label = format!("client:{}", client.client_id);

@@ -1,6 +1,7 @@
 //! The state shared by every request and every service of one gateway process: the running
 //! engine (policy plus runtime, swapped whole on reload), the metrics and readiness.
 
+use crate::binding::LocalState;
 use crate::config;
 use crate::enforce::Engine;
 use crate::telemetry::Metrics;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 
 pub struct Gateway {
     engine: ArcSwap<Engine>,
+    /// Replay records and the nonce key, kept across reloads.
+    local: Arc<LocalState>,
     config_path: PathBuf,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
@@ -21,9 +24,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(engine: Engine, config_path: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: Engine,
+        local: Arc<LocalState>,
+        config_path: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Gateway {
             engine: ArcSwap::from_pointee(engine),
+            local,
             config_path,
             metrics,
             ready: AtomicBool::new(false),
@@ -69,7 +78,7 @@ impl Gateway {
     pub fn reload(&self) -> Result<(), String> {
         let outcome = config::load(&self.config_path)
             .map_err(|errors| errors.to_string())
-            .and_then(|policy| Engine::new(policy, self.metrics.clone()));
+            .and_then(|policy| Engine::new(policy, self.metrics.clone(), &self.local));
         match outcome {
             Ok(engine) => {
                 let running = self.engine();

@@ -51,8 +51,10 @@ fn main() -> ExitCode {
                 // Building the runtime also checks what only it reads (AS clients, key files).
                 match fapigate::telemetry::Metrics::new()
                     .map_err(|e| e.to_string())
-                    .and_then(|m| fapigate::enforce::Engine::new(policy, std::sync::Arc::new(m)))
-                {
+                    .and_then(|m| {
+                        let local = fapigate::binding::LocalState::new(&policy)?;
+                        fapigate::enforce::Engine::new(policy, std::sync::Arc::new(m), &local)
+                    }) {
                     Ok(_) => {
                         println!("{}: ok: {summary}", config.display());
                         ExitCode::SUCCESS

@@ -46,8 +46,9 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
         policy.listener.plain_addr,
         policy.admin_addr,
     );
-    let engine = Engine::new(policy, metrics.clone())?;
-    let gateway = Arc::new(Gateway::new(engine, config_path, metrics));
+    let local = crate::binding::LocalState::new(&policy)?;
+    let engine = Engine::new(policy, metrics.clone(), &local)?;
+    let gateway = Arc::new(Gateway::new(engine, local, config_path, metrics));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -28,6 +28,32 @@ use replay::{MemoryReplayStore, ReplayStore};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Per-process state that must outlive configuration reloads: the replay records (a reload
+/// must not make a used proof usable again) and the generated nonce key (nonces handed out
+/// before a reload stay valid).
+pub struct LocalState {
+    replay: Arc<MemoryReplayStore>,
+    nonce_secret: [u8; 32],
+    window: Duration,
+    capacity: u64,
+}
+
+impl LocalState {
+    pub fn new(policy: &Policy) -> Result<Arc<LocalState>, String> {
+        let window = policy.profile.dpop_proof_max_age + policy.profile.max_clock_skew;
+        let capacity = policy.state.replay_cache_entries;
+        let mut nonce_secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce_secret)
+            .map_err(|_| "no randomness for the nonce key".to_string())?;
+        Ok(Arc::new(LocalState {
+            replay: Arc::new(MemoryReplayStore::new(capacity, window)),
+            nonce_secret,
+            window,
+            capacity,
+        }))
+    }
+}
+
 pub struct Binder {
     replay: Arc<dyn ReplayStore>,
     nonces: Option<NonceKey>,
@@ -88,9 +114,20 @@ pub struct Bound {
 }
 
 impl Binder {
-    pub fn new(policy: &Policy, redis: Option<Arc<Redis>>) -> Result<Self, String> {
+    pub fn new(
+        policy: &Policy,
+        redis: Option<Arc<Redis>>,
+        local: &LocalState,
+    ) -> Result<Self, String> {
         let profile = &policy.profile;
         let window = profile.dpop_proof_max_age + profile.max_clock_skew;
+        if redis.is_none()
+            && (window != local.window || policy.state.replay_cache_entries != local.capacity)
+        {
+            tracing::warn!(
+                "a changed proof window or replay_cache_entries takes effect after a restart"
+            );
+        }
         let nonces = if profile.dpop_nonce_required {
             let slot = profile.dpop_proof_max_age.as_secs();
             Some(match (&profile.dpop_nonce_secret_file, &redis) {
@@ -104,17 +141,14 @@ impl Binder {
                     slot,
                     loaded: tokio::sync::OnceCell::new(),
                 },
-                (None, None) => NonceKey::Fixed(Nonces::generate(slot)?),
+                (None, None) => NonceKey::Fixed(Nonces::new(&local.nonce_secret, slot)),
             })
         } else {
             None
         };
         let replay: Arc<dyn ReplayStore> = match redis {
             Some(redis) => Arc::new(RedisReplayStore { redis }),
-            None => Arc::new(MemoryReplayStore::new(
-                policy.state.replay_cache_entries,
-                window,
-            )),
+            None => local.replay.clone(),
         };
         Ok(Binder {
             replay,

@@ -271,3 +271,35 @@ fn fapi1_adv_3_only_mtls_bound_tokens_under_fapi1_advanced() {
     let none = bank.request("/accounts", &[]);
     assert_eq!(none.challenge(), Some("Bearer"));
 }
+
+#[test]
+fn dpop_11_1_2_replay_records_survive_a_configuration_reload() {
+    let bank = Bank::start(Options::default());
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    assert_eq!(with_proof(&bank, "DPoP", &token, Some(&proof)).status, 200);
+    let config = bank.gateway.config.clone();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[route]]\nid = \"added\"\nmethods = [\"GET\"]\npath = \"/added\"\nupstream = \"core\"\nauth = \"none\"\n");
+    std::fs::write(&config, text).unwrap();
+    bank.gateway.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while bank.request("/added", &[]).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload did not take effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let replay = with_proof(&bank, "DPoP", &token, Some(&proof));
+    assert_eq!(
+        replay.status, 401,
+        "a reload must not make a used proof usable again"
+    );
+    assert_eq!(
+        replay.challenge(),
+        Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
+    );
+}
