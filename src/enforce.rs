@@ -200,21 +200,17 @@ impl<'e> Enforcer<'e> {
         let credential = credential::extract(facts.headers, facts.query, form)
             .map_err(on_route)?
             .ok_or_else(|| on_route(Rejection::NoCredentials))?;
-        let grant = self
-            .engine
-            .tokens
-            .validate(&credential.token, facts.now)
+        // The stages below hold large futures (AS calls, key fetches): boxed, they are built
+        // only by requests that reach them, and do not inflate every request's state.
+        let grant = Box::pin(self.engine.tokens.validate(&credential.token, facts.now))
             .await
             .map_err(|e| on_route(token_rejection(&credential, e)))?;
-        let bound = self
-            .engine
-            .binder
-            .bind(policy, &credential, &grant, facts)
+        let bound = Box::pin(self.engine.binder.bind(policy, &credential, &grant, facts))
             .await
             .map_err(on_route)?;
         let request_signature = if route.verify_request_signature {
             Some(
-                self.verify_signature(&credential, &grant, facts)
+                Box::pin(self.verify_signature(&credential, &grant, facts))
                     .await
                     .map_err(on_route)?,
             )

@@ -137,7 +137,7 @@ impl ProxyHttp for FapiProxy {
                 return Ok(true);
             }
         }
-        let body = match body::read(session, policy).await {
+        let body = match Box::pin(body::read(session, policy)).await {
             Ok(body) => body,
             Err(rejection) => {
                 respond(session, ctx, policy, rejection).await?;
@@ -165,7 +165,7 @@ impl ProxyHttp for FapiProxy {
             raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
             now: unix_now(),
         };
-        let decision = Enforcer::new(&engine).admit(&facts).await;
+        let decision = Box::pin(Enforcer::new(&engine).admit(&facts)).await;
         match decision {
             Ok(admission) => {
                 ctx.route = Some(admission.route);
@@ -181,9 +181,16 @@ impl ProxyHttp for FapiProxy {
                 }
                 let bytes = body.map(|b| b.bytes).unwrap_or_default();
                 let slot = self.gateway.next_upstream_slot();
-                if let Err(rejection) =
-                    signed::exchange(&self.connector, session, ctx, &engine, route, bytes, slot)
-                        .await
+                if let Err(rejection) = Box::pin(signed::exchange(
+                    &self.connector,
+                    session,
+                    ctx,
+                    &engine,
+                    route,
+                    bytes,
+                    slot,
+                ))
+                .await
                 {
                     respond(session, ctx, policy, rejection).await?;
                 }

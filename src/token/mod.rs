@@ -192,7 +192,10 @@ impl Tokens {
         let entry = self
             .cache
             .entry(key)
-            .or_try_insert_with(self.validate_uncached(token, &key, kind_of(token), now))
+            // A small future for moka to hold; the verification itself is built only on a miss.
+            .or_try_insert_with(async {
+                Box::pin(self.validate_uncached(token, &key, kind_of(token), now)).await
+            })
             .await
             .map_err(|e| *e);
         // The kind rides in the cache entry: a hit does not look at the token again.
