@@ -248,6 +248,29 @@ gate_pid=$!
 pids+=("$gate_pid")
 pingora_pids+=("$gate_pid")
 
+# dpop also runs against a second fapigate that keeps replay records in a real Redis.
+if want dpop; then
+    command -v redis-server >/dev/null || die "redis-server is needed for the dpop scenario"
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    plain2_port=$(free_port)
+    admin2_port=$(free_port)
+    tls2_port=$(free_port)
+    sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$plain2_port\"/" \
+        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$admin2_port\"/" \
+        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls2_port\"/" \
+        "$tmp/fapigate.toml" >"$tmp/fapigate-redis.toml"
+    printf '\n[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$redis_port" \
+        >>"$tmp/fapigate-redis.toml"
+    "$bin/fapigate" run --config "$tmp/fapigate-redis.toml" >"$tmp/fapigate-redis.log" 2>&1 &
+    gate2_pid=$!
+    pids+=("$gate2_pid")
+    pingora_pids+=("$gate2_pid")
+fi
+
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
 wait_for() {
     local name=$1 pid=$2 url=$3 i code
@@ -269,6 +292,9 @@ wait_for upstream "$up_pid" "http://127.0.0.1:$up_port/status"
 wait_for baseline "$base_pid" "http://127.0.0.1:$base_port/status"
 wait_for fapigate "$gate_pid" "http://127.0.0.1:$admin_port/readyz"
 wait_for fapigate "$gate_pid" "$gate/status"
+if want dpop; then
+    wait_for fapigate-redis "$gate2_pid" "http://127.0.0.1:$admin2_port/readyz"
+fi
 
 clk_tck=$(getconf CLK_TCK)
 # utime + stime of the whole process, in clock ticks (fields 14 and 15; comm may hold spaces).
@@ -306,6 +332,7 @@ target() {
         baseline) echo "$base_pid $base_port /status -" ;;
         fapigate | status) echo "$gate_pid $plain_port /status -" ;;
         dpop) echo "$gate_pid $plain_port /accounts $repo/bench/dpop.lua" ;;
+        dpop-redis) echo "$gate2_pid $plain2_port /accounts $repo/bench/dpop.lua" ;;
         signed) echo "$gate_pid $plain_port /signed -" ;;
         plain) echo "$gate_pid $plain_port /plain -" ;;
         *) die "no target $1" ;;
@@ -449,11 +476,13 @@ if want dpop; then
         measure dpop baseline
         measure dpop status
         measure dpop dpop
+        measure dpop dpop-redis
     done
     say ""
     say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs fapigate GET /status (auth none) vs Pingora proxy"
     say ""
-    medians dpop baseline status dpop
+    medians dpop baseline status dpop dpop-redis
+    ratio_row dpop dpop-redis dpop
     ratio_row dpop dpop status
     ratio_row dpop dpop baseline
     ratio_row dpop status baseline
