@@ -3,6 +3,8 @@
 //! and, where it can be found, the line.
 
 mod compile;
+mod compile_routes;
+mod compile_trust;
 mod files;
 pub mod model;
 pub mod units;

@@ -1,0 +1,430 @@
+//! Who the gateway trusts and what it keeps: issuers and introspection, clients that sign,
+//! shared state, response signing and the audit trail.
+
+use super::compile::{duration, unique, Errors};
+use super::files;
+use super::model;
+use super::units::parse_size;
+use crate::policy::*;
+use std::collections::HashSet;
+use std::path::Path;
+
+fn key_set(
+    errors: &mut Errors,
+    key: &str,
+    url: Option<&String>,
+    file: Option<&String>,
+    ca_file: Option<&String>,
+    base: &Path,
+) -> Option<KeySet> {
+    let ca_file = ca_file.map(|p| files::resolve(base, p));
+    if let Some(path) = &ca_file {
+        errors.check(&format!("{key}.ca_file"), files::read_certificates(path));
+    }
+    match (url, file) {
+        (Some(url), None) => {
+            errors.check(&format!("{key}.jwks_url"), files::check_outbound_url(url))?;
+            Some(KeySet::Url {
+                url: url.clone(),
+                ca_file,
+            })
+        }
+        (None, Some(file)) => {
+            let path = files::resolve(base, file);
+            errors.check(&format!("{key}.jwks_file"), files::read_jwks(&path))?;
+            Some(KeySet::File(path))
+        }
+        (Some(_), Some(_)) => {
+            errors.add(key, "set jwks_url or jwks_file, not both");
+            None
+        }
+        (None, None) => {
+            errors.add(key, "needs jwks_url or jwks_file");
+            None
+        }
+    }
+}
+
+pub(super) fn issuers(
+    issuers: &[model::Issuer],
+    base: &Path,
+    errors: &mut Errors,
+) -> Vec<IssuerPolicy> {
+    let mut ids = HashSet::new();
+    let mut names = HashSet::new();
+    let mut compiled = Vec::new();
+    for (i, issuer) in issuers.iter().enumerate() {
+        let key = format!("issuer[{i}]");
+        unique(errors, &mut ids, format!("{key}.id"), &issuer.id);
+        unique(errors, &mut names, format!("{key}.issuer"), &issuer.issuer);
+        let audiences = match &issuer.audience {
+            model::OneOrMany::One(a) => vec![a.clone()],
+            model::OneOrMany::Many(list) => list.clone(),
+        };
+        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+            errors.add(
+                format!("{key}.audience"),
+                "must name at least one non-empty audience",
+            );
+        }
+        let jwks = key_set(
+            errors,
+            &key,
+            issuer.jwks_url.as_ref(),
+            issuer.jwks_file.as_ref(),
+            issuer.ca_file.as_ref(),
+            base,
+        );
+        let jwks_refresh = duration(
+            errors,
+            &format!("{key}.jwks_refresh"),
+            issuer.jwks_refresh.as_ref(),
+            "5m",
+        );
+        let introspection = issuer
+            .introspection
+            .as_ref()
+            .and_then(|intro| introspection(intro, &format!("{key}.introspection"), base, errors));
+        if let Some(jwks) = jwks {
+            compiled.push(IssuerPolicy {
+                id: issuer.id.clone(),
+                issuer: issuer.issuer.clone(),
+                audiences,
+                jwks,
+                jwks_refresh,
+                introspection,
+            });
+        }
+    }
+    compiled
+}
+
+fn introspection(
+    intro: &model::Introspection,
+    key: &str,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<IntrospectionPolicy> {
+    errors.check(
+        &format!("{key}.endpoint"),
+        files::check_outbound_url(&intro.endpoint),
+    );
+    if intro.client_id.is_empty() {
+        errors.add(format!("{key}.client_id"), "must not be empty");
+    }
+    let unused = |errors: &mut Errors, name: &str, set: bool| {
+        if set {
+            errors.add(
+                format!("{key}.{name}"),
+                format!("is not used with auth = \"{}\"", intro.auth),
+            );
+        }
+    };
+    let required = |errors: &mut Errors, name: &str, value: Option<&String>| {
+        if value.is_none() {
+            errors.add(
+                format!("{key}.{name}"),
+                format!("is required with auth = \"{}\"", intro.auth),
+            );
+        }
+        value.map(|p| files::resolve(base, p))
+    };
+    let auth = match intro.auth.as_str() {
+        "private_key_jwt" => {
+            unused(errors, "cert", intro.cert.is_some());
+            unused(errors, "secret_file", intro.secret_file.is_some());
+            let path = required(errors, "key", intro.key.as_ref())?;
+            errors.check(&format!("{key}.key"), files::read_signing_key(&path))?;
+            IntrospectionAuth::PrivateKeyJwt {
+                key: path,
+                key_id: intro.key_id.clone(),
+            }
+        }
+        "tls_client_auth" => {
+            unused(errors, "secret_file", intro.secret_file.is_some());
+            let cert = required(errors, "cert", intro.cert.as_ref());
+            let private = required(errors, "key", intro.key.as_ref());
+            let (cert, private) = (cert?, private?);
+            errors.check(&format!("{key}.cert"), files::read_certificates(&cert))?;
+            errors.check(&format!("{key}.key"), files::read_private_key(&private))?;
+            IntrospectionAuth::TlsClientAuth { cert, key: private }
+        }
+        "client_secret_basic" => {
+            unused(errors, "cert", intro.cert.is_some());
+            unused(errors, "key", intro.key.is_some());
+            let path = required(errors, "secret_file", intro.secret_file.as_ref())?;
+            errors.check(&format!("{key}.secret_file"), files::read_secret(&path))?;
+            IntrospectionAuth::ClientSecretBasic { secret_file: path }
+        }
+        other => {
+            errors.add(
+                format!("{key}.auth"),
+                format!(
+                    "\"{other}\" is not one of \"private_key_jwt\", \"tls_client_auth\", \"client_secret_basic\""
+                ),
+            );
+            return None;
+        }
+    };
+    Some(IntrospectionPolicy {
+        endpoint: intro.endpoint.clone(),
+        client_id: intro.client_id.clone(),
+        auth,
+        signed_response: intro.signed_response.unwrap_or(false),
+        cache_max_ttl: duration(
+            errors,
+            &format!("{key}.cache_max_ttl"),
+            intro.cache_max_ttl.as_ref(),
+            "30s",
+        ),
+        timeout: duration(
+            errors,
+            &format!("{key}.timeout"),
+            intro.timeout.as_ref(),
+            "2s",
+        ),
+    })
+}
+
+pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Errors) -> StatePolicy {
+    let backend = match state.and_then(|s| s.backend.as_deref()).unwrap_or("memory") {
+        "memory" => StateBackend::Memory,
+        "redis" => {
+            let state = state.unwrap_or_else(|| unreachable_state());
+            let from_file = state.redis_url_file.as_ref().and_then(|p| {
+                let path = files::resolve(base, p);
+                errors.check(
+                    "state.redis_url_file",
+                    files::refuse_world_readable(&path).and_then(|()| {
+                        std::fs::read_to_string(&path)
+                            .map(|s| s.trim().to_string())
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    }),
+                )
+            });
+            let cluster_nodes = state.redis_cluster_nodes.clone().unwrap_or_default();
+            let url = match (&state.redis_url, from_file, cluster_nodes.is_empty()) {
+                (Some(_), Some(_), _) => {
+                    errors.add(
+                        "state.redis_url_file",
+                        "set redis_url or redis_url_file, not both",
+                    );
+                    String::new()
+                }
+                (Some(url), None, _) => url.clone(),
+                (None, Some(url), _) => url,
+                (None, None, false) => String::new(),
+                (None, None, true) => {
+                    errors.add(
+                        "state.redis_url",
+                        "backend = \"redis\" needs redis_url, redis_url_file or redis_cluster_nodes",
+                    );
+                    String::new()
+                }
+            };
+            for (key, value) in std::iter::once(("state.redis_url".to_string(), &url))
+                .filter(|(_, u)| !u.is_empty())
+                .chain(
+                    cluster_nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("state.redis_cluster_nodes[{i}]"), n)),
+                )
+            {
+                if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+                    errors.add(key, "must start with redis:// or rediss://");
+                }
+            }
+            StateBackend::Redis {
+                url,
+                cluster_nodes,
+                timeout: duration(
+                    errors,
+                    "state.redis_timeout",
+                    state.redis_timeout.as_ref(),
+                    "500ms",
+                ),
+            }
+        }
+        other => {
+            errors.add(
+                "state.backend",
+                format!("\"{other}\" is not one of \"memory\", \"redis\""),
+            );
+            StateBackend::Memory
+        }
+    };
+    let entries = |errors: &mut Errors, name: &str, value: Option<u64>, default: u64| {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            errors.add(format!("state.{name}"), "must be at least 1");
+        }
+        value
+    };
+    StatePolicy {
+        backend,
+        token_cache_entries: entries(
+            errors,
+            "token_cache_entries",
+            state.and_then(|s| s.token_cache_entries),
+            100_000,
+        ),
+        replay_cache_entries: entries(
+            errors,
+            "replay_cache_entries",
+            state.and_then(|s| s.replay_cache_entries),
+            1_000_000,
+        ),
+    }
+}
+
+/// `backend = "redis"` can only be read from a `[state]` table.
+fn unreachable_state() -> &'static model::State {
+    static EMPTY: model::State = model::State {
+        backend: None,
+        redis_url: None,
+        redis_url_file: None,
+        redis_cluster_nodes: None,
+        redis_timeout: None,
+        token_cache_entries: None,
+        replay_cache_entries: None,
+    };
+    &EMPTY
+}
+
+pub(super) fn response_signing(
+    signing: &model::ResponseSigning,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<ResponseSigningPolicy> {
+    let format_name = signing.format.as_deref().unwrap_or("http-signature");
+    let format = ResponseFormat::parse(format_name);
+    if format.is_none() {
+        errors.add(
+            "response_signing.format",
+            format!(
+                "\"{format_name}\" is not one of \"http-signature\", \"jws-detached\", \"jwt\""
+            ),
+        );
+    }
+    let allowed: &[&str] = match format {
+        Some(ResponseFormat::HttpSignature) => &["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512"],
+        Some(_) => &["PS256", "ES256"],
+        None => &[],
+    };
+    if format.is_some() && !allowed.contains(&signing.alg.as_str()) {
+        errors.add(
+            "response_signing.alg",
+            format!(
+                "\"{}\" is not usable with format \"{format_name}\" (use one of {})",
+                signing.alg,
+                allowed.join(", ")
+            ),
+        );
+    }
+    let key = files::resolve(base, &signing.key);
+    errors.check("response_signing.key", files::read_signing_key(&key));
+    if signing.key_id.is_empty() {
+        errors.add("response_signing.key_id", "must not be empty");
+    }
+    let max_body = signing
+        .max_body
+        .as_deref()
+        .map(|s| errors.check("response_signing.max_body", parse_size(s)))
+        .unwrap_or(Some(1 << 20))
+        .unwrap_or(0);
+    let jwks_path = signing
+        .jwks_path
+        .clone()
+        .unwrap_or_else(|| "/.well-known/jwks.json".into());
+    if !jwks_path.starts_with('/') {
+        errors.add("response_signing.jwks_path", "must start with /");
+    }
+    let mut additional_keys = Vec::new();
+    for (i, published) in signing.additional_keys.iter().enumerate() {
+        let path = files::resolve(base, &published.key);
+        let key = format!("response_signing.additional_keys[{i}]");
+        errors.check(&format!("{key}.key"), files::read_signing_key(&path));
+        if published.key_id == signing.key_id {
+            errors.add(
+                format!("{key}.key_id"),
+                "repeats the active key_id (SP2-CRY-6: no duplicate kid)",
+            );
+        }
+        additional_keys.push((path, published.key_id.clone(), published.alg.clone()));
+    }
+    Some(ResponseSigningPolicy {
+        additional_keys,
+        issuer: signing
+            .issuer
+            .clone()
+            .unwrap_or_else(|| signing.key_id.clone()),
+        trust_anchor: signing
+            .trust_anchor
+            .clone()
+            .unwrap_or_else(|| "openbanking.org.uk".into()),
+        format: format?,
+        key,
+        key_id: signing.key_id.clone(),
+        alg: signing.alg.clone(),
+        max_body,
+        jwks_path,
+    })
+}
+
+pub(super) fn audit(audit: &model::Audit, base: &Path, errors: &mut Errors) -> Option<AuditPolicy> {
+    let path = files::resolve(base, &audit.path);
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = folder {
+        if !folder.is_dir() {
+            errors.add(
+                "audit.path",
+                format!("the folder {} does not exist", folder.display()),
+            );
+        }
+    }
+    let fsync = match audit.fsync.as_deref().unwrap_or("every-record") {
+        "every-record" => FsyncPolicy::EveryRecord,
+        "interval" => FsyncPolicy::Interval,
+        other => {
+            errors.add(
+                "audit.fsync",
+                format!("\"{other}\" is not one of \"every-record\", \"interval\""),
+            );
+            return None;
+        }
+    };
+    Some(AuditPolicy { path, fsync })
+}
+
+pub(super) fn clients(
+    clients: &[model::Client],
+    base: &Path,
+    errors: &mut Errors,
+) -> Vec<ClientPolicy> {
+    let mut ids = HashSet::new();
+    let mut compiled = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let key = format!("client[{i}]");
+        unique(
+            errors,
+            &mut ids,
+            format!("{key}.client_id"),
+            &client.client_id,
+        );
+        if let Some(jwks) = key_set(
+            errors,
+            &key,
+            client.jwks_url.as_ref(),
+            client.jwks_file.as_ref(),
+            client.ca_file.as_ref(),
+            base,
+        ) {
+            compiled.push(ClientPolicy {
+                client_id: client.client_id.clone(),
+                jwks,
+            });
+        }
+    }
+    compiled
+}
