@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod binding;
+pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod enforce;

@@ -34,14 +34,6 @@ impl Nonces {
         }
     }
 
-    /// A key of 32 random bytes, for a gateway that runs alone.
-    pub fn generate(slot_seconds: u64) -> Result<Self, String> {
-        let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret)
-            .map_err(|_| "no randomness for the nonce key".to_string())?;
-        Ok(Nonces::new(&secret, slot_seconds))
-    }
-
     fn slot(&self, now: u64) -> u64 {
         now / self.slot_seconds
     }

@@ -163,7 +163,7 @@ impl ProxyHttp for FapiProxy {
             client_cert,
             body: body.as_ref().and_then(|b| b.json.as_ref()),
             raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
-            now: unix_now(),
+            now: crate::clock::unix_seconds(),
         };
         let decision = Box::pin(Enforcer::new(&engine).admit(&facts)).await;
         match decision {
@@ -424,13 +424,6 @@ fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool
         }
     }
     Ok(())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).

@@ -140,7 +140,7 @@ pub async fn exchange(
         signature_label: ctx.request_signature.as_deref(),
     };
     let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
-    let now = super::unix_now();
+    let now = crate::clock::unix_seconds();
     let mut headers = response.headers.clone();
     signer
         .sign(

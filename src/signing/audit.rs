@@ -33,10 +33,7 @@ pub struct Record<'a> {
 }
 
 fn hash_line(line: &str) -> String {
-    sha2::Sha256::digest(line.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::state::hex(&sha2::Sha256::digest(line.as_bytes()))
 }
 
 impl AuditLog {

@@ -55,7 +55,13 @@ pub fn checked_header(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or("malformed JWS header")?;
     let named = raw.get("alg").and_then(|a| a.as_str()).unwrap_or("");
-    if !algs.iter().any(|a| format!("{a:?}") == named) {
+    let allowed = match named {
+        "ES256" => algs.contains(&Algorithm::ES256),
+        "PS256" => algs.contains(&Algorithm::PS256),
+        "EdDSA" => algs.contains(&Algorithm::EdDSA),
+        _ => false,
+    };
+    if !allowed {
         return Err("the signing algorithm is not allowed");
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed JWS header")?;

@@ -263,7 +263,7 @@ impl Tokens {
                             Verdict::Valid(grant) => Some((**grant).clone()),
                             Verdict::Inactive => None,
                         },
-                        expires_at_ms: unix_millis() + cached.ttl.as_millis() as u64,
+                        expires_at_ms: crate::clock::unix_millis() + cached.ttl.as_millis() as u64,
                     };
                     if let Ok(bytes) = serde_json::to_vec(&verdict) {
                         // A Redis that cannot store only costs the other replicas an AS call.
@@ -278,7 +278,11 @@ impl Tokens {
     async fn shared_lookup(&self, key: &str) -> Option<Cached> {
         let bytes = self.shared.as_ref()?.get(key).await.ok()??;
         let shared: SharedVerdict = serde_json::from_slice(&bytes).ok()?;
-        let ttl = Duration::from_millis(shared.expires_at_ms.checked_sub(unix_millis())?);
+        let ttl = Duration::from_millis(
+            shared
+                .expires_at_ms
+                .checked_sub(crate::clock::unix_millis())?,
+        );
         Some(Cached {
             verdict: match shared.grant {
                 Some(grant) => Verdict::Valid(Arc::new(grant)),
@@ -319,11 +323,4 @@ impl Tokens {
             kind: Kind::Opaque,
         })
     }
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

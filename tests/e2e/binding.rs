@@ -11,13 +11,7 @@ fn with_proof(
     token: &str,
     proof: Option<&str>,
 ) -> crate::support::Response {
-    let authorization = format!("Authorization: {scheme} {token}");
-    let dpop = proof.map(|p| format!("DPoP: {p}"));
-    let mut args = vec!["-H", authorization.as_str()];
-    if let Some(dpop) = &dpop {
-        args.extend(["-H", dpop.as_str()]);
-    }
-    bank.request("/accounts", &args)
+    crate::support::accounts_with(&bank.gateway, &bank.pki, scheme, token, proof)
 }
 
 #[test]

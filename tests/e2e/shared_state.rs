@@ -8,17 +8,7 @@ use std::time::{Duration, Instant};
 const PUBLIC_URL: &str = "https://api.bank.test";
 
 fn with_proof(gateway: &Gateway, pki: &Pki, token: &str, proof: &str) -> Response {
-    curl_tls(
-        gateway,
-        pki,
-        "/accounts",
-        &[
-            "-H",
-            &format!("Authorization: DPoP {token}"),
-            "-H",
-            &format!("DPoP: {proof}"),
-        ],
-    )
+    accounts_with(gateway, pki, "DPoP", token, Some(proof))
 }
 
 fn wait_until(mut condition: impl FnMut() -> bool) -> bool {

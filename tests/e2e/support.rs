@@ -521,6 +521,23 @@ pub fn curl_tls(gateway: &Gateway, pki: &Pki, path: &str, extra: &[&str]) -> Res
     curl(&args)
 }
 
+/// `GET /accounts` at `gateway` with `Authorization: <scheme> <token>` and, if given, a proof.
+pub fn accounts_with(
+    gateway: &Gateway,
+    pki: &Pki,
+    scheme: &str,
+    token: &str,
+    proof: Option<&str>,
+) -> Response {
+    let authorization = format!("Authorization: {scheme} {token}");
+    let dpop = proof.map(|p| format!("DPoP: {p}"));
+    let mut args = vec!["-H", authorization.as_str()];
+    if let Some(dpop) = &dpop {
+        args.extend(["-H", dpop.as_str()]);
+    }
+    curl_tls(gateway, pki, "/accounts", &args)
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("fapigate-e2e-")

@@ -284,15 +284,7 @@ fn int_2_as_down_cached_tokens_keep_working_and_new_opaque_tokens_get_503() {
     );
     bank.auth.stop();
     let with = |token: &str, proof: &str| {
-        bank.request(
-            "/accounts",
-            &[
-                "-H",
-                &format!("Authorization: DPoP {token}"),
-                "-H",
-                &format!("DPoP: {proof}"),
-            ],
-        )
+        accounts_with(&bank.gateway, &bank.pki, "DPoP", token, Some(proof))
     };
     assert_eq!(with(&jwt, &jwt_proof).status, 200, "cached JWT");
     assert_eq!(

@@ -1,0 +1,15 @@
+//! The wall clock, read in one place. The FAPI core never calls it: the adapter reads it
+//! once per request and hands the time to the core in `RequestFacts::now`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn unix_seconds() -> u64 {
+    unix_millis() / 1000
+}
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
