@@ -16,7 +16,7 @@ use crate::signing::base::MessageView;
 use crate::signing::httpsig::{verify_request, SignedRequest};
 use crate::signing::signer::ResponseSigner;
 use crate::state::Redis;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RouteSeries};
 use crate::token::jwks::KeySet;
 use crate::token::{TokenError, Tokens};
 use std::collections::HashMap;
@@ -40,6 +40,9 @@ pub struct Engine {
     pub redis: Option<Arc<Redis>>,
     /// The RFC 9728 protected resource metadata document.
     pub resource_metadata: String,
+    /// Latency series by route index, and for requests that matched no route.
+    pub series: Vec<RouteSeries>,
+    pub unrouted: RouteSeries,
 }
 
 impl Engine {
@@ -73,7 +76,14 @@ impl Engine {
             .as_ref()
             .map(|a| AuditLog::new(&a.path, a.fsync == FsyncPolicy::EveryRecord));
         let resource_metadata = resource_metadata(&policy).to_string();
+        let series = policy
+            .routes
+            .iter()
+            .map(|r| RouteSeries::new(&r.id))
+            .collect();
         Ok(Engine {
+            series,
+            unrouted: RouteSeries::new("none"),
             resource_metadata,
             policy,
             tokens,

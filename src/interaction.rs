@@ -7,9 +7,10 @@
 //! could carry anything into log pipelines). The request is not refused: correlation is an
 //! operational aid, not a security control.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 pub const HEADER: &str = "x-fapi-interaction-id";
+pub static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -21,22 +22,44 @@ pub enum Origin {
     Replaced,
 }
 
+impl Origin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Echoed => "echoed",
+            Origin::Minted => "minted",
+            Origin::Replaced => "replaced",
+        }
+    }
+}
+
+/// The exchange's interaction id, kept as the header value it is sent as (both ways).
 #[derive(Debug, Clone)]
 pub struct InteractionId {
-    pub value: String,
+    pub value: HeaderValue,
     pub origin: Origin,
 }
 
+impl InteractionId {
+    /// The id as text: always a UUID, so always ASCII.
+    pub fn as_str(&self) -> &str {
+        self.value.to_str().unwrap_or_default()
+    }
+}
+
 pub fn resolve(sent: Option<&HeaderValue>) -> InteractionId {
-    let minted = || uuid::Uuid::new_v4().hyphenated().to_string();
-    match sent.map(|v| v.to_str()) {
+    match sent {
         None => InteractionId {
             value: minted(),
             origin: Origin::Minted,
         },
-        Some(Ok(text)) if text.len() == 36 && uuid::Uuid::try_parse(text).is_ok() => {
+        Some(value)
+            if value.len() == 36
+                && value
+                    .to_str()
+                    .is_ok_and(|text| uuid::Uuid::try_parse(text).is_ok()) =>
+        {
             InteractionId {
-                value: text.to_string(),
+                value: value.clone(),
                 origin: Origin::Echoed,
             }
         }
@@ -47,6 +70,13 @@ pub fn resolve(sent: Option<&HeaderValue>) -> InteractionId {
     }
 }
 
+fn minted() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,7 +85,7 @@ mod tests {
     fn fapi1_rs_11_a_uuid_is_echoed_as_sent() {
         let sent = HeaderValue::from_static("C7A5F7B4-1A2B-4C3D-8E9F-0123456789AB");
         let id = resolve(Some(&sent));
-        assert_eq!(id.value, "C7A5F7B4-1A2B-4C3D-8E9F-0123456789AB");
+        assert_eq!(id.as_str(), "C7A5F7B4-1A2B-4C3D-8E9F-0123456789AB");
         assert_eq!(id.origin, Origin::Echoed);
     }
 
@@ -63,7 +93,7 @@ mod tests {
     fn fapi1_rs_11_a_missing_id_is_minted_as_uuid_v4() {
         let id = resolve(None);
         assert_eq!(id.origin, Origin::Minted);
-        let parsed = uuid::Uuid::try_parse(&id.value).unwrap();
+        let parsed = uuid::Uuid::try_parse(id.as_str()).unwrap();
         assert_eq!(parsed.get_version_num(), 4);
     }
 
@@ -79,7 +109,8 @@ mod tests {
                 HeaderValue::from_bytes(bad.as_bytes()).unwrap_or(HeaderValue::from_static("x"));
             let id = resolve(Some(&sent));
             assert_eq!(id.origin, Origin::Replaced, "{bad}");
-            assert_ne!(id.value, bad);
+            assert_ne!(id.as_str(), bad);
+            assert!(uuid::Uuid::try_parse(id.as_str()).is_ok());
         }
     }
 }

@@ -6,6 +6,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use std::sync::OnceLock;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -141,6 +142,39 @@ impl Metrics {
     }
 }
 
+/// A route's latency series, looked up once per policy rather than on every request (a label
+/// lookup hashes the labels and takes a lock). Created on first use, so a route that never
+/// reached its upstream has no upstream series.
+pub struct RouteSeries {
+    route: String,
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    pub fn new(route: &str) -> Self {
+        RouteSeries {
+            route: route.to_string(),
+            duration: OnceLock::new(),
+            upstream: OnceLock::new(),
+        }
+    }
+
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn duration(&self, metrics: &Metrics) -> &Histogram {
+        self.duration
+            .get_or_init(|| metrics.request_duration.with_label_values(&[&self.route]))
+    }
+
+    pub fn upstream(&self, metrics: &Metrics) -> &Histogram {
+        self.upstream
+            .get_or_init(|| metrics.upstream_duration.with_label_values(&[&self.route]))
+    }
+}
+
 /// Installs the global tracing subscriber (JSON or plain lines on stdout).
 pub fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FAPIGATE_LOG")
@@ -170,6 +204,11 @@ pub struct AccessRecord<'a> {
     pub total_ms: f64,
     pub client_cert: Option<String>,
     pub peer: Option<String>,
+}
+
+/// Whether access-log lines are written at all: the record is not assembled otherwise.
+pub fn access_log_enabled() -> bool {
+    tracing::enabled!(target: "fapigate::access", tracing::Level::INFO)
 }
 
 pub fn access_log(record: &AccessRecord<'_>) {

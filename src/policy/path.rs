@@ -58,13 +58,12 @@ impl<'a> NormalPath<'a> {
                 segments: Vec::new(),
             });
         }
-        let mut segments = Vec::new();
-        let parts: Vec<&str> = rest.split('/').collect();
-        let last = parts.len() - 1;
-        for (index, part) in parts.into_iter().enumerate() {
+        let mut segments = Vec::with_capacity(rest.bytes().filter(|&b| b == b'/').count() + 1);
+        let mut parts = rest.split('/').peekable();
+        while let Some(part) = parts.next() {
             // A single trailing slash is a legitimate, distinct resource name: keep it as an
             // empty final segment so `/accounts/` never matches `/accounts`.
-            if part.is_empty() && index != last {
+            if part.is_empty() && parts.peek().is_some() {
                 return Err(PathError::EmptySegment);
             }
             let decoded = percent_decode_segment(part)?;

@@ -36,18 +36,62 @@ async fn drain_for_refusal(session: &mut Session, declared: Option<usize>) {
     }
 }
 
+fn declared_length(header: &pingora::http::RequestHeader) -> Option<usize> {
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+fn expects_continue(header: &pingora::http::RequestHeader) -> bool {
+    header
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Before a refusal: the body the client is still sending is read and discarded when it is
+/// small (bounded like a 413's), so the client sees the answer rather than a reset stream;
+/// a client waiting for `100 Continue` is answered at once. A connection whose body was not
+/// read whole is not reused.
+pub async fn discard(session: &mut Session) {
+    if session.is_body_empty() || session.is_body_done() {
+        return;
+    }
+    let header = session.req_header();
+    if !expects_continue(header) {
+        let declared = declared_length(header);
+        drain_for_refusal(session, declared).await;
+    }
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+}
+
+fn is_form(header: &pingora::http::RequestHeader) -> bool {
+    crate::credential::is_form(
+        header
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Whether [`read`] could want the body: some route reads bodies, or this one is a form. Most
+/// requests answer no here without the cost of setting up the read.
+pub fn may_read(header: &pingora::http::RequestHeader, policy: &Policy) -> bool {
+    policy.routes.any_reads_body() || is_form(header)
+}
+
 /// Reads the body when the matched route needs it; `Ok(None)` when it does not.
 pub async fn read(
     session: &mut Session,
     policy: &Policy,
 ) -> Result<Option<RequestBody>, Rejection> {
     let header = session.req_header();
-    let form = crate::credential::is_form(
-        header
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let form = is_form(header);
     if !policy.routes.any_reads_body() && !form {
         return Ok(None);
     }
@@ -69,21 +113,12 @@ pub async fn read(
     if needs_json && !is_json(content_type) {
         return Err(Rejection::BodyNotJson);
     }
-    let declared = header
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(header);
     if declared.is_some_and(|n| n > MAX_BODY) {
         drain_for_refusal(session, declared).await;
         return Err(Rejection::BodyTooLarge);
     }
-    let expects_continue = header
-        .headers
-        .get(http::header::EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if expects_continue {
+    if expects_continue(header) {
         session
             .write_continue_response()
             .await

@@ -1,26 +1,62 @@
 //! What the upstream receives besides the client's request: hop-by-hop headers removed
 //! (RFC 9110 §7.6.1), `Client-Cert` removed (RFC 9440 §2.4), the gateway's own forward headers
-//! removed from the client's copy, and `Forwarded` / `X-Forwarded-*` set.
+//! removed from the client's copy, and `Forwarded` / `X-Forwarded-*` set. And what the client
+//! receives of the upstream's response: its hop-by-hop headers removed.
 //!
 //! `Forwarded` and `X-Forwarded-For` are appended to only when the peer is a trusted proxy;
 //! from anyone else they are replaced, so a client cannot forge its own address.
+//!
+//! Both directions are edited as a plain `http::HeaderMap` ([`edit_request`],
+//! [`edit_response`]). Pingora's header types keep a second map with the original case of each
+//! name, and every insert through them parses the name and updates both maps; the gateway
+//! edits several headers on every request, and that bookkeeping cost more than all its other
+//! per-request work. So names leave the gateway in canonical case (registered names titled,
+//! `Content-Type`; others lower case), as HAProxy and Envoy send them: field names are
+//! case-insensitive (RFC 9110 §5.1) and HTTP/2 clients send them in lower case anyway.
 
 use super::client_cert::{CLIENT_CERT, CLIENT_CERT_CHAIN};
-use crate::policy::Policy;
+use crate::policy::ForwardPolicy;
+use http::header::{CONNECTION, FORWARDED};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use std::cell::RefCell;
 use std::net::IpAddr;
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers the gateway adds to a request at most: `Forwarded`, `X-Forwarded-*`, the
+/// interaction id and the three `[forward]` headers (room reserved once, not per insert).
+const ADDED_REQUEST_HEADERS: usize = 8;
+
+/// Runs `edit` on the request's headers as a plain `http::HeaderMap` (see the module note).
+/// The request target is kept: it comes from the URI, and the adapter refuses targets the URI
+/// cannot carry byte for byte (non-UTF-8) before anything is proxied.
+pub fn edit_request<T>(request: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap) -> T) -> T {
+    let end_stream = request.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(request, placeholder).into();
+    parts.headers.reserve(ADDED_REQUEST_HEADERS);
+    let outcome = edit(&mut parts.headers);
+    *request = RequestHeader::from(parts);
+    if end_stream == Some(false) {
+        request.set_send_end_stream(false);
+    }
+    outcome
+}
+
+/// Runs `edit` on the response's headers as a plain `http::HeaderMap` (see the module note).
+pub fn edit_response<T>(
+    response: &mut ResponseHeader,
+    edit: impl FnOnce(&mut HeaderMap) -> T,
+) -> T {
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(response, placeholder).into();
+    parts.headers.reserve(4);
+    let outcome = edit(&mut parts.headers);
+    *response = ResponseHeader::from(parts);
+    outcome
+}
 
 pub struct Hop {
     pub peer: Option<IpAddr>,
@@ -28,11 +64,30 @@ pub struct Hop {
     pub from_trusted_proxy: bool,
 }
 
-pub fn prepare_upstream_request(request: &mut RequestHeader, policy: &Policy, hop: Hop) {
-    if request.headers.contains_key(http::header::CONNECTION) {
-        let nominated: Vec<String> = request
-            .headers
-            .get_all(http::header::CONNECTION)
+/// Hop-by-hop headers (RFC 9110 §7.6.1), and the client certificate headers a trusted TLS
+/// terminator sends us (RFC 9440), which are for the gateway, not the upstream.
+fn is_hop_header(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    ) || name == CLIENT_CERT
+        || name == CLIENT_CERT_CHAIN
+}
+
+pub fn prepare_upstream_request(headers: &mut HeaderMap, forward: &ForwardPolicy, hop: &Hop) {
+    let owned = forward.owned_headers();
+    // One look at each name; most requests carry none of these.
+    let removable = |name: &HeaderName| is_hop_header(name.as_str()) || owned.contains(&name);
+    if headers.keys().any(removable) {
+        let nominated: Vec<String> = headers
+            .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -40,74 +95,262 @@ pub fn prepare_upstream_request(request: &mut RequestHeader, policy: &Policy, ho
             .filter(|name| !name.is_empty())
             .collect();
         for name in &nominated {
-            request.remove_header(name.as_str());
+            headers.remove(name.as_str());
+        }
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| removable(n)).cloned().collect();
+        for name in &doomed {
+            headers.remove(name);
         }
     }
-    // Most requests carry none of these: look before touching the header map.
-    for name in HOP_BY_HOP
-        .into_iter()
-        .chain([CLIENT_CERT, CLIENT_CERT_CHAIN])
-    {
-        if request.headers.contains_key(name) {
-            request.remove_header(name);
-        }
-    }
-    for name in policy.forward.owned_headers() {
-        if request.headers.contains_key(name) {
-            request.remove_header(name);
-        }
-    }
-    set_forwarded(request, &hop);
+    set_forwarded(headers, hop);
 }
 
-fn set_forwarded(request: &mut RequestHeader, hop: &Hop) {
+fn set_forwarded(headers: &mut HeaderMap, hop: &Hop) {
     let Some(peer) = hop.peer else { return };
-    let earlier = |request: &RequestHeader, name: &str| -> Option<String> {
-        let values: Vec<&str> = request
-            .headers
+    let https = hop.tls || hop.from_trusted_proxy;
+    let own = ForwardedValues::of(peer, https);
+    let earlier = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let values: Vec<&str> = headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
         (hop.from_trusted_proxy && !values.is_empty()).then(|| values.join(", "))
     };
-    let proto = if hop.tls || hop.from_trusted_proxy {
-        "https"
-    } else {
-        "http"
+    let forwarded = match earlier(headers, &FORWARDED) {
+        Some(list) => joined(&list, &own.forwarded),
+        None => own.forwarded,
     };
-    let node = match peer {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    let xff = match earlier(headers, &X_FORWARDED_FOR) {
+        Some(list) => joined(&list, &own.xff),
+        None => own.xff,
     };
-    let element = format!("for={node};proto={proto}");
-    let forwarded = match earlier(request, "forwarded") {
-        Some(list) => format!("{list}, {element}"),
-        None => element,
-    };
-    let xff = match earlier(request, "x-forwarded-for") {
-        Some(list) => format!("{list}, {peer}"),
-        None => peer.to_string(),
-    };
-    // The values are built from an IP address and fixed words: always valid header values.
-    let _ = request.insert_header("forwarded", forwarded);
-    let _ = request.insert_header("x-forwarded-for", xff);
-    if !(hop.from_trusted_proxy && request.headers.contains_key("x-forwarded-proto")) {
-        let _ = request.insert_header("x-forwarded-proto", proto);
+    headers.insert(FORWARDED, forwarded);
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    if !(hop.from_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+}
+
+/// `earlier, own`; the earlier values were header values and `own` is built from an address,
+/// so the result is a valid header value (the fallback keeps only this hop).
+fn joined(earlier: &str, own: &HeaderValue) -> HeaderValue {
+    let own_text = own.to_str().unwrap_or_default();
+    HeaderValue::try_from(format!("{earlier}, {own_text}")).unwrap_or_else(|_| own.clone())
+}
+
+/// This hop's `Forwarded` element and `X-Forwarded-For` entry. Formatting an address costs
+/// more than the rest of the header work, and a connection (or a load balancer in front)
+/// sends many requests from one address, so the last pair is kept per thread.
+#[derive(Clone)]
+struct ForwardedValues {
+    peer: IpAddr,
+    https: bool,
+    forwarded: HeaderValue,
+    xff: HeaderValue,
+}
+
+impl ForwardedValues {
+    fn of(peer: IpAddr, https: bool) -> Self {
+        thread_local! {
+            static LAST: RefCell<Option<ForwardedValues>> = const { RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some(values) if values.peer == peer && values.https == https => values.clone(),
+                _ => {
+                    let values = ForwardedValues::format(peer, https);
+                    *last = Some(values.clone());
+                    values
+                }
+            }
+        })
+    }
+
+    fn format(peer: IpAddr, https: bool) -> Self {
+        let node = match peer {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        };
+        let proto = if https { "https" } else { "http" };
+        // Built from an IP address and fixed words: always valid header values.
+        let value = |text: String| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        };
+        ForwardedValues {
+            peer,
+            https,
+            forwarded: value(format!("for={node};proto={proto}")),
+            xff: value(peer.to_string()),
+        }
     }
 }
 
 /// Hop-by-hop headers of the upstream's response are not passed on.
-pub fn prepare_response(response: &mut ResponseHeader) -> Result<()> {
-    if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
-        for name in [
-            "keep-alive",
-            "proxy-connection",
-            "upgrade",
-            "proxy-authenticate",
-        ] {
-            response.remove_header(name);
+pub fn prepare_response(headers: &mut HeaderMap, status: http::StatusCode) {
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let hop = |name: &HeaderName| {
+        matches!(
+            name.as_str(),
+            "keep-alive" | "proxy-connection" | "upgrade" | "proxy-authenticate"
+        )
+    };
+    if headers.keys().any(hop) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
+        for name in &doomed {
+            headers.remove(name);
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward() -> ForwardPolicy {
+        ForwardPolicy {
+            subject_header: HeaderName::from_static("x-fapi-subject"),
+            client_id_header: HeaderName::from_static("x-fapi-client-id"),
+            authorization_details_header: HeaderName::from_static("x-fapi-authorization-details"),
+        }
+    }
+
+    fn request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn hop(peer: &str, tls: bool, trusted: bool) -> Hop {
+        Hop {
+            peer: Some(peer.parse().unwrap()),
+            tls,
+            from_trusted_proxy: trusted,
+        }
+    }
+
+    #[test]
+    fn cc_2_4_hop_by_hop_client_cert_and_owned_headers_are_removed() {
+        let mut headers = request(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("client-cert", ":AAAA:"),
+            ("client-cert-chain", ":AAAA:"),
+            ("x-fapi-subject", "forged"),
+            (
+                "x-fapi-interaction-id",
+                "c7a5f7b4-1a2b-4c3d-8e9f-0123456789ab",
+            ),
+            ("accept", "application/json"),
+        ]);
+        prepare_upstream_request(&mut headers, &forward(), &hop("192.0.2.7", true, false));
+        let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "forwarded",
+                "x-fapi-interaction-id",
+                "x-forwarded-for",
+                "x-forwarded-proto"
+            ]
+        );
+        assert_eq!(headers["forwarded"], "for=192.0.2.7;proto=https");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_forge_its_forwarding_chain() {
+        let mut headers = request(&[
+            ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        prepare_upstream_request(&mut headers, &forward(), &hop("2001:db8::1", false, false));
+        assert_eq!(headers["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers.get_all("forwarded").iter().count(), 1);
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_extended() {
+        let mut headers = request(&[
+            ("forwarded", "for=198.51.100.9;proto=https"),
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        prepare_upstream_request(&mut headers, &forward(), &hop("10.1.2.3", false, true));
+        assert_eq!(
+            headers["forwarded"],
+            "for=198.51.100.9;proto=https, for=10.1.2.3;proto=https"
+        );
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.9, 10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn the_per_thread_values_follow_the_peer() {
+        for (peer, tls, expected) in [
+            ("192.0.2.1", false, "for=192.0.2.1;proto=http"),
+            ("192.0.2.1", true, "for=192.0.2.1;proto=https"),
+            ("192.0.2.2", true, "for=192.0.2.2;proto=https"),
+            ("192.0.2.1", false, "for=192.0.2.1;proto=http"),
+        ] {
+            let mut headers = HeaderMap::new();
+            prepare_upstream_request(&mut headers, &forward(), &hop(peer, tls, false));
+            assert_eq!(headers["forwarded"], expected);
+            assert_eq!(headers["x-forwarded-for"], peer);
+        }
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_are_removed_except_on_101() {
+        let mut headers = request(&[
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "application/json"),
+        ]);
+        prepare_response(&mut headers, http::StatusCode::OK);
+        assert_eq!(
+            headers.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["content-type"]
+        );
+        let mut switching = request(&[("upgrade", "websocket")]);
+        prepare_response(&mut switching, http::StatusCode::SWITCHING_PROTOCOLS);
+        assert!(switching.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn editing_as_parts_keeps_method_target_and_values() {
+        let mut request =
+            RequestHeader::build("POST", b"/accounts/a%2Fb?x=1&y=%20", Some(1)).unwrap();
+        request
+            .insert_header("Content-Type", "application/json")
+            .unwrap();
+        edit_request(&mut request, |headers| {
+            headers.insert("x-added", HeaderValue::from_static("yes"));
+        });
+        assert_eq!(request.method, http::Method::POST);
+        assert_eq!(request.raw_path(), b"/accounts/a%2Fb?x=1&y=%20");
+        let mut wire = Vec::new();
+        request.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "Content-Type: application/json\r\nx-added: yes\r\n"
+        );
+    }
 }

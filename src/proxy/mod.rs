@@ -10,14 +10,16 @@ pub mod tls;
 
 use crate::enforce::{Enforcer, Engine};
 use crate::gateway::Gateway;
-use crate::interaction::{self, InteractionId, Origin};
+use crate::interaction::{self, InteractionId};
+use crate::policy::path::PathError;
 use crate::policy::{Policy, UpstreamPolicy};
 use crate::reject::Rejection;
 use crate::request::{ClientCert, RequestFacts, X5tS256};
-use crate::telemetry::{access_log, AccessRecord};
+use crate::telemetry::{access_log, access_log_enabled, AccessRecord, RouteSeries};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -59,16 +61,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn route_id(&self) -> &str {
-        match (&self.engine, self.route) {
-            (Some(engine), Some(index)) => engine
-                .policy
-                .routes
-                .get(index)
-                .map(|r| r.id.as_str())
-                .unwrap_or("none"),
-            _ => "none",
-        }
+    /// The route's metric series, or the unrouted one.
+    fn series(&self) -> Option<&RouteSeries> {
+        let engine = self.engine.as_ref()?;
+        Some(
+            self.route
+                .and_then(|index| engine.series.get(index))
+                .unwrap_or(&engine.unrouted),
+        )
     }
 }
 
@@ -109,10 +109,10 @@ impl ProxyHttp for FapiProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let engine = self.gateway.engine();
-        ctx.engine = Some(engine.clone());
+        ctx.engine = Some(Arc::clone(&engine));
         let policy = &engine.policy;
         ctx.interaction = Some(interaction::resolve(
-            session.req_header().headers.get(interaction::HEADER),
+            session.req_header().headers.get(&interaction::HEADER_NAME),
         ));
         ctx.peer = session
             .client_addr()
@@ -121,6 +121,13 @@ impl ProxyHttp for FapiProxy {
 
         if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
             respond(session, ctx, policy, Rejection::HeadersTooLarge).await?;
+            return Ok(true);
+        }
+        // The path is matched as the URI holds it and forwarded from the URI: a target the
+        // URI could only hold lossily would be matched as one path and sent as another.
+        if !session.req_header().raw_path_is_utf8() {
+            let rejection = Rejection::BadPath(PathError::NotUtf8);
+            respond(session, ctx, policy, rejection).await?;
             return Ok(true);
         }
 
@@ -137,12 +144,16 @@ impl ProxyHttp for FapiProxy {
                 return Ok(true);
             }
         }
-        let body = match Box::pin(body::read(session, policy)).await {
-            Ok(body) => body,
-            Err(rejection) => {
-                respond(session, ctx, policy, rejection).await?;
-                return Ok(true);
+        let body = if body::may_read(session.req_header(), policy) {
+            match Box::pin(body::read(session, policy)).await {
+                Ok(body) => body,
+                Err(rejection) => {
+                    respond(session, ctx, policy, rejection).await?;
+                    return Ok(true);
+                }
             }
+        } else {
+            None
         };
         let from_header;
         let client_cert: Option<&ClientCert> = match client_cert::from_tls(session) {
@@ -215,7 +226,12 @@ impl ProxyHttp for FapiProxy {
             .zip(ctx.route)
             .and_then(|(engine, index)| engine.policy.routes.get(index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
-        let peer = peer_for(&route.upstream, self.gateway.next_upstream_slot())?;
+        // The shared round-robin counter is only touched when there is a choice to make.
+        let slot = match route.upstream.addrs.len() {
+            0 | 1 => 0,
+            _ => self.gateway.next_upstream_slot(),
+        };
+        let peer = peer_for(&route.upstream, slot)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -251,13 +267,22 @@ impl ProxyHttp for FapiProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        headers::prepare_response(response)?;
-        if let Some(nonce) = &ctx.dpop_nonce {
-            // RFC 9449 §8.2: a rotated nonce on success, and such a response is not cached.
-            response.insert_header("dpop-nonce", nonce.as_str())?;
-            response.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        }
-        stamp_response(response, ctx)
+        let status = response.status;
+        headers::edit_response(response, |headers| {
+            headers::prepare_response(headers, status);
+            if let Some(nonce) = &ctx.dpop_nonce {
+                // RFC 9449 §8.2: a rotated nonce on success, and such a response is not cached.
+                let nonce = HeaderValue::from_str(nonce)
+                    .or_err(ErrorType::InternalError, "dpop nonce header")?;
+                headers.insert(DPOP_NONCE.clone(), nonce);
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                );
+            }
+            stamp(headers, ctx);
+            Ok(())
+        })
     }
 
     async fn fail_to_proxy(
@@ -311,53 +336,48 @@ impl ProxyHttp for FapiProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session
             .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        let route = ctx.route_id().to_string();
+            .map(|r| r.status)
+            .unwrap_or_default();
+        // No response written (the connection went away) is status 0 in metrics and logs.
+        let (code, code_text) = match session.response_written() {
+            Some(_) => (status.as_u16(), status.as_str()),
+            None => (0, "0"),
+        };
         let metrics = &self.gateway.metrics;
         let elapsed = ctx.started.elapsed().as_secs_f64();
+        let Some(series) = ctx.series() else {
+            return;
+        };
+        let route = series.route();
         metrics
             .requests
-            .with_label_values(&[route.as_str(), status.to_string().as_str()])
+            .with_label_values(&[route, code_text])
             .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route.as_str()])
-            .observe(elapsed);
+        series.duration(metrics).observe(elapsed);
         if let Some(upstream_ms) = ctx.upstream_ms {
-            metrics
-                .upstream_duration
-                .with_label_values(&[route.as_str()])
-                .observe(upstream_ms / 1000.0);
+            series.upstream(metrics).observe(upstream_ms / 1000.0);
         }
         if let Some(reason) = ctx.rejection {
-            metrics
-                .rejections
-                .with_label_values(&[route.as_str(), reason])
-                .inc();
+            metrics.rejections.with_label_values(&[route, reason]).inc();
+        }
+        if !access_log_enabled() {
+            return;
         }
         let header = session.req_header();
         let (interaction_id, origin) = match &ctx.interaction {
-            Some(id) => (
-                id.value.as_str(),
-                match id.origin {
-                    Origin::Echoed => "echoed",
-                    Origin::Minted => "minted",
-                    Origin::Replaced => "replaced",
-                },
-            ),
+            Some(id) => (id.as_str(), id.origin.as_str()),
             None => ("", "none"),
         };
         access_log(&AccessRecord {
             interaction_id,
             interaction_id_origin: origin,
-            route: &route,
+            route,
             method: header.method.as_str(),
             path: header.uri.path(),
-            status,
+            status: code,
             outcome: ctx
                 .rejection
-                .unwrap_or(if status == 0 { "aborted" } else { "proxied" }),
+                .unwrap_or(if code == 0 { "aborted" } else { "proxied" }),
             upstream_ms: ctx.upstream_ms,
             total_ms: elapsed * 1000.0,
             client_cert: ctx.client_cert.map(|x5t| x5t.log_prefix()),
@@ -384,6 +404,8 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
     Ok(peer)
 }
 
+static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
 /// What the upstream is told: hop-by-hop and spoofable headers removed, `Forwarded` set, the
 /// caller (`[forward]`) and the interaction id added.
 fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool) -> Result<()> {
@@ -394,51 +416,68 @@ fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool
     let trusted = ctx
         .peer
         .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
-    headers::prepare_upstream_request(
-        request,
-        policy,
-        headers::Hop {
-            peer: ctx.peer,
-            tls,
-            from_trusted_proxy: trusted,
-        },
-    );
-    if let Some(grant) = &ctx.grant {
-        let forward = &policy.forward;
-        if let Some(subject) = &grant.subject {
-            request.insert_header(forward.subject_header.clone(), subject.as_str())?;
+    let hop = headers::Hop {
+        peer: ctx.peer,
+        tls,
+        from_trusted_proxy: trusted,
+    };
+    headers::edit_request(request, |headers| {
+        headers::prepare_upstream_request(headers, &policy.forward, &hop);
+        if let Some(grant) = &ctx.grant {
+            forward_grant(headers, &policy.forward, grant, ctx.granted_detail.as_ref())?;
         }
-        if let Some(client_id) = &grant.client_id {
-            request.insert_header(forward.client_id_header.clone(), client_id.as_str())?;
+        if let Some(id) = &ctx.interaction {
+            if policy.profile.interaction_id {
+                headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
+            }
         }
-        if let Some(detail) = &ctx.granted_detail {
-            // base64url of the JSON: header-safe whatever the detail holds.
-            let encoded =
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
-            request.insert_header(forward.authorization_details_header.clone(), encoded)?;
-        }
+        Ok(())
+    })
+}
+
+/// Who the caller is, for the upstream (`[forward]`).
+fn forward_grant(
+    headers: &mut HeaderMap,
+    forward: &crate::policy::ForwardPolicy,
+    grant: &crate::grant::Grant,
+    detail: Option<&serde_json::Value>,
+) -> Result<()> {
+    let value = |text: &str| {
+        HeaderValue::from_str(text).or_err(ErrorType::InternalError, "forward header value")
+    };
+    if let Some(subject) = &grant.subject {
+        headers.insert(forward.subject_header.clone(), value(subject)?);
     }
-    if let Some(id) = &ctx.interaction {
-        if policy.profile.interaction_id {
-            request.insert_header(interaction::HEADER, id.value.as_str())?;
-        }
+    if let Some(client_id) = &grant.client_id {
+        headers.insert(forward.client_id_header.clone(), value(client_id)?);
+    }
+    if let Some(detail) = detail {
+        // base64url of the JSON: header-safe whatever the detail holds.
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
+        headers.insert(
+            forward.authorization_details_header.clone(),
+            value(&encoded)?,
+        );
     }
     Ok(())
 }
 
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
-fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) -> Result<()> {
-    if response.headers.get(http::header::DATE).is_none() {
-        response.insert_header(http::header::DATE, http_date())?;
+fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {
+    headers::edit_response(response, |headers| stamp(headers, ctx));
+}
+
+fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
+    if !headers.contains_key(http::header::DATE) {
+        headers.insert(http::header::DATE, http_date());
     }
     let echo = ctx
         .engine
         .as_ref()
         .is_none_or(|engine| engine.policy.profile.interaction_id);
     if let (true, Some(id)) = (echo, &ctx.interaction) {
-        response.insert_header(interaction::HEADER, id.value.as_str())?;
+        headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
     }
-    Ok(())
 }
 
 /// The `Date` value, formatted once per second per thread.
@@ -484,7 +523,7 @@ async fn serve_document(
     response.insert_header(http::header::CONTENT_TYPE, content_type)?;
     response.insert_header(http::header::CONTENT_LENGTH, jwks.len().to_string())?;
     response.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
-    stamp_response(&mut response, ctx)?;
+    stamp_response(&mut response, ctx);
     let head = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(response), head)
@@ -518,11 +557,8 @@ async fn respond(
         http::header::CONTENT_LENGTH,
         rendered.body.len().to_string(),
     )?;
-    stamp_response(&mut response, ctx)?;
-    // A body the client is still sending is not worth reading: close instead of reusing.
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
+    stamp_response(&mut response, ctx);
+    body::discard(session).await;
     session
         .write_response_header(Box::new(response), false)
         .await?;

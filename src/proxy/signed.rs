@@ -118,7 +118,7 @@ pub async fn exchange(
                 .map_err(|_| Rejection::UpstreamFailed)?;
         }
     }
-    stamp_response(&mut response, ctx).map_err(|_| Rejection::UpstreamFailed)?;
+    stamp_response(&mut response, ctx);
     let format = route.response_format.unwrap_or(signer.default_format);
     let request_header = session.req_header();
     let mut target_uri = engine
@@ -159,11 +159,7 @@ pub async fn exchange(
     if let Some(audit) = &engine.audit {
         let record = Record {
             time: now,
-            interaction_id: ctx
-                .interaction
-                .as_ref()
-                .map(|i| i.value.as_str())
-                .unwrap_or(""),
+            interaction_id: ctx.interaction.as_ref().map(|i| i.as_str()).unwrap_or(""),
             route: &route.id,
             client_id,
             request_digest: text("content-digest", &request_header.headers),
