@@ -426,12 +426,24 @@ medians() { # medians SCENARIO NAME...
         say "| $name | $(median "${rps[$s/$name]}") | $(median "${p50[$s/$name]}") | $(median "${p99[$s/$name]}") | $(median "${cpu[$s/$name]}") | ${bad[$s/$name]} |"
     done
 }
+# Median of the per-round ratios A/B: runs of one round are adjacent in time, so a slow
+# stretch of this shared machine weighs on both sides of a pair alike.
+paired() { awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " "); k = 0
+    for (i = 1; i <= n; i++) if (y[i] > 0) r[++k] = x[i] / y[i]
+    if (k == 0) { print "n/a"; exit }
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    printf "%.2f", (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2 }'; }
 ratio_row() { # ratio_row SCENARIO A B: A/B of every median
     local s=$1 a=$2 b=$3
     say "| $a/$b | $(ratio "$(median "${rps[$s/$a]}")" "$(median "${rps[$s/$b]}")") \
 | $(ratio "$(median "${p50[$s/$a]}")" "$(median "${p50[$s/$b]}")") \
 | $(ratio "$(median "${p99[$s/$a]}")" "$(median "${p99[$s/$b]}")") \
 | $(ratio "$(median "${cpu[$s/$a]}")" "$(median "${cpu[$s/$b]}")") | |"
+    say "| $a/$b, paired | $(paired "${rps[$s/$a]}" "${rps[$s/$b]}") \
+| $(paired "${p50[$s/$a]}" "${p50[$s/$b]}") \
+| $(paired "${p99[$s/$a]}" "${p99[$s/$b]}") \
+| $(paired "${cpu[$s/$a]}" "${cpu[$s/$b]}") | |"
 }
 
 curl_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" || true; }

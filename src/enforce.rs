@@ -13,7 +13,7 @@ use crate::reject::Rejection;
 use crate::request::RequestFacts;
 use crate::signing::audit::AuditLog;
 use crate::signing::base::MessageView;
-use crate::signing::httpsig::{verify_request, SignedRequest};
+use crate::signing::httpsig::{verify_request, SignedRequest, VerifiedSignature};
 use crate::signing::signer::ResponseSigner;
 use crate::state::Redis;
 use crate::telemetry::{Metrics, RouteSeries};
@@ -140,8 +140,8 @@ pub struct Admission {
     pub dpop_nonce: Option<String>,
     /// The authorization detail that granted the request, for the upstream.
     pub granted_detail: Option<serde_json::Value>,
-    /// The label of the verified `fapi-2-request` signature (HS2-RESP-RS-3 binds to it).
-    pub request_signature: Option<String>,
+    /// The verified `fapi-2-request` signature (HS2-RESP-RS-3 binds to it).
+    pub request_signature: Option<VerifiedSignature>,
 }
 
 /// A refused request: why, and on which route (for metrics), if one matched.
@@ -253,7 +253,7 @@ impl<'e> Enforcer<'e> {
         credential: &Credential,
         grant: &Grant,
         facts: &RequestFacts<'_>,
-    ) -> Result<String, Rejection> {
+    ) -> Result<VerifiedSignature, Rejection> {
         let refuse = |description| Rejection::RequestSignature {
             scheme: credential.scheme,
             description,

@@ -110,12 +110,15 @@ fn set_forwarded(headers: &mut HeaderMap, hop: &Hop) {
     let https = hop.tls || hop.from_trusted_proxy;
     let own = ForwardedValues::of(peer, https);
     let earlier = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        if !hop.from_trusted_proxy {
+            return None;
+        }
         let values: Vec<&str> = headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        (hop.from_trusted_proxy && !values.is_empty()).then(|| values.join(", "))
+        (!values.is_empty()).then(|| values.join(", "))
     };
     let forwarded = match earlier(headers, &FORWARDED) {
         Some(list) => joined(&list, &own.forwarded),

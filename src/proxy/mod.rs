@@ -57,7 +57,7 @@ pub struct RequestContext {
     dpop_nonce: Option<String>,
     grant: Option<Arc<crate::grant::Grant>>,
     granted_detail: Option<serde_json::Value>,
-    request_signature: Option<String>,
+    request_signature: Option<crate::signing::httpsig::VerifiedSignature>,
 }
 
 impl RequestContext {
@@ -404,7 +404,7 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
     Ok(peer)
 }
 
-static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+pub(crate) static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
 
 /// What the upstream is told: hop-by-hop and spoofable headers removed, `Forwarded` set, the
 /// caller (`[forward]`) and the interaction id added.
@@ -467,7 +467,7 @@ fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {
     headers::edit_response(response, |headers| stamp(headers, ctx));
 }
 
-fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
+pub(crate) fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
     if !headers.contains_key(http::header::DATE) {
         headers.insert(http::header::DATE, http_date());
     }

@@ -4,7 +4,7 @@
 //! `max_body`), signs it and answers. One retry on a stale pooled connection; 502 on upstream
 //! failure or an oversized body, 504 on timeout.
 
-use super::{peer_for, stamp_response, upstream_headers, RequestContext};
+use super::{peer_for, stamp, upstream_headers, RequestContext, DPOP_NONCE};
 use crate::enforce::Engine;
 use crate::policy::routes::Route;
 use crate::reject::Rejection;
@@ -12,7 +12,7 @@ use crate::signing::audit::Record;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::RequestBinding;
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -102,30 +102,29 @@ pub async fn exchange(
     ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     let Upstream {
         status,
-        headers: upstream_headers,
+        mut headers,
         mut body,
     } = answer.ok_or(Rejection::UpstreamFailed)?;
+    let status = http::StatusCode::from_u16(status).map_err(|_| Rejection::UpstreamFailed)?;
 
-    let mut response =
-        ResponseHeader::build(status, None).map_err(|_| Rejection::UpstreamFailed)?;
-    for (name, value) in &upstream_headers {
-        if !HOP_BY_HOP.contains(&name.as_str())
-            && name != http::header::CONTENT_LENGTH
-            && !name.as_str().starts_with("signature")
-        {
-            response
-                .append_header(name.clone(), value.clone())
-                .map_err(|_| Rejection::UpstreamFailed)?;
-        }
+    // The upstream's headers less hop-by-hop ones, its framing and any signature of its own.
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            HOP_BY_HOP.contains(&name.as_str())
+                || *name == http::header::CONTENT_LENGTH
+                || name.as_str().starts_with("signature")
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        headers.remove(name);
     }
-    stamp_response(&mut response, ctx);
+    stamp(&mut headers, ctx);
     let format = route.response_format.unwrap_or(signer.default_format);
     let request_header = session.req_header();
-    let mut target_uri = engine
-        .policy
-        .listener
-        .public_url
-        .join(request_header.uri.path());
+    let public_url = &engine.policy.listener.public_url;
+    let mut target_uri = public_url.join(request_header.uri.path());
     if let Some(query) = request_header.uri.query() {
         target_uri.push('?');
         target_uri.push_str(query);
@@ -137,15 +136,15 @@ pub async fn exchange(
             status: None,
             headers: &request_header.headers,
         },
-        signature_label: ctx.request_signature.as_deref(),
+        signature: ctx.request_signature.as_ref(),
+        authority: Some(&public_url.authority),
     };
     let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
     let now = crate::clock::unix_seconds();
-    let mut headers = response.headers.clone();
     signer
         .sign(
             format,
-            status,
+            status.as_u16(),
             &mut headers,
             &mut body,
             &binding,
@@ -165,7 +164,7 @@ pub async fn exchange(
             request_digest: text("content-digest", &request_header.headers),
             request_signature_input: text("signature-input", &request_header.headers),
             request_signature: text("signature", &request_header.headers),
-            response_status: status,
+            response_status: status.as_u16(),
             response_digest: text("content-digest", &headers),
             response_signature_input: text("signature-input", &headers),
             response_signature: text("signature", &headers)
@@ -177,23 +176,23 @@ pub async fn exchange(
             tracing::error!(%error, "audit record could not be written");
         }
     }
-    let mut response = ResponseHeader::build(status, Some(headers.len() + 1))
-        .map_err(|_| Rejection::UpstreamFailed)?;
-    for (name, value) in &headers {
-        response
-            .append_header(name.clone(), value.clone())
-            .map_err(|_| Rejection::UpstreamFailed)?;
-    }
     let no_body = is_head || status == 204 || status == 304;
     if !no_body {
-        response
-            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-            .map_err(|_| Rejection::UpstreamFailed)?;
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     if let Some(nonce) = &ctx.dpop_nonce {
-        let _ = response.insert_header("dpop-nonce", nonce.as_str());
-        let _ = response.insert_header(http::header::CACHE_CONTROL, "no-store");
+        if let Ok(nonce) = HeaderValue::from_str(nonce) {
+            headers.insert(DPOP_NONCE.clone(), nonce);
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+        }
     }
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.headers = headers;
+    let response = ResponseHeader::from(parts);
     // The response is committed from here on: a write failure is a broken client connection.
     let write = async {
         session

@@ -4,6 +4,7 @@
 
 use http::HeaderMap;
 use sfv::{BareItem, InnerList, Item, ListEntry, Parameters, SerializeValue};
+use std::borrow::Cow;
 
 /// What a message offers to the base: derived components and fields.
 pub struct MessageView<'a> {
@@ -74,19 +75,7 @@ fn fallback_inner_list(list: &InnerList) -> String {
 /// integers, booleans, byte sequences); `None` for anything else, which takes the `sfv` path.
 fn write_bare(out: &mut String, item: &BareItem) -> Option<()> {
     match item {
-        BareItem::String(text) => {
-            if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                return None;
-            }
-            out.push('"');
-            for c in text.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('"');
-        }
+        BareItem::String(text) => write_sf_string(out, text)?,
         BareItem::Integer(value) => out.push_str(&value.to_string()),
         BareItem::Boolean(value) => out.push_str(if *value { "?1" } else { "?0" }),
         BareItem::Token(token) => out.push_str(token),
@@ -98,6 +87,22 @@ fn write_bare(out: &mut String, item: &BareItem) -> Option<()> {
         }
         _ => return None,
     }
+    Some(())
+}
+
+/// RFC 8941 §4.1.6: a quoted String; `None` for characters a String cannot hold.
+pub fn write_sf_string(out: &mut String, text: &str) -> Option<()> {
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
     Some(())
 }
 
@@ -118,25 +123,98 @@ fn write_item(out: &mut String, item: &Item) -> Option<()> {
     write_params(out, &item.params)
 }
 
+/// One covered component: its identifier as it appears in the base and in `Signature-Input`
+/// (`"@method";req`), and how its value is found.
+#[derive(Debug, Clone)]
+pub struct Component<'a> {
+    pub identifier: Cow<'a, str>,
+    /// The component name: a derived component (`@status`) or a lower-case field name.
+    pub name: Cow<'a, str>,
+    /// `;req`: taken from the request a response answers (§2.4).
+    pub req: bool,
+    /// `;key="member"`: one member of a Dictionary field (§2.1.2).
+    pub key: Option<Cow<'a, str>>,
+    /// `;sf`: the field re-serialised as a Structured Field (§2.1.1).
+    pub sf: bool,
+    /// `;bs`: each field line as a Byte Sequence (§2.1.3).
+    pub bs: bool,
+    /// The value when the caller already has it, e.g. the members of a request signature the
+    /// gateway has just parsed and verified, or the normalised public authority.
+    pub known: Option<&'a str>,
+}
+
+impl<'a> Component<'a> {
+    /// A component of the signer's own fixed list: `identifier` is its serialisation.
+    pub fn fixed(identifier: &'a str, name: &'a str, req: bool) -> Self {
+        Component {
+            identifier: Cow::Borrowed(identifier),
+            name: Cow::Borrowed(name),
+            req,
+            key: None,
+            sf: false,
+            bs: false,
+            known: None,
+        }
+    }
+
+    /// A component as a `Signature-Input` lists it.
+    pub fn from_item(item: &Item) -> Result<Component<'static>, BaseError> {
+        let identifier = serialize_item(item)?;
+        let Some(name) = item.bare_item.as_str() else {
+            return Err(BaseError::BadComponent(identifier));
+        };
+        let flag = |param: &str| item.params.get(param).and_then(BareItem::as_bool) == Some(true);
+        let key = match item.params.get("key") {
+            None => None,
+            Some(key) => match key.as_str() {
+                Some(key) => Some(Cow::Owned(key.to_string())),
+                None => return Err(BaseError::BadComponent(identifier)),
+            },
+        };
+        Ok(Component {
+            name: Cow::Owned(name.to_string()),
+            req: flag("req"),
+            key,
+            sf: flag("sf"),
+            bs: flag("bs"),
+            known: None,
+            identifier: Cow::Owned(identifier),
+        })
+    }
+}
+
 /// Builds the signature base for `list` over `message` (and `request` for `;req`).
 pub fn signature_base(
     list: &InnerList,
     message: &MessageView<'_>,
     request: Option<&MessageView<'_>>,
 ) -> Result<String, BaseError> {
-    let mut base = String::new();
-    let mut seen: Vec<String> = Vec::new();
-    for item in &list.items {
-        let identifier = serialize_item(item)?;
-        if seen.contains(&identifier) {
-            return Err(BaseError::Duplicate(identifier));
+    let components = list
+        .items
+        .iter()
+        .map(Component::from_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    build_base(&components, &serialize_inner_list(list), message, request)
+}
+
+/// Builds the signature base from components and the serialised `@signature-params` value
+/// (the inner list exactly as `Signature-Input` carries it).
+pub fn build_base(
+    components: &[Component<'_>],
+    signature_params: &str,
+    message: &MessageView<'_>,
+    request: Option<&MessageView<'_>>,
+) -> Result<String, BaseError> {
+    let mut base = String::with_capacity(512 + signature_params.len());
+    for (index, component) in components.iter().enumerate() {
+        let identifier = &component.identifier;
+        if components[..index]
+            .iter()
+            .any(|earlier| earlier.identifier == *identifier)
+        {
+            return Err(BaseError::Duplicate(identifier.to_string()));
         }
-        let name = item
-            .bare_item
-            .as_str()
-            .ok_or_else(|| BaseError::BadComponent(identifier.clone()))?;
-        let wants_request = item.params.get("req").and_then(BareItem::as_bool) == Some(true);
-        let source = if wants_request {
+        let source = if component.req {
             if message.status.is_none() {
                 return Err(BaseError::NoRequest);
             }
@@ -144,19 +222,20 @@ pub fn signature_base(
         } else {
             message
         };
-        let value = component_value(name, item, source, &identifier)?;
-        base.push_str(&identifier);
+        base.push_str(identifier);
         base.push_str(": ");
-        base.push_str(&value);
+        match component.known {
+            Some(value) => base.push_str(value),
+            None => append_value(&mut base, component, source)?,
+        }
         base.push('\n');
-        seen.push(identifier);
     }
     base.push_str("\"@signature-params\": ");
-    base.push_str(&serialize_inner_list(list));
+    base.push_str(signature_params);
     Ok(base)
 }
 
-fn serialize_item(item: &Item) -> Result<String, BaseError> {
+pub(crate) fn serialize_item(item: &Item) -> Result<String, BaseError> {
     let mut out = String::with_capacity(32);
     if write_item(&mut out, item).is_some() {
         return Ok(out);
@@ -166,13 +245,16 @@ fn serialize_item(item: &Item) -> Result<String, BaseError> {
         .map_err(|e| BaseError::BadComponent(e.to_string()))
 }
 
-fn component_value(
-    name: &str,
-    item: &Item,
+/// Appends the component's value (§2.1, §2.2) to `out`.
+fn append_value(
+    out: &mut String,
+    component: &Component<'_>,
     message: &MessageView<'_>,
-    identifier: &str,
-) -> Result<String, BaseError> {
+) -> Result<(), BaseError> {
+    let identifier = &component.identifier;
     let missing = || BaseError::Missing(identifier.to_string());
+    let bad = || BaseError::BadComponent(identifier.to_string());
+    let name: &str = &component.name;
     if let Some(derived) = name.strip_prefix('@') {
         let uri = || -> Result<http::Uri, BaseError> {
             message
@@ -180,87 +262,94 @@ fn component_value(
                 .and_then(|u| u.parse().ok())
                 .ok_or_else(missing)
         };
-        return match derived {
-            "method" => message.method.map(str::to_string).ok_or_else(missing),
-            "target-uri" => message.target_uri.map(str::to_string).ok_or_else(missing),
+        match derived {
+            "method" => out.push_str(message.method.ok_or_else(missing)?),
+            "target-uri" => out.push_str(message.target_uri.ok_or_else(missing)?),
             "authority" => {
                 let uri = uri()?;
-                let host = uri.host().ok_or_else(missing)?.to_ascii_lowercase();
+                let host = uri.host().ok_or_else(missing)?;
                 let default = if uri.scheme_str() == Some("http") {
                     80
                 } else {
                     443
                 };
-                Ok(match uri.port_u16() {
-                    Some(port) if port != default => format!("{host}:{port}"),
-                    _ => host,
-                })
+                out.push_str(&host.to_ascii_lowercase());
+                if let Some(port) = uri.port_u16().filter(|port| *port != default) {
+                    out.push(':');
+                    out.push_str(&port.to_string());
+                }
             }
-            "scheme" => Ok(uri()?
-                .scheme_str()
-                .ok_or_else(missing)?
-                .to_ascii_lowercase()),
+            "scheme" => out.push_str(
+                &uri()?
+                    .scheme_str()
+                    .ok_or_else(missing)?
+                    .to_ascii_lowercase(),
+            ),
             "path" => {
                 let uri = uri()?;
-                Ok(if uri.path().is_empty() {
-                    "/".into()
+                out.push_str(if uri.path().is_empty() {
+                    "/"
                 } else {
-                    uri.path().into()
-                })
+                    uri.path()
+                });
             }
-            "query" => Ok(format!("?{}", uri()?.query().unwrap_or(""))),
-            "status" => message
-                .status
-                .map(|s| format!("{s:03}"))
-                .ok_or_else(missing),
-            _ => Err(BaseError::BadComponent(identifier.to_string())),
-        };
+            "query" => {
+                out.push('?');
+                out.push_str(uri()?.query().unwrap_or(""));
+            }
+            "status" => {
+                let status = message.status.ok_or_else(missing)?;
+                if !(100..=999).contains(&status) {
+                    return Err(bad());
+                }
+                out.push_str(&status.to_string());
+            }
+            _ => return Err(bad()),
+        }
+        return Ok(());
     }
     if name.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(BaseError::BadComponent(identifier.to_string()));
+        return Err(bad());
     }
-    let bad = || BaseError::BadComponent(identifier.to_string());
     let mut values = message.headers.get_all(name).iter();
     let first = values.next().ok_or_else(missing)?;
     let first = first.to_str().map_err(|_| bad())?.trim();
-    let plain = item.params.is_empty();
+    let plain = component.key.is_none() && !component.sf && !component.bs;
+    let mut rest = values.peekable();
+    if plain && rest.peek().is_none() {
+        out.push_str(first);
+        return Ok(());
+    }
     let mut lines: Vec<&str> = vec![first];
-    for value in values {
+    for value in rest {
         lines.push(value.to_str().map_err(|_| bad())?.trim());
     }
-    if plain && lines.len() == 1 {
-        return Ok(first.to_string());
-    }
     let joined = lines.join(", ");
-    if let Some(key) = item.params.get("key") {
-        let key = key
-            .as_str()
-            .ok_or_else(|| BaseError::BadComponent(identifier.to_string()))?;
-        let dictionary = sfv::Parser::parse_dictionary(joined.as_bytes())
-            .map_err(|_| BaseError::BadComponent(identifier.to_string()))?;
-        let member = dictionary.get(key).ok_or_else(missing)?;
+    if let Some(key) = &component.key {
+        let dictionary = sfv::Parser::parse_dictionary(joined.as_bytes()).map_err(|_| bad())?;
+        let member = dictionary.get(key.as_ref()).ok_or_else(missing)?;
         let single: sfv::List = vec![member.clone()];
-        return single
-            .serialize_value()
-            .map_err(|_| BaseError::BadComponent(identifier.to_string()));
+        out.push_str(&single.serialize_value().map_err(|_| bad())?);
+        return Ok(());
     }
-    if item.params.get("sf").and_then(BareItem::as_bool) == Some(true) {
-        return reserialize(&joined).ok_or_else(|| BaseError::BadComponent(identifier.to_string()));
+    if component.sf {
+        out.push_str(&reserialize(&joined).ok_or_else(bad)?);
+        return Ok(());
     }
-    if item.params.get("bs").and_then(BareItem::as_bool) == Some(true) {
+    if component.bs {
         use base64::Engine;
-        let wrapped: Vec<String> = lines
-            .iter()
-            .map(|line| {
-                format!(
-                    ":{}:",
-                    base64::engine::general_purpose::STANDARD.encode(line)
-                )
-            })
-            .collect();
-        return Ok(wrapped.join(", "));
+        for (index, line) in lines.iter().enumerate() {
+            if index > 0 {
+                out.push_str(", ");
+            }
+            out.push(':');
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(line));
+            out.push(':');
+        }
+        return Ok(());
     }
-    Ok(joined)
+    out.push_str(&joined);
+    Ok(())
 }
 
 /// `;sf`: strict re-serialisation as a Dictionary, else a List.

@@ -1,8 +1,8 @@
 //! RFC 9530 `Content-Digest`: created with sha-256, checked with sha-256 or sha-512. The
 //! deprecated algorithms (md5, sha, unixsum, unixcksum, adler, crc32c) never count (DIG-5).
 
+use aws_lc_rs::digest::{digest, SHA256, SHA512};
 use base64::Engine;
-use sha2::Digest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestError {
@@ -16,10 +16,12 @@ pub enum DigestError {
 
 /// `sha-256=:<base64>:` of the content.
 pub fn content_digest(body: &[u8]) -> String {
-    format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body))
-    )
+    let mut value = String::with_capacity(55);
+    value.push_str("sha-256=:");
+    base64::engine::general_purpose::STANDARD
+        .encode_string(digest(&SHA256, body).as_ref(), &mut value);
+    value.push(':');
+    value
 }
 
 /// Recomputes every active algorithm the header names and compares (HS2-REQ-RS-8).
@@ -34,12 +36,12 @@ pub fn verify_content_digest(header: &str, body: &[u8]) -> Result<(), DigestErro
         let Some(value) = item.bare_item.as_byte_seq() else {
             return Err(DigestError::Malformed);
         };
-        let expected: Vec<u8> = match name.as_str() {
-            "sha-256" => sha2::Sha256::digest(body).to_vec(),
-            "sha-512" => sha2::Sha512::digest(body).to_vec(),
+        let expected = match name.as_str() {
+            "sha-256" => digest(&SHA256, body),
+            "sha-512" => digest(&SHA512, body),
             _ => continue,
         };
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected, value).is_err() {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), value).is_err() {
             return Err(DigestError::Mismatch);
         }
         checked += 1;

@@ -1,12 +1,16 @@
 //! The FAPI 2.0 HTTP Signatures profile of RFC 9421: verifying signed requests
 //! (HS2-REQ-RS-1..8) and signing responses (HS2-RESP-RS-1..8).
 
-use super::base::{component, serialize_inner_list, signature_base, MessageView};
+use super::base::{
+    build_base, serialize_inner_list, serialize_item, signature_base, write_sf_string, Component,
+    MessageView,
+};
 use super::digest::verify_content_digest;
 use super::keys::{verify_with, HttpSigAlg, SigningKey};
 use crate::token::jwks::KeySet;
 use base64::Engine;
-use sfv::{BareItem, InnerList, ListEntry, Parameters};
+use sfv::{BareItem, InnerList, ListEntry};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub const REQUEST_TAG: &str = "fapi-2-request";
@@ -83,11 +87,47 @@ fn header<'a>(
         .map_err(|_| RequestSigError::Malformed)
 }
 
-/// Verifies every `fapi-2-request` signature; returns the label of the (first) one.
+/// A verified request signature, as the response signature binds to it (HS2-RESP-RS-3): its
+/// label and its members of `Signature-Input` and `Signature`, serialised as the `;key`
+/// components of RFC 9421 §2.1.2 would take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSignature {
+    pub label: String,
+    pub input: String,
+    pub signature: String,
+}
+
+impl VerifiedSignature {
+    fn new(label: &str, input: &InnerList, signature: &sfv::Item) -> Result<Self, RequestSigError> {
+        Ok(VerifiedSignature {
+            label: label.to_string(),
+            input: serialize_inner_list(input),
+            signature: serialize_item(signature).map_err(|_| RequestSigError::Malformed)?,
+        })
+    }
+
+    /// The members labelled `label` of the message's `Signature-Input` and `Signature`.
+    pub fn find(label: &str, message: &MessageView<'_>) -> Option<Self> {
+        let (input, signature) = (
+            header(message, "signature-input").ok()??,
+            header(message, "signature").ok()??,
+        );
+        let inputs = sfv::Parser::parse_dictionary(input.as_bytes()).ok()?;
+        let signatures = sfv::Parser::parse_dictionary(signature.as_bytes()).ok()?;
+        match (inputs.get(label)?, signatures.get(label)?) {
+            (ListEntry::InnerList(list), ListEntry::Item(item)) => {
+                VerifiedSignature::new(label, list, item).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Verifies every `fapi-2-request` signature; returns the (first) one.
 pub async fn verify_request(
     request: &SignedRequest<'_>,
     keys: &Arc<KeySet>,
-) -> Result<String, RequestSigError> {
+) -> Result<VerifiedSignature, RequestSigError> {
     let message = &request.message;
     let (Some(input), Some(signatures)) = (
         header(message, "signature-input")?,
@@ -107,15 +147,17 @@ pub async fn verify_request(
         if list.params.get("tag").and_then(BareItem::as_str) != Some(REQUEST_TAG) {
             continue;
         }
-        let signature = match signatures.get(label) {
-            Some(ListEntry::Item(item)) => item
-                .bare_item
-                .as_byte_seq()
-                .ok_or(RequestSigError::Malformed)?,
-            _ => return Err(RequestSigError::Malformed),
+        let Some(ListEntry::Item(item)) = signatures.get(label) else {
+            return Err(RequestSigError::Malformed);
         };
+        let signature = item
+            .bare_item
+            .as_byte_seq()
+            .ok_or(RequestSigError::Malformed)?;
         verify_one(request, list, signature, keys).await?;
-        verified.get_or_insert_with(|| label.clone());
+        if verified.is_none() {
+            verified = Some(VerifiedSignature::new(label, list, item)?);
+        }
     }
     verified.ok_or(RequestSigError::NoFapiTag)
 }
@@ -204,11 +246,17 @@ async fn verify_one(
 /// What the response signature binds to (HS2-RESP-RS-2/3).
 pub struct RequestBinding<'a> {
     pub message: MessageView<'a>,
-    /// The label of the request's verified `fapi-2-request` signature.
-    pub signature_label: Option<&'a str>,
+    /// The request's verified `fapi-2-request` signature.
+    pub signature: Option<&'a VerifiedSignature>,
+    /// `@authority` of the request, when known without parsing its target URI (the
+    /// normalised authority of `public_url`).
+    pub authority: Option<&'a str>,
 }
 
 /// Signs a response; returns the `Signature-Input` and `Signature` field values.
+///
+/// The component list is the profile's fixed one, so its identifiers are written as text
+/// rather than built and serialised as Structured Field items per response.
 pub fn sign_response(
     key: &SigningKey,
     response: &MessageView<'_>,
@@ -216,38 +264,72 @@ pub fn sign_response(
     created: u64,
 ) -> Result<(String, String), String> {
     let present = |message: &MessageView<'_>, name: &str| message.headers.contains_key(name);
-    let req = ("req", BareItem::Boolean(true));
-    let mut items = vec![component("@status", &[])];
-    for name in ["content-type", "content-digest", "x-fapi-interaction-id"] {
+    let mut components = Vec::with_capacity(10);
+    components.push(Component::fixed("\"@status\"", "@status", false));
+    for (identifier, name) in [
+        ("\"content-type\"", "content-type"),
+        ("\"content-digest\"", "content-digest"),
+        ("\"x-fapi-interaction-id\"", "x-fapi-interaction-id"),
+    ] {
         if present(response, name) {
-            items.push(component(name, &[]));
+            components.push(Component::fixed(identifier, name, false));
         }
     }
-    for name in ["@method", "@target-uri", "@authority"] {
-        items.push(component(name, std::slice::from_ref(&req)));
-    }
+    components.push(Component::fixed("\"@method\";req", "@method", true));
+    components.push(Component::fixed("\"@target-uri\";req", "@target-uri", true));
+    let mut authority = Component::fixed("\"@authority\";req", "@authority", true);
+    authority.known = request.authority;
+    components.push(authority);
     if present(&request.message, "content-digest") {
-        items.push(component("content-digest", std::slice::from_ref(&req)));
+        components.push(Component::fixed(
+            "\"content-digest\";req",
+            "content-digest",
+            true,
+        ));
     }
-    if let Some(label) = request.signature_label {
-        for name in ["signature", "signature-input"] {
-            items.push(component(
-                name,
-                &[req.clone(), ("key", BareItem::String(label.to_string()))],
-            ));
+    if let Some(signed) = request.signature {
+        for (name, value) in [
+            ("signature", &signed.signature),
+            ("signature-input", &signed.input),
+        ] {
+            let mut identifier = format!("\"{name}\";req;key=");
+            write_sf_string(&mut identifier, &signed.label)
+                .ok_or("the request signature label is not a Structured Field key")?;
+            components.push(Component {
+                identifier: Cow::Owned(identifier),
+                name: Cow::Borrowed(name),
+                req: true,
+                key: Some(Cow::Borrowed(signed.label.as_str())),
+                sf: false,
+                bs: false,
+                known: Some(value.as_str()),
+            });
         }
     }
-    let mut params = Parameters::new();
-    params.insert("created".into(), BareItem::Integer(created as i64));
-    params.insert("keyid".into(), BareItem::String(key.key_id.clone()));
-    params.insert("tag".into(), BareItem::String(RESPONSE_TAG.into()));
-    let list = InnerList::with_params(items, params);
-    let base = signature_base(&list, response, Some(&request.message))
+    let mut params = String::with_capacity(256);
+    params.push('(');
+    for (index, component) in components.iter().enumerate() {
+        if index > 0 {
+            params.push(' ');
+        }
+        params.push_str(&component.identifier);
+    }
+    params.push_str(");created=");
+    params.push_str(&created.to_string());
+    params.push_str(";keyid=");
+    write_sf_string(&mut params, &key.key_id)
+        .ok_or("the keyid is not a Structured Field string")?;
+    params.push_str(";tag=\"");
+    params.push_str(RESPONSE_TAG);
+    params.push('"');
+    let base = build_base(&components, &params, response, Some(&request.message))
         .map_err(|e| format!("signature base: {e:?}"))?;
     let signature = key.sign(base.as_bytes(), false)?;
-    let input = format!("sig1={}", serialize_inner_list(&list));
-    let value = format!("sig1=:{}:", b64(&signature));
-    Ok((input, value))
+    let mut value = String::with_capacity(8 + signature.len() * 4 / 3 + 4);
+    value.push_str("sig1=:");
+    base64::engine::general_purpose::STANDARD.encode_string(&signature, &mut value);
+    value.push(':');
+    Ok((format!("sig1={params}"), value))
 }
 
 /// base64 of a signature, for logs and the audit trail.
@@ -402,30 +484,55 @@ mod tests {
                 "6a0b2c1e-4f5d-4e8a-9b7c-0d1e2f3a4b5c",
             ),
         ]);
-        let (input, signature) = sign_response(
-            &key,
-            &MessageView {
-                method: None,
-                target_uri: None,
-                status: Some(201),
-                headers: &response_headers,
-            },
-            &RequestBinding {
-                message: MessageView {
-                    method: Some("POST"),
-                    target_uri: Some("https://api.bank.example/payments"),
-                    status: None,
-                    headers: &request_headers,
-                },
-                signature_label: Some("client"),
-            },
-            1_700_000_000,
-        )
-        .unwrap();
+        let response = MessageView {
+            method: None,
+            target_uri: None,
+            status: Some(201),
+            headers: &response_headers,
+        };
+        let request = || MessageView {
+            method: Some("POST"),
+            target_uri: Some("https://api.bank.example/payments"),
+            status: None,
+            headers: &request_headers,
+        };
+        let verified = VerifiedSignature::find("client", &request()).unwrap();
         assert_eq!(
-            input,
-            "sig1=(\"@status\" \"content-type\" \"content-digest\" \"x-fapi-interaction-id\" \"@method\";req \"@target-uri\";req \"@authority\";req \"content-digest\";req \"signature\";req;key=\"client\" \"signature-input\";req;key=\"client\");created=1700000000;keyid=\"rs-1\";tag=\"fapi-2-response\""
+            verified.input,
+            "(\"@method\");created=1;tag=\"fapi-2-request\""
         );
-        assert!(signature.starts_with("sig1=:") && signature.ends_with(':'));
+        assert_eq!(verified.signature, ":AAAA:");
+        let public: jsonwebtoken::jwk::Jwk = serde_json::from_str(ED25519_JWK).unwrap();
+        let public = jsonwebtoken::DecodingKey::from_jwk(&public).unwrap();
+        // The known authority and the one derived from the target URI sign the same base.
+        for authority in [None, Some("api.bank.example")] {
+            let binding = RequestBinding {
+                message: request(),
+                signature: Some(&verified),
+                authority,
+            };
+            let (input, signature) =
+                sign_response(&key, &response, &binding, 1_700_000_000).unwrap();
+            assert_eq!(
+                input,
+                "sig1=(\"@status\" \"content-type\" \"content-digest\" \"x-fapi-interaction-id\" \"@method\";req \"@target-uri\";req \"@authority\";req \"content-digest\";req \"signature\";req;key=\"client\" \"signature-input\";req;key=\"client\");created=1700000000;keyid=\"rs-1\";tag=\"fapi-2-response\""
+            );
+            // A verifier rebuilding the base from Signature-Input, extracting the `;key`
+            // members itself, accepts the signature.
+            let base = signature_base(&parse_list(&input), &response, Some(&request())).unwrap();
+            let signature = signature
+                .strip_prefix("sig1=:")
+                .and_then(|s| s.strip_suffix(':'))
+                .unwrap();
+            let signature = base64::engine::general_purpose::STANDARD
+                .decode(signature)
+                .unwrap();
+            assert!(verify_with(
+                HttpSigAlg::Ed25519,
+                &public,
+                base.as_bytes(),
+                &signature
+            ));
+        }
     }
 }
