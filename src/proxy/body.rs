@@ -124,20 +124,11 @@ pub async fn read(
             .await
             .map_err(|_| Rejection::BodyMalformed)?;
     }
-    session.enable_retry_buffering();
     let mut body = Vec::new();
-    loop {
-        // h2 body reads have no timeout of their own.
-        let chunk = tokio::time::timeout(READ_TIMEOUT, session.read_request_body())
-            .await
-            .map_err(|_| Rejection::BodyMalformed)?
-            .map_err(|_| Rejection::BodyMalformed)?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > MAX_BODY {
-            drain_for_refusal(session, declared).await;
-            return Err(Rejection::BodyTooLarge);
-        }
-        body.extend_from_slice(&chunk);
+    // A request that declared no body (GET, or HEADERS with END_STREAM) has nothing to read.
+    if !session.is_body_empty() {
+        session.enable_retry_buffering();
+        read_whole(session, &mut body, declared).await?;
     }
     let json = if needs_json {
         Some(serde_json::from_slice(&body).map_err(|_| Rejection::BodyMalformed)?)
@@ -148,4 +139,25 @@ pub async fn read(
         bytes: Bytes::from(body),
         json,
     }))
+}
+
+/// Reads the rest of the body into `body`, at most [`MAX_BODY`].
+async fn read_whole(
+    session: &mut Session,
+    body: &mut Vec<u8>,
+    declared: Option<usize>,
+) -> Result<(), Rejection> {
+    loop {
+        // h2 body reads have no timeout of their own.
+        let chunk = tokio::time::timeout(READ_TIMEOUT, session.read_request_body())
+            .await
+            .map_err(|_| Rejection::BodyMalformed)?
+            .map_err(|_| Rejection::BodyMalformed)?;
+        let Some(chunk) = chunk else { return Ok(()) };
+        if body.len() + chunk.len() > MAX_BODY {
+            drain_for_refusal(session, declared).await;
+            return Err(Rejection::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
 }

@@ -46,6 +46,8 @@ impl FapiProxy {
 /// What one request carries from phase to phase.
 pub struct RequestContext {
     started: Instant,
+    /// Unix time of the request, read once: token checks and the `Date` header use it.
+    now: u64,
     engine: Option<Arc<Engine>>,
     interaction: Option<InteractionId>,
     route: Option<usize>,
@@ -92,6 +94,7 @@ impl ProxyHttp for FapiProxy {
     fn new_ctx(&self) -> Self::CTX {
         RequestContext {
             started: Instant::now(),
+            now: crate::clock::unix_seconds(),
             engine: None,
             interaction: None,
             route: None,
@@ -120,19 +123,20 @@ impl ProxyHttp for FapiProxy {
             .map(|a| a.ip());
 
         if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
-            respond(session, ctx, policy, Rejection::HeadersTooLarge).await?;
+            Box::pin(respond(session, ctx, policy, Rejection::HeadersTooLarge)).await?;
             return Ok(true);
         }
         // The path is matched as the URI holds it and forwarded from the URI: a target the
         // URI could only hold lossily would be matched as one path and sent as another.
         if !session.req_header().raw_path_is_utf8() {
             let rejection = Rejection::BadPath(PathError::NotUtf8);
-            respond(session, ctx, policy, rejection).await?;
+            Box::pin(respond(session, ctx, policy, rejection)).await?;
             return Ok(true);
         }
 
         if is_get(session, crate::policy::RESOURCE_METADATA_PATH) {
-            serve_document(session, ctx, "application/json", &engine.resource_metadata).await?;
+            let document = &engine.resource_metadata;
+            Box::pin(serve_document(session, ctx, "application/json", document)).await?;
             return Ok(true);
         }
         if let Some(signer) = &engine.signer {
@@ -140,7 +144,14 @@ impl ProxyHttp for FapiProxy {
             if header.uri.path() == signer.jwks_path
                 && (header.method == http::Method::GET || header.method == http::Method::HEAD)
             {
-                serve_document(session, ctx, "application/jwk-set+json", signer.jwks()).await?;
+                let jwks = signer.jwks();
+                Box::pin(serve_document(
+                    session,
+                    ctx,
+                    "application/jwk-set+json",
+                    jwks,
+                ))
+                .await?;
                 return Ok(true);
             }
         }
@@ -148,7 +159,7 @@ impl ProxyHttp for FapiProxy {
             match Box::pin(body::read(session, policy)).await {
                 Ok(body) => body,
                 Err(rejection) => {
-                    respond(session, ctx, policy, rejection).await?;
+                    Box::pin(respond(session, ctx, policy, rejection)).await?;
                     return Ok(true);
                 }
             }
@@ -174,7 +185,7 @@ impl ProxyHttp for FapiProxy {
             client_cert,
             body: body.as_ref().and_then(|b| b.json.as_ref()),
             raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
-            now: crate::clock::unix_seconds(),
+            now: ctx.now,
         };
         let decision = Box::pin(Enforcer::new(&engine).admit(&facts)).await;
         match decision {
@@ -203,13 +214,13 @@ impl ProxyHttp for FapiProxy {
                 ))
                 .await
                 {
-                    respond(session, ctx, policy, rejection).await?;
+                    Box::pin(respond(session, ctx, policy, rejection)).await?;
                 }
                 Ok(true)
             }
             Err(refused) => {
                 ctx.route = refused.route;
-                respond(session, ctx, policy, refused.rejection).await?;
+                Box::pin(respond(session, ctx, policy, refused.rejection)).await?;
                 Ok(true)
             }
         }
@@ -469,7 +480,7 @@ fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {
 
 pub(crate) fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
     if !headers.contains_key(http::header::DATE) {
-        headers.insert(http::header::DATE, http_date());
+        headers.insert(http::header::DATE, http_date(ctx.now));
     }
     let echo = ctx
         .engine
@@ -480,23 +491,19 @@ pub(crate) fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
     }
 }
 
-/// The `Date` value, formatted once per second per thread.
-fn http_date() -> http::HeaderValue {
+/// The `Date` value: the request's second, or a later one this thread has already formatted
+/// (each second is formatted once per thread, and a date never goes back).
+fn http_date(second: u64) -> http::HeaderValue {
     thread_local! {
         static CACHED: std::cell::RefCell<(u64, http::HeaderValue)> =
             const { std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
     }
-    let now = std::time::SystemTime::now();
-    let second = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     CACHED.with(|cached| {
         let mut cached = cached.borrow_mut();
-        if cached.0 != second {
-            let text = httpdate::fmt_http_date(now);
+        if cached.0 == u64::MAX || cached.0 < second {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(second);
             // An HTTP date is always a valid header value.
-            if let Ok(value) = http::HeaderValue::from_str(&text) {
+            if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(time)) {
                 *cached = (second, value);
             }
         }

@@ -74,22 +74,27 @@ pub async fn exchange(
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
-    let mut request = session.req_header().clone();
-    upstream_headers(&mut request, ctx, tls).map_err(|_| Rejection::UpstreamFailed)?;
-    request.remove_header(&http::header::TRANSFER_ENCODING);
-    request.remove_header(&http::header::EXPECT);
-    if !body.is_empty() || request.headers.contains_key(http::header::CONTENT_LENGTH) {
-        request
-            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-            .map_err(|_| Rejection::UpstreamFailed)?;
-    }
-    let is_head = request.method == Method::HEAD;
+    // Built per attempt (a retry is rare), so the common case copies the client's header once.
+    let build = |session: &Session| -> Result<RequestHeader, Rejection> {
+        let mut request = session.req_header().clone();
+        upstream_headers(&mut request, ctx, tls).map_err(|_| Rejection::UpstreamFailed)?;
+        request.remove_header(&http::header::TRANSFER_ENCODING);
+        request.remove_header(&http::header::EXPECT);
+        if !body.is_empty() || request.headers.contains_key(http::header::CONTENT_LENGTH) {
+            request
+                .insert_header(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()))
+                .map_err(|_| Rejection::UpstreamFailed)?;
+        }
+        Ok(request)
+    };
+    let is_head = session.req_header().method == Method::HEAD;
     let started = Instant::now();
     let peer = peer_for(&route.upstream, slot).map_err(|_| Rejection::UpstreamFailed)?;
     let limit = signer.max_body as usize;
     let mut answer = None;
     for attempt in 0..2 {
-        match send(connector, &peer, &request, &body, limit, is_head).await {
+        let request = build(session)?;
+        match send(connector, &peer, request, &body, limit, is_head).await {
             Ok(upstream) => {
                 answer = Some(upstream);
                 break;
@@ -219,7 +224,7 @@ fn text<'a>(name: &str, map: &'a HeaderMap) -> Option<&'a str> {
 async fn send(
     connector: &Connector,
     peer: &pingora::upstreams::peer::HttpPeer,
-    request: &RequestHeader,
+    request: RequestHeader,
     body: &Bytes,
     limit: usize,
     is_head: bool,
@@ -232,7 +237,7 @@ async fn send(
     session.set_read_timeout(peer.options.read_timeout);
     session.set_write_timeout(peer.options.write_timeout);
     session
-        .write_request_header(Box::new(request.clone()))
+        .write_request_header(Box::new(request))
         .await
         .map_err(fail)?;
     if !body.is_empty() {
