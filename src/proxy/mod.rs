@@ -573,3 +573,16 @@ async fn respond(
         .write_response_body(Some(Bytes::from(rendered.body)), true)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::http_date;
+
+    #[test]
+    fn fapi1_rs_10_the_date_is_the_requests_second_and_never_goes_back() {
+        assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        // A request that started earlier, answered later on this thread, gets the later date.
+        assert_eq!(http_date(1_699_999_990), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(http_date(1_700_000_001), "Tue, 14 Nov 2023 22:13:21 GMT");
+    }
+}

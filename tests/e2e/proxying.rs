@@ -118,6 +118,26 @@ fn ambiguous_paths_never_reach_a_route() {
 }
 
 #[test]
+fn a_target_that_is_not_utf8_is_refused_before_routing() {
+    use std::io::{Read, Write};
+    let env = Env::start();
+    // Raw bytes no URI can hold as sent: matched lossily, they would be forwarded differently.
+    // Pingora's HTTP/1 parser refuses them already; the adapter refuses any that another
+    // protocol path could carry (policy::path::PathError::NotUtf8).
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", env.gateway.plain_port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /status/\xff\xfe HTTP/1.1\r\nHost: bank\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+}
+
+#[test]
 fn token_routes_are_never_proxied_without_a_valid_token() {
     let env = Env::start();
     let response = env.get("/accounts", &[]);
