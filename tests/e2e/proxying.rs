@@ -34,6 +34,56 @@ fn public_route_is_proxied_with_forwarded_headers() {
 }
 
 #[test]
+fn cc_2_4_hop_by_hop_upgrade_and_client_cert_headers_never_reach_the_upstream() {
+    let env = Env::start();
+    let response = env.get(
+        "/status",
+        &[
+            "--http1.1",
+            "-H",
+            "Connection: keep-alive, x-secret",
+            "-H",
+            "x-secret: 1",
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "TE: trailers",
+            "-H",
+            "Proxy-Authorization: Basic eDp5",
+            "-H",
+            "Client-Cert: :AAAA:",
+            "-H",
+            "Client-Cert-Chain: :AAAA:",
+            "-H",
+            "x-fapi-client-id: forged",
+            "-H",
+            "Accept: application/json",
+        ],
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = &response.json()["headers"];
+    for name in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "proxy-authorization",
+        "client-cert",
+        "client-cert-chain",
+        "x-fapi-client-id",
+    ] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} reached the upstream: {headers}"
+        );
+    }
+    assert_eq!(headers["accept"][0], "application/json");
+}
+
+#[test]
 fn fapi1_rs_10_11_date_and_interaction_id_echoed() {
     let env = Env::start();
     let response = env.get(
