@@ -3,6 +3,10 @@
 //! removed from the client's copy, and `Forwarded` / `X-Forwarded-*` set. And what the client
 //! receives of the upstream's response: its hop-by-hop headers removed.
 //!
+//! On proxied routes the client's request header is edited once, as soon as it is admitted;
+//! Pingora copies it for the upstream and removes the hop-by-hop headers itself (the standard
+//! request policy, with upgrades denied).
+//!
 //! `Forwarded` and `X-Forwarded-For` are appended to only when the peer is a trusted proxy;
 //! from anyone else they are replaced, so a client cannot forge its own address.
 //!
@@ -64,8 +68,6 @@ pub struct Hop {
     pub from_trusted_proxy: bool,
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), and the client certificate headers a trusted TLS
-/// terminator sends us (RFC 9440), which are for the gateway, not the upstream.
 fn is_hop_header(name: &str) -> bool {
     matches!(
         name,
@@ -76,33 +78,50 @@ fn is_hop_header(name: &str) -> bool {
             | "proxy-authorization"
             | "te"
             | "trailer"
+            | "transfer-encoding"
             | "upgrade"
-    ) || name == CLIENT_CERT
-        || name == CLIENT_CERT_CHAIN
+            | "http2-settings"
+    )
 }
 
+/// What the client sent for the gateway alone is removed (`Client-Cert`, the `[forward]`
+/// headers) and `Forwarded` / `X-Forwarded-*` are set. Hop-by-hop headers are left to the
+/// connection that sends the request: Pingora's upstream request policy on proxied routes
+/// (upgrades denied), [`strip_hop_by_hop`] on signed routes.
 pub fn prepare_upstream_request(headers: &mut HeaderMap, forward: &ForwardPolicy, hop: &Hop) {
     let owned = forward.owned_headers();
-    // One look at each name; most requests carry none of these.
-    let removable = |name: &HeaderName| is_hop_header(name.as_str()) || owned.contains(&name);
-    if headers.keys().any(removable) {
-        let nominated: Vec<String> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|name| name.trim().to_ascii_lowercase())
-            .filter(|name| !name.is_empty())
-            .collect();
-        for name in &nominated {
-            headers.remove(name.as_str());
-        }
-        let doomed: Vec<HeaderName> = headers.keys().filter(|n| removable(n)).cloned().collect();
+    let removable = |name: &HeaderName| {
+        name.as_str() == CLIENT_CERT || name.as_str() == CLIENT_CERT_CHAIN || owned.contains(&name)
+    };
+    remove_where(headers, removable);
+    set_forwarded(headers, hop);
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), also those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let nominated: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in &nominated {
+        headers.remove(name.as_str());
+    }
+    remove_where(headers, |name| is_hop_header(name.as_str()));
+}
+
+/// Removes every header whose name matches; one look at each name, as most requests carry
+/// none of them.
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
+    if headers.keys().any(&matches) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| matches(n)).cloned().collect();
         for name in &doomed {
             headers.remove(name);
         }
     }
-    set_forwarded(headers, hop);
 }
 
 fn set_forwarded(headers: &mut HeaderMap, hop: &Hop) {
@@ -244,6 +263,7 @@ mod tests {
 
     #[test]
     fn cc_2_4_hop_by_hop_client_cert_and_owned_headers_are_removed() {
+        // As on a signed route, which sends the request on its own connection.
         let mut headers = request(&[
             ("connection", "keep-alive, x-secret"),
             ("x-secret", "1"),
@@ -257,6 +277,7 @@ mod tests {
             ),
             ("accept", "application/json"),
         ]);
+        strip_hop_by_hop(&mut headers);
         prepare_upstream_request(&mut headers, &forward(), &hop("192.0.2.7", true, false));
         let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();

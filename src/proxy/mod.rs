@@ -23,6 +23,7 @@ use http::{HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -195,6 +196,13 @@ impl ProxyHttp for FapiProxy {
                 ctx.grant = admission.grant;
                 ctx.granted_detail = admission.granted_detail;
                 ctx.request_signature = admission.request_signature;
+                // Edited once, here: Pingora copies this header for the upstream (and again for
+                // a retry), and a signed exchange copies it for its own connection.
+                let tls = session
+                    .digest()
+                    .and_then(|d| d.ssl_digest.as_ref())
+                    .is_some();
+                upstream_headers(session.req_header_mut(), ctx, tls)?;
                 let Some(route) = policy.routes.get(admission.route) else {
                     return Ok(false);
                 };
@@ -245,19 +253,6 @@ impl ProxyHttp for FapiProxy {
         let peer = peer_for(&route.upstream, slot)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        let tls = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some();
-        upstream_headers(upstream_request, ctx, tls)
     }
 
     async fn upstream_response_filter(
@@ -409,6 +404,9 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
     peer.options.read_timeout = Some(upstream.read_timeout);
     peer.options.write_timeout = Some(upstream.read_timeout);
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    // Pingora removes hop-by-hop headers from the copy it sends; no protocol upgrade (a
+    // tunnel past the gateway's checks) is ever forwarded.
+    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
     if let Some(roots) = &upstream.ca {
         peer.options.ca = Some(roots.clone());
     }

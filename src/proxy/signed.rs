@@ -4,7 +4,7 @@
 //! `max_body`), signs it and answers. One retry on a stale pooled connection; 502 on upstream
 //! failure or an oversized body, 504 on timeout.
 
-use super::{peer_for, stamp, upstream_headers, RequestContext, DPOP_NONCE};
+use super::{headers, peer_for, stamp, RequestContext, DPOP_NONCE};
 use crate::enforce::Engine;
 use crate::policy::routes::Route;
 use crate::reject::Rejection;
@@ -70,22 +70,19 @@ pub async fn exchange(
     slot: usize,
 ) -> Result<(), Rejection> {
     let signer = engine.signer.as_ref().ok_or(Rejection::UpstreamFailed)?;
-    let tls = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .is_some();
-    // Built per attempt (a retry is rare), so the common case copies the client's header once.
-    let build = |session: &Session| -> Result<RequestHeader, Rejection> {
+    // The client's header, already edited for the upstream when it was admitted; this
+    // connection is the gateway's own, so hop-by-hop headers and framing are handled here.
+    // Built per attempt (a retry is rare), so the common case copies the header once.
+    let build = |session: &Session| -> RequestHeader {
         let mut request = session.req_header().clone();
-        upstream_headers(&mut request, ctx, tls).map_err(|_| Rejection::UpstreamFailed)?;
-        request.remove_header(&http::header::TRANSFER_ENCODING);
-        request.remove_header(&http::header::EXPECT);
-        if !body.is_empty() || request.headers.contains_key(http::header::CONTENT_LENGTH) {
-            request
-                .insert_header(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()))
-                .map_err(|_| Rejection::UpstreamFailed)?;
-        }
-        Ok(request)
+        headers::edit_request(&mut request, |headers| {
+            headers::strip_hop_by_hop(headers);
+            headers.remove(http::header::EXPECT);
+            if !body.is_empty() || headers.contains_key(http::header::CONTENT_LENGTH) {
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+        });
+        request
     };
     let is_head = session.req_header().method == Method::HEAD;
     let started = Instant::now();
@@ -93,7 +90,7 @@ pub async fn exchange(
     let limit = signer.max_body as usize;
     let mut answer = None;
     for attempt in 0..2 {
-        let request = build(session)?;
+        let request = build(session);
         match send(connector, &peer, request, &body, limit, is_head).await {
             Ok(upstream) => {
                 answer = Some(upstream);
