@@ -351,8 +351,14 @@ impl ProxyHttp for FapiProxy {
         };
         let metrics = &self.gateway.metrics;
         let elapsed = ctx.started.elapsed().as_secs_f64();
-        let Some(series) = ctx.series() else {
-            return;
+        // A request that failed before request_filter ran has no engine of its own.
+        let running;
+        let series = match ctx.series() {
+            Some(series) => series,
+            None => {
+                running = self.gateway.engine();
+                &running.unrouted
+            }
         };
         let route = series.route();
         metrics
@@ -415,8 +421,8 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
 
 pub(crate) static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
 
-/// What the upstream is told: hop-by-hop and spoofable headers removed, `Forwarded` set, the
-/// caller (`[forward]`) and the interaction id added.
+/// What the upstream is told: spoofable headers removed, `Forwarded` set, the caller
+/// (`[forward]`) and the interaction id added (hop-by-hop headers: see `headers`).
 fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool) -> Result<()> {
     let Some(engine) = ctx.engine.as_ref() else {
         return Error::e_explain(ErrorType::InternalError, "no policy");
