@@ -304,6 +304,16 @@ impl ProxyHttp for FapiProxy {
                 Some(Rejection::UpstreamTimeout)
             }
             _ if e.esource() == &pingora::ErrorSource::Upstream => Some(Rejection::UpstreamFailed),
+            // Pingora's upstream request policy refused the client's header fields (e.g. a
+            // Connection header naming X-Forwarded-For): the gateway's own 400, stamped.
+            ErrorType::InvalidHTTPHeader
+                if e.esource() == &pingora::ErrorSource::Downstream
+                    && session.response_written().is_none() =>
+            {
+                Some(Rejection::InvalidRequest {
+                    description: "the request's header fields cannot be forwarded",
+                })
+            }
             _ => None,
         };
         let engine = ctx.engine.clone().unwrap_or_else(|| self.gateway.engine());

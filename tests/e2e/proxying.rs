@@ -81,6 +81,34 @@ fn cc_2_4_hop_by_hop_upgrade_and_client_cert_headers_never_reach_the_upstream() 
         );
     }
     assert_eq!(headers["accept"][0], "application/json");
+    // A WebSocket handshake is proxied as a plain request: no tunnel past the gateway.
+    let response = env.get(
+        "/status",
+        &[
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+        ],
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = &response.json()["headers"];
+    assert!(headers.get("upgrade").is_none(), "{headers}");
+    assert!(headers.get("connection").is_none(), "{headers}");
+    // A Connection header naming a forwarding field is refused, with the FAPI basics.
+    let response = env.get(
+        "/status",
+        &["--http1.1", "-H", "Connection: X-Forwarded-For"],
+    );
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(response.json()["error"], "invalid_request");
+    assert!(response.header("x-fapi-interaction-id").is_some());
+    assert!(response.header("date").is_some());
 }
 
 #[test]
