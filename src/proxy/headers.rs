@@ -97,6 +97,34 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, forward: &ForwardPolicy
     set_forwarded(headers, hop);
 }
 
+/// Whether the `Connection` header names a header the gateway sets for the upstream (`Host`,
+/// `Forwarded`, `X-Forwarded-*`, the interaction id, the `[forward]` headers). Whoever removes
+/// the headers `Connection` names would remove the gateway's own: such a request is refused.
+pub fn nominates_gateway_header(headers: &HeaderMap, forward: &ForwardPolicy) -> bool {
+    let owned = forward.owned_headers();
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+        .any(|token| match HeaderName::from_bytes(token) {
+            Ok(name) => {
+                matches!(
+                    name.as_str(),
+                    "host"
+                        | "forwarded"
+                        | "x-forwarded-for"
+                        | "x-forwarded-host"
+                        | "x-forwarded-proto"
+                        | crate::interaction::HEADER
+                ) || owned.contains(&&name)
+            }
+            // Not a header name at all: it names nothing the gateway sets.
+            Err(_) => false,
+        })
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), also those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let nominated: Vec<String> = headers
@@ -339,6 +367,26 @@ mod tests {
             assert_eq!(headers["forwarded"], expected);
             assert_eq!(headers["x-forwarded-for"], peer);
         }
+    }
+
+    #[test]
+    fn a_connection_header_naming_a_gateway_header_is_caught() {
+        for value in [
+            "x-fapi-subject",
+            "keep-alive, X-FAPI-Client-Id",
+            "Forwarded",
+            "x-fapi-interaction-id",
+            "host",
+            " x-forwarded-proto ",
+        ] {
+            let headers = request(&[("connection", value)]);
+            assert!(nominates_gateway_header(&headers, &forward()), "{value}");
+        }
+        for value in ["keep-alive", "x-secret, te", "upgrade", ""] {
+            let headers = request(&[("connection", value)]);
+            assert!(!nominates_gateway_header(&headers, &forward()), "{value}");
+        }
+        assert!(!nominates_gateway_header(&HeaderMap::new(), &forward()));
     }
 
     #[test]

@@ -127,6 +127,13 @@ impl ProxyHttp for FapiProxy {
             Box::pin(respond(session, ctx, policy, Rejection::HeadersTooLarge)).await?;
             return Ok(true);
         }
+        if headers::nominates_gateway_header(&session.req_header().headers, &policy.forward) {
+            let rejection = Rejection::InvalidRequest {
+                description: "the Connection header names a header the gateway sets",
+            };
+            Box::pin(respond(session, ctx, policy, rejection)).await?;
+            return Ok(true);
+        }
         // The path is matched as the URI holds it and forwarded from the URI: a target the
         // URI could only hold lossily would be matched as one path and sent as another.
         if !session.req_header().raw_path_is_utf8() {
