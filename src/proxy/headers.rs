@@ -19,10 +19,14 @@
 //! case-insensitive (RFC 9110 §5.1) and HTTP/2 clients send them in lower case anyway.
 
 use super::client_cert::{CLIENT_CERT, CLIENT_CERT_CHAIN};
+use super::RequestContext;
+use crate::interaction;
 use crate::policy::ForwardPolicy;
+use base64::Engine as _;
 use http::header::{CONNECTION, FORWARDED};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType, OrErr, Result};
 use std::cell::RefCell;
 use std::net::IpAddr;
 
@@ -62,13 +66,74 @@ pub fn edit_response<T>(
     outcome
 }
 
+/// What the upstream is told: spoofable headers removed, `Forwarded` set, the caller
+/// (`[forward]`) and the interaction id added (hop-by-hop headers: see the module note).
+pub(super) fn upstream_headers(
+    request: &mut RequestHeader,
+    ctx: &RequestContext,
+    tls: bool,
+) -> Result<()> {
+    let Some(engine) = ctx.engine.as_ref() else {
+        return Error::e_explain(ErrorType::InternalError, "no policy");
+    };
+    let policy = &engine.policy;
+    let trusted = ctx
+        .peer
+        .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
+    let hop = Hop {
+        peer: ctx.peer,
+        tls,
+        from_trusted_proxy: trusted,
+    };
+    edit_request(request, |headers| {
+        prepare_upstream_request(headers, &policy.forward, &hop);
+        if let Some(grant) = &ctx.grant {
+            forward_grant(headers, &policy.forward, grant, ctx.granted_detail.as_ref())?;
+        }
+        if let Some(id) = &ctx.interaction {
+            if policy.profile.interaction_id {
+                headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Who the caller is, for the upstream (`[forward]`).
+fn forward_grant(
+    headers: &mut HeaderMap,
+    forward: &ForwardPolicy,
+    grant: &crate::grant::Grant,
+    detail: Option<&serde_json::Value>,
+) -> Result<()> {
+    let value = |text: &str| {
+        HeaderValue::from_str(text).or_err(ErrorType::InternalError, "forward header value")
+    };
+    if let Some(subject) = &grant.subject {
+        headers.insert(forward.subject_header.clone(), value(subject)?);
+    }
+    if let Some(client_id) = &grant.client_id {
+        headers.insert(forward.client_id_header.clone(), value(client_id)?);
+    }
+    if let Some(detail) = detail {
+        // base64url of the JSON: header-safe whatever the detail holds.
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
+        headers.insert(
+            forward.authorization_details_header.clone(),
+            value(&encoded)?,
+        );
+    }
+    Ok(())
+}
+
 pub struct Hop {
     pub peer: Option<IpAddr>,
     pub tls: bool,
     pub from_trusted_proxy: bool,
 }
 
-fn is_hop_header(name: &str) -> bool {
+/// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, not the message.
+pub(super) fn is_hop_header(name: &str) -> bool {
     matches!(
         name,
         "connection"

@@ -17,7 +17,6 @@ use crate::reject::Rejection;
 use crate::request::{ClientCert, RequestFacts, X5tS256};
 use crate::telemetry::{access_log, access_log_enabled, AccessRecord, RouteSeries};
 use async_trait::async_trait;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
@@ -209,7 +208,7 @@ impl ProxyHttp for FapiProxy {
                     .digest()
                     .and_then(|d| d.ssl_digest.as_ref())
                     .is_some();
-                upstream_headers(session.req_header_mut(), ctx, tls)?;
+                headers::upstream_headers(session.req_header_mut(), ctx, tls)?;
                 let Some(route) = policy.routes.get(admission.route) else {
                     return Ok(false);
                 };
@@ -357,13 +356,9 @@ impl ProxyHttp for FapiProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session
-            .response_written()
-            .map(|r| r.status)
-            .unwrap_or_default();
         // No response written (the connection went away) is status 0 in metrics and logs.
         let (code, code_text) = match session.response_written() {
-            Some(_) => (status.as_u16(), status.as_str()),
+            Some(response) => (response.status.as_u16(), response.status.as_str()),
             None => (0, "0"),
         };
         let metrics = &self.gateway.metrics;
@@ -437,62 +432,6 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
 }
 
 pub(crate) static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
-
-/// What the upstream is told: spoofable headers removed, `Forwarded` set, the caller
-/// (`[forward]`) and the interaction id added (hop-by-hop headers: see `headers`).
-fn upstream_headers(request: &mut RequestHeader, ctx: &RequestContext, tls: bool) -> Result<()> {
-    let Some(engine) = ctx.engine.as_ref() else {
-        return Error::e_explain(ErrorType::InternalError, "no policy");
-    };
-    let policy = &engine.policy;
-    let trusted = ctx
-        .peer
-        .is_some_and(|ip| !tls && policy.listener.is_trusted_proxy(ip));
-    let hop = headers::Hop {
-        peer: ctx.peer,
-        tls,
-        from_trusted_proxy: trusted,
-    };
-    headers::edit_request(request, |headers| {
-        headers::prepare_upstream_request(headers, &policy.forward, &hop);
-        if let Some(grant) = &ctx.grant {
-            forward_grant(headers, &policy.forward, grant, ctx.granted_detail.as_ref())?;
-        }
-        if let Some(id) = &ctx.interaction {
-            if policy.profile.interaction_id {
-                headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Who the caller is, for the upstream (`[forward]`).
-fn forward_grant(
-    headers: &mut HeaderMap,
-    forward: &crate::policy::ForwardPolicy,
-    grant: &crate::grant::Grant,
-    detail: Option<&serde_json::Value>,
-) -> Result<()> {
-    let value = |text: &str| {
-        HeaderValue::from_str(text).or_err(ErrorType::InternalError, "forward header value")
-    };
-    if let Some(subject) = &grant.subject {
-        headers.insert(forward.subject_header.clone(), value(subject)?);
-    }
-    if let Some(client_id) = &grant.client_id {
-        headers.insert(forward.client_id_header.clone(), value(client_id)?);
-    }
-    if let Some(detail) = detail {
-        // base64url of the JSON: header-safe whatever the detail holds.
-        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(detail.to_string());
-        headers.insert(
-            forward.authorization_details_header.clone(),
-            value(&encoded)?,
-        );
-    }
-    Ok(())
-}
 
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
 fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {

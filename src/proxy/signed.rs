@@ -49,16 +49,6 @@ fn classify(error: &pingora::Error) -> Failure {
     }
 }
 
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
 /// Runs the exchange; returns the rejection to render when it could not produce a response.
 pub async fn exchange(
     connector: &Connector,
@@ -113,7 +103,7 @@ pub async fn exchange(
     let dropped: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            HOP_BY_HOP.contains(&name.as_str())
+            headers::is_hop_header(name.as_str())
                 || *name == http::header::CONTENT_LENGTH
                 || name.as_str().starts_with("signature")
         })
