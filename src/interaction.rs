@@ -72,9 +72,12 @@ pub fn resolve(sent: Option<&HeaderValue>) -> InteractionId {
 
 fn minted() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // A hyphenated UUID is always a valid header value. One allocation that clones share (the
+    // value goes upstream and into the response); a value copied from a slice would allocate
+    // again on its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]

@@ -30,15 +30,16 @@ use std::time::Instant;
 
 pub struct FapiProxy {
     gateway: Arc<Gateway>,
-    /// Pooled upstream connections for signed routes (the proxy path has Pingora's own).
-    connector: pingora::connectors::http::Connector,
+    /// Pooled HTTP/1.1 upstream connections for signed routes (the proxy path has Pingora's
+    /// own).
+    connector: pingora::connectors::http::v1::Connector,
 }
 
 impl FapiProxy {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         FapiProxy {
             gateway,
-            connector: pingora::connectors::http::Connector::new(None),
+            connector: pingora::connectors::http::v1::Connector::new(None),
         }
     }
 }
@@ -89,10 +90,12 @@ fn header_bytes(session: &Session) -> usize {
 
 #[async_trait]
 impl ProxyHttp for FapiProxy {
-    type CTX = RequestContext;
+    // Boxed: Pingora keeps the context inside the request future it moves and boxes per
+    // request, and a pointer is cheaper to move than the whole context.
+    type CTX = Box<RequestContext>;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext {
+        Box::new(RequestContext {
             started: Instant::now(),
             now: crate::clock::unix_seconds(),
             engine: None,
@@ -107,7 +110,7 @@ impl ProxyHttp for FapiProxy {
             grant: None,
             granted_detail: None,
             request_signature: None,
-        }
+        })
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -242,7 +245,7 @@ impl ProxyHttp for FapiProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
@@ -256,21 +259,15 @@ impl ProxyHttp for FapiProxy {
             0 | 1 => 0,
             _ => self.gateway.next_upstream_slot(),
         };
-        let peer = peer_for(&route.upstream, slot)?;
+        let mut peer = peer_for(&route.upstream, slot)?;
+        // Only a request body can stall a write (Pingora does not read the answer while a body
+        // write is pending); a bodiless request's header fits the socket buffer at once, and
+        // the read timeout bounds the wait for the answer. A timer less per request.
+        if session.is_body_empty() {
+            peer.options.write_timeout = None;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
-    }
-
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        if let Some(started) = ctx.upstream_started {
-            ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        Ok(())
     }
 
     async fn response_filter(
@@ -279,6 +276,11 @@ impl ProxyHttp for FapiProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // The upstream's header has just arrived (this hook runs right after Pingora reads
+        // it): its latency is taken here rather than in a hook of its own.
+        if let Some(started) = ctx.upstream_started {
+            ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
         let status = response.status;
         headers::edit_response(response, |headers| {
             headers::prepare_response(headers, status);

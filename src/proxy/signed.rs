@@ -13,7 +13,7 @@ use crate::signing::base::MessageView;
 use crate::signing::httpsig::RequestBinding;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::ErrorType;
@@ -216,31 +216,38 @@ async fn send(
     limit: usize,
     is_head: bool,
 ) -> Result<Upstream, (bool, Failure)> {
-    let (mut session, reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|e| (false, classify(&e)))?;
+    let (mut session, reused) = match connector.reused_http_session(peer).await {
+        Some(session) => (session, true),
+        // A new connection (TCP, perhaps TLS) is rare; its large future is boxed so that it
+        // does not enlarge, and get copied with, every exchange's.
+        None => Box::pin(connector.get_http_session(peer))
+            .await
+            .map_err(|e| (false, classify(&e)))?,
+    };
     let fail = |e: Box<pingora::Error>| (reused, classify(&e));
-    session.set_read_timeout(peer.options.read_timeout);
-    session.set_write_timeout(peer.options.write_timeout);
+    session.read_timeout = peer.options.read_timeout;
+    session.write_timeout = peer.options.write_timeout;
     session
         .write_request_header(Box::new(request))
         .await
         .map_err(fail)?;
     if !body.is_empty() {
-        session
-            .write_request_body(body.clone(), true)
-            .await
-            .map_err(fail)?;
+        session.write_body(body).await.map_err(fail)?;
     }
-    session.finish_request_body().await.map_err(fail)?;
-    session.read_response_header().await.map_err(fail)?;
-    let header = session.response_header().ok_or((reused, Failure::Failed))?;
+    session.finish_body().await.map_err(fail)?;
+    session.read_response().await.map_err(fail)?;
+    let header = session.resp_header().ok_or((reused, Failure::Failed))?;
     let status = header.status.as_u16();
     let headers = header.headers.clone();
-    let mut collected = Vec::new();
+    let announced = header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut collected = Vec::with_capacity(announced.min(limit));
     if !(is_head || status == 204 || status == 304) {
-        while let Some(chunk) = session.read_response_body().await.map_err(fail)? {
+        while let Some(chunk) = session.read_body_ref().await.map_err(fail)? {
             if collected.len() + chunk.len() > limit {
                 tracing::warn!(
                     limit,
@@ -248,11 +255,10 @@ async fn send(
                 );
                 return Err((false, Failure::Failed));
             }
-            collected.extend_from_slice(&chunk);
+            collected.extend_from_slice(chunk);
         }
     }
-    let reusable = session.response_done();
-    if reusable {
+    if session.is_body_done() {
         connector
             .release_http_session(session, peer, peer.options.idle_timeout)
             .await;

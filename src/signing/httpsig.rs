@@ -329,7 +329,8 @@ pub fn sign_response(
     value.push_str("sig1=:");
     base64::engine::general_purpose::STANDARD.encode_string(&signature, &mut value);
     value.push(':');
-    Ok((format!("sig1={params}"), value))
+    params.insert_str(0, "sig1=");
+    Ok((params, value))
 }
 
 /// base64 of a signature, for logs and the audit trail.

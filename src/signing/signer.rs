@@ -7,7 +7,12 @@ use super::httpsig::{sign_response, RequestBinding};
 use super::jws;
 use super::keys::SigningKey;
 use crate::policy::{ResponseFormat, ResponseSigningPolicy};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+static CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
+static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
+static SIGNATURE: HeaderName = HeaderName::from_static("signature");
+static X_JWS_SIGNATURE: HeaderName = HeaderName::from_static("x-jws-signature");
 
 pub struct ResponseSigner {
     active: SigningKey,
@@ -73,11 +78,12 @@ impl ResponseSigner {
         client_id: Option<&str>,
         now: u64,
     ) -> Result<(), String> {
-        let value = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
+        // Field values are moved in, not copied (the conversion still validates them).
+        let value = |text: String| HeaderValue::try_from(text).map_err(|e| e.to_string());
         match format {
             ResponseFormat::HttpSignature => {
                 if !body.is_empty() {
-                    headers.insert("content-digest", value(&content_digest(body))?);
+                    headers.insert(CONTENT_DIGEST.clone(), value(content_digest(body))?);
                 }
                 let view = MessageView {
                     method: None,
@@ -86,8 +92,8 @@ impl ResponseSigner {
                     headers,
                 };
                 let (input, signature) = sign_response(&self.active, &view, request, now)?;
-                headers.insert("signature-input", value(&input)?);
-                headers.insert("signature", value(&signature)?);
+                headers.insert(SIGNATURE_INPUT.clone(), value(input)?);
+                headers.insert(SIGNATURE.clone(), value(signature)?);
             }
             ResponseFormat::JwsDetached => {
                 let alg = jose_alg(&self.active, &self.alg);
@@ -99,7 +105,7 @@ impl ResponseSigner {
                     now,
                     body,
                 )?;
-                headers.insert("x-jws-signature", value(&jws)?);
+                headers.insert(X_JWS_SIGNATURE.clone(), value(jws)?);
             }
             ResponseFormat::Jwt => {
                 let alg = jose_alg(&self.active, &self.alg);

@@ -312,6 +312,64 @@ fn upstream_down_is_502_and_slow_upstream_is_504() {
     assert_eq!(response.json()["error"], "gateway_timeout");
 }
 
+/// A request body the upstream stops reading is bounded by the upstream write timeout: 504,
+/// never a hang. (Bodiless requests go without that timer; the read timeout bounds them, as
+/// the test above shows.)
+#[test]
+fn upstream_that_stops_reading_a_body_is_504() {
+    let dir = temp_dir();
+    let pki = Pki::new(dir.path());
+    // Accepts connections and never reads from them, until the test ends (20 s at most).
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = stalled.local_addr().unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < until && finished.try_recv().is_err() {
+            if let Ok((stream, _)) = stalled.accept() {
+                held.push(stream);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let route = r#"
+[[route]]
+id = "upload"
+methods = ["POST"]
+path = "/upload"
+upstream = "core"
+auth = "none"
+"#;
+    let gateway = Gateway::start(dir.path(), addr, route);
+    // Far more than the kernel's socket buffers hold on both sides.
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, vec![b'x'; 48 * 1024 * 1024]).unwrap();
+    let started = std::time::Instant::now();
+    let response = curl_tls(
+        &gateway,
+        &pki,
+        "/upload",
+        &[
+            "--http1.1",
+            "-H",
+            "Expect:",
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+    );
+    assert_eq!(response.status, 504, "{response:?}");
+    assert_eq!(response.json()["error"], "gateway_timeout");
+    assert!(response.header("x-fapi-interaction-id").is_some());
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    drop(gateway);
+    let _ = done.send(());
+    holder.join().unwrap();
+}
+
 #[test]
 fn metrics_count_traffic_by_route_and_status() {
     let env = Env::start();
