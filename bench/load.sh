@@ -24,6 +24,12 @@
 #   DPOP_PROOFS=200000   proofs signed before each measured dpop run (must outlast DURATION)
 #   RELOAD_DURATION=10s  the reload scenario's wrk run;  RELOAD_AT=3  seconds in, the reload
 #   SKIP_BUILD=1         use the binaries already in target/release
+#   COUNT=time           time: wrk throughput, latency and CPU time (the default)
+#                        instructions: the proxies run under valgrind's callgrind with its cache
+#                        simulation, and each target's work per request is counted (instructions,
+#                        L1 and last-level cache misses, estimated cycles). Deterministic: the
+#                        figures do not move with the neighbours' load. One round, scenarios
+#                        baseline and signed only; needs valgrind.
 #   KEEP_TMP=1           keep the temporary folder (configuration, keys, logs, wrk outputs)
 #
 # Needs: cargo, openssl, curl, wrk. Everything listens on 127.0.0.1 only, and every process
@@ -31,6 +37,8 @@
 set -euo pipefail
 
 SCENARIO=${1:-${SCENARIO:-baseline}}
+DURATION_SET=${DURATION:-}
+WARMUP_SET=${WARMUP:-}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
@@ -39,6 +47,7 @@ BENCH_THREADS=${BENCH_THREADS:-1}
 DPOP_PROOFS=${DPOP_PROOFS:-200000}
 RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_AT=${RELOAD_AT:-3}
+COUNT=${COUNT:-time}
 export BENCH_THREADS
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +61,26 @@ case $SCENARIO in
     *) die "unknown scenario \"$SCENARIO\" (baseline, dpop, signed, reload, all)" ;;
 esac
 want() { [[ $SCENARIO == all || $SCENARIO == "$1" ]]; }
+
+case $COUNT in
+    time) ;;
+    instructions)
+        case $SCENARIO in
+            baseline | signed) ;;
+            all) SCENARIO=baseline+signed ;;
+            *) die "COUNT=instructions counts the baseline and signed scenarios only" ;;
+        esac
+        want() { [[ $SCENARIO == *"$1"* ]]; }
+        for tool in valgrind callgrind_control; do
+            command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install valgrind)"
+        done
+        # Counts do not depend on the run's length or repetition: one short round.
+        ROUNDS=1
+        DURATION=${DURATION_SET:-5s}
+        WARMUP=${WARMUP_SET:-2s}
+        ;;
+    *) die "COUNT must be time or instructions" ;;
+esac
 
 for tool in openssl curl wrk; do
     command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
@@ -239,11 +268,19 @@ fi
 "$bin/examples/bench-upstream" "127.0.0.1:$up_port" >"$tmp/upstream.log" 2>&1 &
 up_pid=$!
 pids+=("$up_pid")
-"$bin/examples/baseline-proxy" "127.0.0.1:$base_port" "127.0.0.1:$up_port" >"$tmp/baseline.log" 2>&1 &
+# COUNT=instructions: the two proxies under callgrind, counting only while a target is measured.
+under() { # under NAME: the command prefix for a proxy
+    if [[ $COUNT == instructions ]]; then
+        echo "valgrind --tool=callgrind --cache-sim=yes --instr-atstart=no --callgrind-out-file=$tmp/cg-$1.out"
+    fi
+}
+# shellcheck disable=SC2046
+$(under baseline) "$bin/examples/baseline-proxy" "127.0.0.1:$base_port" "127.0.0.1:$up_port" >"$tmp/baseline.log" 2>&1 &
 base_pid=$!
 pids+=("$base_pid")
 pingora_pids+=("$base_pid")
-"$bin/fapigate" run --config "$tmp/fapigate.toml" >"$tmp/fapigate.log" 2>&1 &
+# shellcheck disable=SC2046
+$(under fapigate) "$bin/fapigate" run --config "$tmp/fapigate.toml" >"$tmp/fapigate.log" 2>&1 &
 gate_pid=$!
 pids+=("$gate_pid")
 pingora_pids+=("$gate_pid")
@@ -274,7 +311,9 @@ fi
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
 wait_for() {
     local name=$1 pid=$2 url=$3 i code
-    for i in $(seq 1 150); do
+    local tries=150
+    [[ $COUNT == time ]] || tries=1200 # a valgrind start takes a while
+    for i in $(seq 1 "$tries"); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "---- $name log ($tmp/$name.log)" >&2
             cat "$tmp/$name.log" >&2
@@ -346,7 +385,32 @@ fresh_proofs() { # fresh_proofs COUNT
 }
 
 rows=()
-declare -A rps p50 p99 cpu bad
+declare -A rps p50 p99 cpu bad events dumps
+# count_events PID KEY REQUESTS (COUNT=instructions): the counts callgrind gathered since the
+# last dump, per request: instructions, I1 misses, D1 misses, last-level misses, and the
+# estimated cycles KCachegrind uses (Ir + 10 x L1 misses + 100 x last-level misses).
+count_events() {
+    local pid=$1 key=$2 n=$3 proc=fapigate dump i
+    [[ $pid != "$base_pid" ]] || proc=baseline
+    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -d "$key" "$pid" >/dev/null
+    # Callgrind numbers its dumps 1, 2, ... per process; the last line it writes is "totals:".
+    dumps[$proc]=$(( ${dumps[$proc]:-0} + 1 ))
+    dump="$tmp/cg-$proc.out.${dumps[$proc]}"
+    for i in $(seq 1 300); do
+        grep -q '^totals:' "$dump" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q '^totals:' "$dump" 2>/dev/null || die "callgrind wrote no counts for $key ($dump)"
+    events[$key]=$(awk -v n="$n" '
+        /^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+        /^totals:/ { for (i = 2; i <= NF; i++) v[name[i]] = $i / n }
+        END {
+            l1 = v["I1mr"] + v["D1mr"] + v["D1mw"]; ll = v["ILmr"] + v["DLmr"] + v["DLmw"]
+            printf "%.0f %.0f %.0f %.1f %.0f", v["Ir"], v["I1mr"], v["D1mr"] + v["D1mw"], ll,
+                v["Ir"] + 10 * l1 + 100 * ll
+        }' "$dump")
+}
 run=0
 # measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
 measure() {
@@ -355,6 +419,7 @@ measure() {
     run=$((run + 1))
     echo "== run $run: $scenario: $name ($DURATION, GET $path)" >&2
     if [[ $lua != - ]]; then fresh_proofs "$DPOP_PROOFS"; fi
+    [[ $COUNT == time ]] || callgrind_control -i on "$pid" >/dev/null
     before=$(cpu_ticks "$pid")
     if [[ $lua == - ]]; then
         out=$(timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
@@ -375,6 +440,7 @@ measure() {
     se=$(sockerr_of "$out")
     [[ -n $reqs && -n $r && $reqs -gt 0 ]] || { echo "$out" >&2; die "could not parse wrk output"; }
     c=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    [[ $COUNT == time ]] || count_events "$pid" "$key" "$reqs"
 
     rps[$key]+="$r "
     p50[$key]+="$l50 "
@@ -446,6 +512,21 @@ ratio_row() { # ratio_row SCENARIO A B: A/B of every median
 | $(paired "${cpu[$s/$a]}" "${cpu[$s/$b]}") | |"
 }
 
+counts() { # counts SCENARIO A B (COUNT=instructions): per-request counts of A and B, and A/B
+    local s=$1 a=$2 b=$3 name ir i1 d1 ll est
+    say "| per request | instructions | I1 misses | D1 misses | LL misses | est. cycles |"
+    say "|---|---|---|---|---|---|"
+    for name in "$a" "$b"; do
+        read -r ir i1 d1 ll est <<<"${events[$s/$name]}"
+        say "| $name | $ir | $i1 | $d1 | $ll | $est |"
+    done
+    local -a x y
+    read -r -a x <<<"${events[$s/$a]}"
+    read -r -a y <<<"${events[$s/$b]}"
+    say "| $a/$b | $(ratio "${x[0]}" "${y[0]}") | $(ratio "${x[1]}" "${y[1]}") \
+| $(ratio "${x[2]}" "${y[2]}") | $(ratio "${x[3]}" "${y[3]}") | $(ratio "${x[4]}" "${y[4]}") |"
+}
+
 curl_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" || true; }
 
 # -------------------------------------------------------------------------------------- baseline
@@ -458,8 +539,12 @@ if want baseline; then
     say ""
     say "### baseline: GET /status, fapigate (auth none) vs Pingora proxy"
     say ""
-    medians baseline baseline fapigate
-    ratio_row baseline fapigate baseline
+    if [[ $COUNT == time ]]; then
+        medians baseline baseline fapigate
+        ratio_row baseline fapigate baseline
+    else
+        counts baseline fapigate baseline
+    fi
 fi
 
 # ------------------------------------------------------------------------------------------ dpop
@@ -522,12 +607,16 @@ if want signed; then
     say ""
     say "### signed: GET /signed (http-signature, ed25519, Content-Digest) vs GET /plain, both auth none"
     say ""
-    medians signed plain signed
-    ratio_row signed signed plain
-    signed_ratio=$(ratio "$(median "${rps[signed/signed]}")" "$(median "${rps[signed/plain]}")")
-    verdict=$(awk -v r="$signed_ratio" 'BEGIN { print (r + 0 >= 0.85) ? "PASS" : "FAIL" }')
-    say ""
-    say "signed/plain req/s = $signed_ratio (target >= 0.85: $verdict)"
+    if [[ $COUNT == time ]]; then
+        medians signed plain signed
+        ratio_row signed signed plain
+        signed_ratio=$(ratio "$(median "${rps[signed/signed]}")" "$(median "${rps[signed/plain]}")")
+        verdict=$(awk -v r="$signed_ratio" 'BEGIN { print (r + 0 >= 0.85) ? "PASS" : "FAIL" }')
+        say ""
+        say "signed/plain req/s = $signed_ratio (target >= 0.85: $verdict)"
+    else
+        counts signed signed plain
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------- reload
@@ -613,6 +702,7 @@ fi
 
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO"
+[[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
 echo "| run | scenario | target | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx | socket errors |"
 echo "|---|---|---|---|---|---|---|---|---|"

@@ -113,6 +113,12 @@ impl ProxyHttp for FapiProxy {
         })
     }
 
+    /// No downstream modules. Pingora's default adds its response compression module, switched
+    /// off but still run on every response; the gateway never compresses (a signature covers
+    /// the exact bytes sent, and compressing secrets invites BREACH-style attacks), so the
+    /// upstream's content coding passes through untouched either way.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let engine = self.gateway.engine();
         ctx.engine = Some(Arc::clone(&engine));
