@@ -23,6 +23,14 @@
 #   BENCH_THREADS=1      worker threads of both proxies
 #   DPOP_PROOFS=200000   proofs signed before each measured dpop run (must outlast DURATION)
 #   RELOAD_DURATION=10s  the reload scenario's wrk run;  RELOAD_AT=3  seconds in, the reload
+#   LOAD=together        baseline and signed scenarios: both targets of a round are loaded at
+#                        the same time, their proxies pinned to one CPU and wrk and the upstream
+#                        to the others, so that both meet the same neighbours and share that CPU
+#                        fairly: each round's ratio compares like with like (the default; the
+#                        signed scenario then runs a second fapigate for /plain).
+#                        alternate: one target after the other, unpinned. dpop and reload
+#                        always alternate. On a shared VM alternate pairs ranged 0.65 to 1.30,
+#                        together rounds within a few percent.
 #   SKIP_BUILD=1         use the binaries already in target/release
 #   COUNT=time           time: wrk throughput, latency and CPU time (the default)
 #                        instructions: the proxies run under valgrind's callgrind with its cache
@@ -48,6 +56,7 @@ DPOP_PROOFS=${DPOP_PROOFS:-200000}
 RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_AT=${RELOAD_AT:-3}
 COUNT=${COUNT:-time}
+LOAD=${LOAD:-together}
 export BENCH_THREADS
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,6 +90,27 @@ case $COUNT in
         ;;
     *) die "COUNT must be time or instructions" ;;
 esac
+case $LOAD in
+    together | alternate) ;;
+    *) die "LOAD must be together or alternate" ;;
+esac
+# Counting needs no shared CPU (and one callgrind at a time is slow enough).
+[[ $COUNT == time ]] || LOAD=alternate
+cpus=$(nproc)
+if [[ $LOAD == together ]] && (( cpus < 2 )); then
+    echo "load.sh: one CPU: LOAD=alternate" >&2
+    LOAD=alternate
+fi
+if [[ $LOAD == together ]]; then
+    command -v taskset >/dev/null || die "taskset is required for LOAD=together (Debian: util-linux)"
+    proxy_cpu=$(( cpus - 1 ))
+    load_cpus="0-$(( cpus - 2 ))"
+fi
+# pinned ROLE: the command prefix for a proxy (ROLE proxy) or a load process (ROLE load).
+pinned() {
+    [[ $LOAD == together ]] || return 0
+    if [[ $1 == proxy ]]; then echo "taskset -c $proxy_cpu"; else echo "taskset -c $load_cpus"; fi
+}
 
 for tool in openssl curl wrk; do
     command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
@@ -265,7 +295,8 @@ fi
 
 "$bin/fapigate" check --config "$tmp/fapigate.toml" >&2 || die "fapigate refused the bench configuration"
 
-"$bin/examples/bench-upstream" "127.0.0.1:$up_port" >"$tmp/upstream.log" 2>&1 &
+# shellcheck disable=SC2046
+$(pinned load) "$bin/examples/bench-upstream" "127.0.0.1:$up_port" >"$tmp/upstream.log" 2>&1 &
 up_pid=$!
 pids+=("$up_pid")
 # COUNT=instructions: the two proxies under callgrind, counting only while a target is measured.
@@ -275,15 +306,32 @@ under() { # under NAME: the command prefix for a proxy
     fi
 }
 # shellcheck disable=SC2046
-$(under baseline) "$bin/examples/baseline-proxy" "127.0.0.1:$base_port" "127.0.0.1:$up_port" >"$tmp/baseline.log" 2>&1 &
+$(pinned proxy) $(under baseline) "$bin/examples/baseline-proxy" "127.0.0.1:$base_port" "127.0.0.1:$up_port" >"$tmp/baseline.log" 2>&1 &
 base_pid=$!
 pids+=("$base_pid")
 pingora_pids+=("$base_pid")
 # shellcheck disable=SC2046
-$(under fapigate) "$bin/fapigate" run --config "$tmp/fapigate.toml" >"$tmp/fapigate.log" 2>&1 &
+$(pinned proxy) $(under fapigate) "$bin/fapigate" run --config "$tmp/fapigate.toml" >"$tmp/fapigate.log" 2>&1 &
 gate_pid=$!
 pids+=("$gate_pid")
 pingora_pids+=("$gate_pid")
+
+# signed, LOAD=together: a second fapigate, same configuration, serves /plain (one worker
+# thread serving both routes would share its turns between them, not its CPU).
+if want signed && [[ $LOAD == together ]]; then
+    plain_b_port=$(free_port)
+    admin_b_port=$(free_port)
+    tls_b_port=$(free_port)
+    sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$plain_b_port\"/" \
+        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$admin_b_port\"/" \
+        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls_b_port\"/" \
+        "$tmp/fapigate.toml" >"$tmp/fapigate-b.toml"
+    # shellcheck disable=SC2046
+    $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-b.toml" >"$tmp/fapigate-b.log" 2>&1 &
+    gate_b_pid=$!
+    pids+=("$gate_b_pid")
+    pingora_pids+=("$gate_b_pid")
+fi
 
 # dpop also runs against a second fapigate that keeps replay records in a real Redis.
 if want dpop; then
@@ -334,6 +382,9 @@ wait_for fapigate "$gate_pid" "$gate/status"
 if want dpop; then
     wait_for fapigate-redis "$gate2_pid" "http://127.0.0.1:$admin2_port/readyz"
 fi
+if [[ -n ${gate_b_pid:-} ]]; then
+    wait_for fapigate-b "$gate_b_pid" "http://127.0.0.1:$admin_b_port/readyz"
+fi
 
 clk_tck=$(getconf CLK_TCK)
 # utime + stime of the whole process, in clock ticks (fields 14 and 15; comm may hold spaces).
@@ -373,7 +424,13 @@ target() {
         dpop) echo "$gate_pid $plain_port /accounts $repo/bench/dpop.lua" ;;
         dpop-redis) echo "$gate2_pid $plain2_port /accounts $repo/bench/dpop.lua" ;;
         signed) echo "$gate_pid $plain_port /signed -" ;;
-        plain) echo "$gate_pid $plain_port /plain -" ;;
+        plain)
+            if [[ -n ${gate_b_pid:-} ]]; then
+                echo "$gate_b_pid $plain_b_port /plain -"
+            else
+                echo "$gate_pid $plain_port /plain -"
+            fi
+            ;;
         *) die "no target $1" ;;
     esac
 }
@@ -413,25 +470,72 @@ count_events() {
 }
 run=0
 # measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
+# wrk_run PORT PATH LUA: one recorded wrk run, its output on stdout.
+wrk_run() {
+    local port=$1 path=$2 lua=$3
+    if [[ $lua == - ]]; then
+        # shellcheck disable=SC2046
+        $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+            "http://127.0.0.1:$port$path"
+    else
+        # shellcheck disable=SC2046
+        $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+            -s "$lua" "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1
+    fi
+}
+
+# measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
 measure() {
-    local scenario=$1 name=$2 key="$1/$2" pid port path lua out before after reqs r l50 l99 n2 se c
+    local scenario=$1 name=$2 pid port path lua out before after
     read -r pid port path lua <<<"$(target "$name")"
     run=$((run + 1))
     echo "== run $run: $scenario: $name ($DURATION, GET $path)" >&2
     if [[ $lua != - ]]; then fresh_proofs "$DPOP_PROOFS"; fi
     [[ $COUNT == time ]] || callgrind_control -i on "$pid" >/dev/null
     before=$(cpu_ticks "$pid")
-    if [[ $lua == - ]]; then
-        out=$(timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-            "http://127.0.0.1:$port$path") || { echo "$out" >&2; die "wrk failed against $name"; }
-    else
-        out=$(timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" \
-            "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1) \
-            || { echo "$out" >&2; die "wrk failed against $name"; }
-    fi
+    out=$(wrk_run "$port" "$path" "$lua") || { echo "$out" >&2; die "wrk failed against $name"; }
     after=$(cpu_ticks "$pid")
-    echo "$out" >"$tmp/wrk-$run-${scenario}-$name.txt"
+    record "$scenario" "$name" "$pid" "$lua" "$out" $((after - before))
+}
 
+# measure_together SCENARIO A B (LOAD=together): A and B loaded at the same time, each by its
+# own wrk; their proxies share one CPU.
+measure_together() {
+    local scenario=$1 a=$2 b=$3 pid_a port_a path_a pid_b port_b path_b lua
+    local a0 b0 a1 b1 wrk_a wrk_b
+    read -r pid_a port_a path_a lua <<<"$(target "$a")"
+    read -r pid_b port_b path_b lua <<<"$(target "$b")"
+    echo "== runs $((run + 1)), $((run + 2)): $scenario: $a and $b together ($DURATION)" >&2
+    a0=$(cpu_ticks "$pid_a")
+    b0=$(cpu_ticks "$pid_b")
+    wrk_run "$port_a" "$path_a" - >"$tmp/together-a.txt" 2>&1 &
+    wrk_a=$!
+    wrk_run "$port_b" "$path_b" - >"$tmp/together-b.txt" 2>&1 &
+    wrk_b=$!
+    wait "$wrk_a" || { cat "$tmp/together-a.txt" >&2; die "wrk failed against $a"; }
+    wait "$wrk_b" || { cat "$tmp/together-b.txt" >&2; die "wrk failed against $b"; }
+    a1=$(cpu_ticks "$pid_a")
+    b1=$(cpu_ticks "$pid_b")
+    run=$((run + 1))
+    record "$scenario" "$a" "$pid_a" - "$(<"$tmp/together-a.txt")" $((a1 - a0))
+    run=$((run + 1))
+    record "$scenario" "$b" "$pid_b" - "$(<"$tmp/together-b.txt")" $((b1 - b0))
+}
+
+# measure_pair SCENARIO A B: one round of A and B, as LOAD says.
+measure_pair() {
+    if [[ $LOAD == together ]]; then
+        measure_together "$@"
+    else
+        measure "$1" "$2"
+        measure "$1" "$3"
+    fi
+}
+
+# record SCENARIO NAME PID LUA WRK_OUTPUT CPU_TICKS: the run's figures under "SCENARIO/NAME".
+record() {
+    local scenario=$1 name=$2 pid=$3 lua=$4 out=$5 ticks=$6 key="$1/$2" reqs r l50 l99 n2 se c
+    echo "$out" >"$tmp/wrk-$run-${scenario}-$name.txt"
     reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
     r=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     l50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -439,7 +543,7 @@ measure() {
     n2=$(non2xx_of "$out")
     se=$(sockerr_of "$out")
     [[ -n $reqs && -n $r && $reqs -gt 0 ]] || { echo "$out" >&2; die "could not parse wrk output"; }
-    c=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    c=$(awk -v t="$ticks" -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     [[ $COUNT == time ]] || count_events "$pid" "$key" "$reqs"
 
     rps[$key]+="$r "
@@ -467,11 +571,13 @@ warm() { # warm NAME...: unrecorded short runs
     echo "== warm-up ($WARMUP each: $*)" >&2
     for name in "$@"; do
         read -r pid port path lua <<<"$(target "$name")"
+        # shellcheck disable=SC2046
         if [[ $lua == - ]]; then
-            timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:$port$path" >/dev/null
+            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" \
+                "http://127.0.0.1:$port$path" >/dev/null
         else
             fresh_proofs 50000
-            timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -s "$lua" \
+            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -s "$lua" \
                 "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1 >/dev/null
         fi
     done
@@ -533,8 +639,7 @@ curl_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" || true
 if want baseline; then
     warm baseline fapigate
     for round in $(seq 1 "$ROUNDS"); do
-        measure baseline baseline
-        measure baseline fapigate
+        measure_pair baseline baseline fapigate
     done
     say ""
     say "### baseline: GET /status, fapigate (auth none) vs Pingora proxy"
@@ -601,8 +706,7 @@ if want signed; then
         || die "signed: /plain is signed too"
     warm plain signed
     for round in $(seq 1 "$ROUNDS"); do
-        measure signed plain
-        measure signed signed
+        measure_pair signed plain signed
     done
     say ""
     say "### signed: GET /signed (http-signature, ed25519, Content-Digest) vs GET /plain, both auth none"
@@ -701,7 +805,8 @@ EOF
 fi
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD"
+[[ $LOAD == alternate ]] || echo "(baseline and signed: the two targets of a round loaded together, proxies pinned to CPU $proxy_cpu)"
 [[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
 echo "| run | scenario | target | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx | socket errors |"
