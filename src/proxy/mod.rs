@@ -251,7 +251,7 @@ impl ProxyHttp for FapiProxy {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
@@ -265,13 +265,7 @@ impl ProxyHttp for FapiProxy {
             0 | 1 => 0,
             _ => self.gateway.next_upstream_slot(),
         };
-        let mut peer = peer_for(&route.upstream, slot)?;
-        // Only a request body can stall a write (Pingora does not read the answer while a body
-        // write is pending); a bodiless request's header fits the socket buffer at once, and
-        // the read timeout bounds the wait for the answer. A timer less per request.
-        if session.is_body_empty() {
-            peer.options.write_timeout = None;
-        }
+        let peer = peer_for(&route.upstream, slot)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }

@@ -1,8 +1,9 @@
 //! Signed routes. Pingora writes response headers as soon as the upstream's arrive, and a
 //! signature covers the whole body, so these routes do not use the proxy path: the gateway
 //! sends the request itself on a pooled connection, reads the whole response (bounded by
-//! `max_body`), signs it and answers. One retry on a stale pooled connection; 502 on upstream
-//! failure or an oversized body, 504 on timeout.
+//! `max_body`), signs it and answers. One retry on a stale pooled connection, for an idempotent
+//! request whose answer had not begun; 502 on upstream failure or an oversized body, 504 on
+//! timeout.
 
 use super::{headers, peer_for, stamp, RequestContext, DPOP_NONCE};
 use crate::enforce::Engine;
@@ -78,6 +79,9 @@ pub async fn exchange(
     let started = Instant::now();
     let peer = peer_for(&route.upstream, slot).map_err(|_| Rejection::UpstreamFailed)?;
     let limit = signer.max_body as usize;
+    // RFC 9110 §9.2.2: only an idempotent request is sent again, and only when a pooled
+    // connection failed before any of the answer arrived (a payment is never made twice).
+    let idempotent = session.req_header().method.is_idempotent();
     let mut answer = None;
     for attempt in 0..2 {
         let request = build(session);
@@ -86,8 +90,9 @@ pub async fn exchange(
                 answer = Some(upstream);
                 break;
             }
-            // A pooled connection the upstream had closed: one retry on a fresh one.
-            Err((reused, Failure::Failed)) if reused && attempt == 0 => continue,
+            Err((retryable, Failure::Failed)) if retryable && idempotent && attempt == 0 => {
+                continue
+            }
             Err((_, failure)) => return Err(failure.rejection()),
         }
     }
@@ -207,7 +212,8 @@ fn text<'a>(name: &str, map: &'a HeaderMap) -> Option<&'a str> {
     map.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// One attempt: (was the connection reused, what failed) on error.
+/// One attempt: (may it be retried, what failed) on error. Pingora marks as retryable on a
+/// reused connection only a failure before any byte of the response header was read.
 async fn send(
     connector: &Connector,
     peer: &pingora::upstreams::peer::HttpPeer,
@@ -224,7 +230,10 @@ async fn send(
             .await
             .map_err(|e| (false, classify(&e)))?,
     };
-    let fail = |e: Box<pingora::Error>| (reused, classify(&e));
+    let fail = |mut e: Box<pingora::Error>| {
+        e.retry.decide_reuse(reused);
+        (e.retry(), classify(&e))
+    };
     session.read_timeout = peer.options.read_timeout;
     session.write_timeout = peer.options.write_timeout;
     session
@@ -236,17 +245,18 @@ async fn send(
     }
     session.finish_body().await.map_err(fail)?;
     session.read_response().await.map_err(fail)?;
-    let header = session.resp_header().ok_or((reused, Failure::Failed))?;
+    let header = session.resp_header().ok_or((false, Failure::Failed))?;
     let status = header.status.as_u16();
     let headers = header.headers.clone();
-    let announced = header
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut collected = Vec::with_capacity(announced.min(limit));
+    let mut collected = Vec::new();
     if !(is_head || status == 204 || status == 304) {
+        let announced = header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        collected.reserve(announced.min(limit));
         while let Some(chunk) = session.read_body_ref().await.map_err(fail)? {
             if collected.len() + chunk.len() > limit {
                 tracing::warn!(

@@ -313,8 +313,7 @@ fn upstream_down_is_502_and_slow_upstream_is_504() {
 }
 
 /// A request body the upstream stops reading is bounded by the upstream write timeout: 504,
-/// never a hang. (Bodiless requests go without that timer; the read timeout bounds them, as
-/// the test above shows.)
+/// never a hang (Pingora reads no answer while a body write is pending).
 #[test]
 fn upstream_that_stops_reading_a_body_is_504() {
     let dir = temp_dir();

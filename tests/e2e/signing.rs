@@ -577,3 +577,112 @@ fn rfc9728_protected_resource_metadata_and_resource_metadata_in_every_challenge(
         .unwrap()
         .ends_with(&format!(", resource_metadata=\"{url}\"")));
 }
+
+/// An upstream that answers the first request of each connection in full (keep-alive) and the
+/// second with a header and half the announced body, then closes. Counts the POSTs it read.
+fn half_answering_upstream(
+    posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < until && stopped.try_recv().is_err() {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            };
+            let posts = posts.clone();
+            std::thread::spawn(move || {
+                stream.set_nonblocking(false).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                for served in 0.. {
+                    let mut head = String::new();
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(value) =
+                            line.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    if head.starts_with("POST ") {
+                        posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let answer: &[u8] = if served == 0 {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"paid\":"
+                    };
+                    writer.write_all(answer).unwrap();
+                    if served > 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, stop)
+}
+
+/// A payment is never made twice (RFC 9110 §9.2.2): a signed POST whose pooled upstream
+/// connection fails after the answer began gets 502 and is not sent again; the GET before it
+/// on the same connection is answered and signed.
+#[test]
+fn a_signed_post_is_not_sent_twice_when_the_upstream_fails_mid_answer() {
+    let dir = temp_dir();
+    let pki = Pki::new(dir.path());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    write_private(&dir.path().join("rs.pem"), &key.serialize_pem());
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (upstream, stop) = half_answering_upstream(posts.clone());
+    let routes = r#"
+[response_signing]
+format = "http-signature"
+key = "rs.pem"
+key_id = "rs-test"
+alg = "ed25519"
+
+[[route]]
+id = "pay"
+methods = ["GET", "POST"]
+path = "/pay"
+upstream = "core"
+auth = "none"
+sign_response = true
+"#;
+    let gateway = Gateway::start(dir.path(), upstream, routes);
+    let first = curl_tls(&gateway, &pki, "/pay", &[]);
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.header("signature").is_some(), "{first:?}");
+    let paid = curl_tls(
+        &gateway,
+        &pki,
+        "/pay",
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"amount":"100.00"}"#,
+        ],
+    );
+    assert_eq!(paid.status, 502, "{paid:?}");
+    assert_eq!(paid.json()["error"], "bad_gateway");
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(gateway);
+    let _ = stop.send(());
+}
