@@ -6,11 +6,12 @@
 #
 # Scenarios:
 #   baseline  fapigate's public route (auth = "none", GET /status) against a minimal Pingora
-#             proxy, alternately (the default)
+#             proxy, together or alternately (LOAD below; the default scenario)
 #   dpop      GET /accounts with a DPoP-bound JWT access token and a fresh DPoP proof on every
 #             request (pre-signed by bench/gen_dpop.rs, sent by bench/dpop.lua), against
 #             fapigate's GET /status and the Pingora proxy, alternately
-#   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, alternately
+#   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, together or
+#             alternately (LOAD below)
 #   reload    one wrk run on GET /status; meanwhile a route is appended to the configuration
 #             and fapigate gets SIGHUP. PASS: no socket error, no non-2xx, the new route answers
 #   all       the four, in that order, with one set of servers
@@ -96,15 +97,21 @@ case $LOAD in
 esac
 # Counting needs no shared CPU (and one callgrind at a time is slow enough).
 [[ $COUNT == time ]] || LOAD=alternate
-cpus=$(nproc)
-if [[ $LOAD == together ]] && (( cpus < 2 )); then
+# The CPUs this script may use (a container may allow, say, 2-3 only), one per line.
+allowed_cpus=$(awk '/^Cpus_allowed_list:/ {
+    n = split($2, parts, ",")
+    for (i = 1; i <= n; i++) {
+        if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) print c } else print r[1]
+    } }' /proc/self/status 2>/dev/null || true)
+[[ -n $allowed_cpus ]] || allowed_cpus=$(seq 0 $(( $(nproc) - 1 )))
+if [[ $LOAD == together ]] && (( $(wc -l <<<"$allowed_cpus") < 2 )); then
     echo "load.sh: one CPU: LOAD=alternate" >&2
     LOAD=alternate
 fi
 if [[ $LOAD == together ]]; then
     command -v taskset >/dev/null || die "taskset is required for LOAD=together (Debian: util-linux)"
-    proxy_cpu=$(( cpus - 1 ))
-    load_cpus="0-$(( cpus - 2 ))"
+    proxy_cpu=$(tail -n 1 <<<"$allowed_cpus")
+    load_cpus=$(head -n -1 <<<"$allowed_cpus" | paste -sd, -)
 fi
 # pinned ROLE: the command prefix for a proxy (ROLE proxy) or a load process (ROLE load).
 pinned() {
@@ -337,7 +344,8 @@ fi
 if want dpop; then
     command -v redis-server >/dev/null || die "redis-server is needed for the dpop scenario"
     redis_port=$(free_port)
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    # shellcheck disable=SC2046
+    $(pinned load) redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         >"$tmp/redis.log" 2>&1 &
     redis_pid=$!
     pids+=("$redis_pid")
@@ -350,7 +358,8 @@ if want dpop; then
         "$tmp/fapigate.toml" >"$tmp/fapigate-redis.toml"
     printf '\n[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$redis_port" \
         >>"$tmp/fapigate-redis.toml"
-    "$bin/fapigate" run --config "$tmp/fapigate-redis.toml" >"$tmp/fapigate-redis.log" 2>&1 &
+    # shellcheck disable=SC2046
+    $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-redis.toml" >"$tmp/fapigate-redis.log" 2>&1 &
     gate2_pid=$!
     pids+=("$gate2_pid")
     pingora_pids+=("$gate2_pid")
@@ -373,7 +382,7 @@ wait_for() {
     done
     echo "---- $name log ($tmp/$name.log)" >&2
     cat "$tmp/$name.log" >&2
-    die "$name not ready after 15 s ($url last answered ${code:-nothing})"
+    die "$name not ready after $(( tries / 10 )) s ($url last answered ${code:-nothing})"
 }
 wait_for upstream "$up_pid" "http://127.0.0.1:$up_port/status"
 wait_for baseline "$base_pid" "http://127.0.0.1:$base_port/status"
@@ -502,20 +511,33 @@ measure() {
 # own wrk; their proxies share one CPU.
 measure_together() {
     local scenario=$1 a=$2 b=$3 pid_a port_a path_a pid_b port_b path_b lua
-    local a0 b0 a1 b1 wrk_a wrk_b
+    local a0 b0 a1 b1 wrk_a wrk_b t0 t1 busy
     read -r pid_a port_a path_a lua <<<"$(target "$a")"
     read -r pid_b port_b path_b lua <<<"$(target "$b")"
     echo "== runs $((run + 1)), $((run + 2)): $scenario: $a and $b together ($DURATION)" >&2
     a0=$(cpu_ticks "$pid_a")
     b0=$(cpu_ticks "$pid_b")
-    wrk_run "$port_a" "$path_a" - >"$tmp/together-a.txt" 2>&1 &
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2046
+    $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "http://127.0.0.1:$port_a$path_a" >"$tmp/together-a.txt" 2>&1 &
     wrk_a=$!
-    wrk_run "$port_b" "$path_b" - >"$tmp/together-b.txt" 2>&1 &
+    # shellcheck disable=SC2046
+    $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "http://127.0.0.1:$port_b$path_b" >"$tmp/together-b.txt" 2>&1 &
     wrk_b=$!
+    pids+=("$wrk_a" "$wrk_b")
     wait "$wrk_a" || { cat "$tmp/together-a.txt" >&2; die "wrk failed against $a"; }
     wait "$wrk_b" || { cat "$tmp/together-b.txt" >&2; die "wrk failed against $b"; }
     a1=$(cpu_ticks "$pid_a")
     b1=$(cpu_ticks "$pid_b")
+    t1=$(date +%s.%N)
+    # The ratio is one of costs only while the proxies' CPU is the bottleneck.
+    busy=$(awk -v t=$(( a1 - a0 + b1 - b0 )) -v hz="$clk_tck" -v s="$t0" -v e="$t1" \
+        'BEGIN { printf "%.0f", 100 * t / hz / (e - s) }')
+    if (( busy < 90 )); then
+        echo "load.sh: warning: the proxies used only $busy % of CPU $proxy_cpu: the load side may be the bottleneck, and the ratio is not one of costs" >&2
+    fi
     run=$((run + 1))
     record "$scenario" "$a" "$pid_a" - "$(<"$tmp/together-a.txt")" $((a1 - a0))
     run=$((run + 1))
@@ -745,7 +767,8 @@ if want reload; then
     rwatch=$(( $(seconds "$RELOAD_DURATION") + 30 ))
     echo "== run $run: reload: GET /status ($RELOAD_DURATION), SIGHUP at ${RELOAD_AT}s" >&2
     cpu0=$(cpu_ticks "$gate_pid")
-    timeout "$rwatch" wrk -t1 -c"$CONNECTIONS" -d"$RELOAD_DURATION" --latency "$gate/status" \
+    # shellcheck disable=SC2046
+    $(pinned load) timeout "$rwatch" wrk -t1 -c"$CONNECTIONS" -d"$RELOAD_DURATION" --latency "$gate/status" \
         >"$tmp/wrk-$run-reload.txt" 2>&1 &
     wrk_pid=$!
     pids+=("$wrk_pid")
