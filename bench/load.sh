@@ -323,16 +323,25 @@ gate_pid=$!
 pids+=("$gate_pid")
 pingora_pids+=("$gate_pid")
 
+# gateway_copy NAME: fapigate.toml with fresh listener ports, as $tmp/NAME.toml; its plain and
+# admin ports in copy_plain_port and copy_admin_port.
+gateway_copy() {
+    local tls
+    copy_plain_port=$(free_port)
+    copy_admin_port=$(free_port)
+    tls=$(free_port)
+    sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$copy_plain_port\"/" \
+        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$copy_admin_port\"/" \
+        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls\"/" \
+        "$tmp/fapigate.toml" >"$tmp/$1.toml"
+}
+
 # signed, LOAD=together: a second fapigate, same configuration, serves /plain (one worker
 # thread serving both routes would share its turns between them, not its CPU).
 if want signed && [[ $LOAD == together ]]; then
-    plain_b_port=$(free_port)
-    admin_b_port=$(free_port)
-    tls_b_port=$(free_port)
-    sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$plain_b_port\"/" \
-        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$admin_b_port\"/" \
-        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls_b_port\"/" \
-        "$tmp/fapigate.toml" >"$tmp/fapigate-b.toml"
+    gateway_copy fapigate-b
+    plain_b_port=$copy_plain_port
+    admin_b_port=$copy_admin_port
     # shellcheck disable=SC2046
     $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-b.toml" >"$tmp/fapigate-b.log" 2>&1 &
     gate_b_pid=$!
@@ -349,13 +358,9 @@ if want dpop; then
         >"$tmp/redis.log" 2>&1 &
     redis_pid=$!
     pids+=("$redis_pid")
-    plain2_port=$(free_port)
-    admin2_port=$(free_port)
-    tls2_port=$(free_port)
-    sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$plain2_port\"/" \
-        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$admin2_port\"/" \
-        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls2_port\"/" \
-        "$tmp/fapigate.toml" >"$tmp/fapigate-redis.toml"
+    gateway_copy fapigate-redis
+    plain2_port=$copy_plain_port
+    admin2_port=$copy_admin_port
     printf '\n[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$redis_port" \
         >>"$tmp/fapigate-redis.toml"
     # shellcheck disable=SC2046
@@ -479,16 +484,17 @@ count_events() {
 }
 run=0
 # measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
-# wrk_run PORT PATH LUA: one recorded wrk run, its output on stdout.
+# wrk_run PORT PATH LUA: one recorded wrk run, its output on stdout. Run in a subshell (the
+# caller's $(...) or &), which it replaces, so that a background run's $! is wrk's timeout.
 wrk_run() {
     local port=$1 path=$2 lua=$3
     if [[ $lua == - ]]; then
         # shellcheck disable=SC2046
-        $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
             "http://127.0.0.1:$port$path"
     else
         # shellcheck disable=SC2046
-        $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
             -s "$lua" "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1
     fi
 }
@@ -518,13 +524,9 @@ measure_together() {
     a0=$(cpu_ticks "$pid_a")
     b0=$(cpu_ticks "$pid_b")
     t0=$(date +%s.%N)
-    # shellcheck disable=SC2046
-    $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-        "http://127.0.0.1:$port_a$path_a" >"$tmp/together-a.txt" 2>&1 &
+    wrk_run "$port_a" "$path_a" - >"$tmp/together-a.txt" 2>&1 &
     wrk_a=$!
-    # shellcheck disable=SC2046
-    $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-        "http://127.0.0.1:$port_b$path_b" >"$tmp/together-b.txt" 2>&1 &
+    wrk_run "$port_b" "$path_b" - >"$tmp/together-b.txt" 2>&1 &
     wrk_b=$!
     pids+=("$wrk_a" "$wrk_b")
     wait "$wrk_a" || { cat "$tmp/together-a.txt" >&2; die "wrk failed against $a"; }

@@ -206,9 +206,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_where(headers, |name| is_hop_header(name.as_str()));
 }
 
-/// Removes every header whose name matches; one look at each name, as most requests carry
+/// Removes every header whose name matches; one look at each name, as most messages carry
 /// none of them.
-fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
+pub(super) fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
     if headers.keys().any(&matches) {
         let doomed: Vec<HeaderName> = headers.keys().filter(|n| matches(n)).cloned().collect();
         for name in &doomed {
@@ -309,18 +309,12 @@ pub fn prepare_response(headers: &mut HeaderMap, status: http::StatusCode) {
     if status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let hop = |name: &HeaderName| {
+    remove_where(headers, |name| {
         matches!(
             name.as_str(),
             "keep-alive" | "proxy-connection" | "upgrade" | "proxy-authenticate"
         )
-    };
-    if headers.keys().any(hop) {
-        let doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
-        for name in &doomed {
-            headers.remove(name);
-        }
-    }
+    });
 }
 
 #[cfg(test)]

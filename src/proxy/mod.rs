@@ -284,16 +284,7 @@ impl ProxyHttp for FapiProxy {
         let status = response.status;
         headers::edit_response(response, |headers| {
             headers::prepare_response(headers, status);
-            if let Some(nonce) = &ctx.dpop_nonce {
-                // RFC 9449 §8.2: a rotated nonce on success, and such a response is not cached.
-                let nonce = HeaderValue::from_str(nonce)
-                    .or_err(ErrorType::InternalError, "dpop nonce header")?;
-                headers.insert(DPOP_NONCE.clone(), nonce);
-                headers.insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
-                );
-            }
+            add_dpop_nonce(headers, ctx)?;
             stamp(headers, ctx);
             Ok(())
         })
@@ -433,7 +424,21 @@ fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
     Ok(peer)
 }
 
-pub(crate) static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
+/// RFC 9449 §8.2: the rotated nonce of an admitted DPoP request, on a response not cached.
+fn add_dpop_nonce(headers: &mut HeaderMap, ctx: &RequestContext) -> Result<()> {
+    if let Some(nonce) = &ctx.dpop_nonce {
+        let nonce =
+            HeaderValue::from_str(nonce).or_err(ErrorType::InternalError, "dpop nonce header")?;
+        headers.insert(DPOP_NONCE.clone(), nonce);
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(())
+}
 
 /// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
 fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {

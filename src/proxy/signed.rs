@@ -5,7 +5,7 @@
 //! request whose answer had not begun; 502 on upstream failure or an oversized body, 504 on
 //! timeout.
 
-use super::{headers, peer_for, stamp, RequestContext, DPOP_NONCE};
+use super::{add_dpop_nonce, headers, peer_for, stamp, RequestContext};
 use crate::enforce::Engine;
 use crate::policy::routes::Route;
 use crate::reject::Rejection;
@@ -13,7 +13,7 @@ use crate::signing::audit::Record;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::RequestBinding;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -105,18 +105,11 @@ pub async fn exchange(
     let status = http::StatusCode::from_u16(status).map_err(|_| Rejection::UpstreamFailed)?;
 
     // The upstream's headers less hop-by-hop ones, its framing and any signature of its own.
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            headers::is_hop_header(name.as_str())
-                || *name == http::header::CONTENT_LENGTH
-                || name.as_str().starts_with("signature")
-        })
-        .cloned()
-        .collect();
-    for name in &dropped {
-        headers.remove(name);
-    }
+    headers::remove_where(&mut headers, |name| {
+        headers::is_hop_header(name.as_str())
+            || *name == http::header::CONTENT_LENGTH
+            || name.as_str().starts_with("signature")
+    });
     stamp(&mut headers, ctx);
     let format = route.response_format.unwrap_or(signer.default_format);
     let request_header = session.req_header();
@@ -173,19 +166,12 @@ pub async fn exchange(
             tracing::error!(%error, "audit record could not be written");
         }
     }
-    let no_body = is_head || status == 204 || status == 304;
+    let no_body = bodiless(is_head, status.as_u16());
     if !no_body {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    if let Some(nonce) = &ctx.dpop_nonce {
-        if let Ok(nonce) = HeaderValue::from_str(nonce) {
-            headers.insert(DPOP_NONCE.clone(), nonce);
-            headers.insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            );
-        }
-    }
+    // A nonce the gateway minted is always a valid value; if not, the answer goes without.
+    let _ = add_dpop_nonce(&mut headers, ctx);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.headers = headers;
@@ -206,6 +192,11 @@ pub async fn exchange(
         tracing::debug!(%error, "client went away during a signed response");
     }
     Ok(())
+}
+
+/// An answer that has no body whatever its framing says (RFC 9110 §6.4.1).
+fn bodiless(is_head: bool, status: u16) -> bool {
+    is_head || status == 204 || status == 304
 }
 
 fn text<'a>(name: &str, map: &'a HeaderMap) -> Option<&'a str> {
@@ -249,7 +240,7 @@ async fn send(
     let status = header.status.as_u16();
     let headers = header.headers.clone();
     let mut collected = Vec::new();
-    if !(is_head || status == 204 || status == 304) {
+    if !bodiless(is_head, status) {
         let announced = header
             .headers
             .get(http::header::CONTENT_LENGTH)
