@@ -102,7 +102,7 @@ fn run() -> Result<(), String> {
         .name("fapigate".into())
         .spawn(move || {
             // Returns only on a startup error; Ctrl-C makes Pingora exit the process.
-            if let Err(error) = fapigate::server::run(policy, gateway_config) {
+            if let Err(error) = fapigate::server::run(policy, gateway_config, None) {
                 eprintln!("quickstart: the gateway did not start: {error}");
                 std::process::exit(1);
             }

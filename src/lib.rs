@@ -20,6 +20,7 @@ pub mod reject;
 pub mod request;
 pub mod server;
 pub mod signing;
+pub mod sockets;
 pub mod state;
 pub mod telemetry;
 pub mod token;

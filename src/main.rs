@@ -17,6 +17,10 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Once every listener answers, write the bound addresses here as JSON (written whole,
+        /// by rename): `{"listener": "127.0.0.1:8443", "plain": null, "admin": "...", "pid": N}`.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Check a configuration file and summarise it; exit 1 listing every error.
     Check {
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, ready_file } => {
             let policy = match fapigate::config::load(&config) {
                 Ok(policy) => policy,
                 Err(errors) => {
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
                 }
             };
             fapigate::telemetry::init_logging(policy.log.json, &policy.log.level);
-            match fapigate::server::run(policy, config) {
+            match fapigate::server::run(policy, config, ready_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("fapigate: {error}");

@@ -7,30 +7,41 @@ use crate::enforce::Engine;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{tls, FapiProxy};
+use crate::sockets::Sockets;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{ListenFds, RuntimeOpts, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts the gateway; returns only on a startup error (Pingora exits the process itself).
-pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
+/// Once every listener answers, the bound addresses are logged and, with `ready_file`, written
+/// there as JSON (a configured port 0 is reported as the port the kernel chose).
+pub fn run(
+    policy: Policy,
+    config_path: PathBuf,
+    ready_file: Option<PathBuf>,
+) -> Result<(), String> {
     let metrics = Arc::new(crate::telemetry::Metrics::new().map_err(|e| e.to_string())?);
     let has_tls = policy.listener.tls.is_some();
     let tls_settings = match &policy.listener.tls {
         Some(tls_policy) => Some(tls::listener_settings(tls_policy)?),
         None => None,
     };
-    let mut addrs = vec![policy.listener.addr, policy.admin_addr];
-    addrs.extend(policy.listener.plain_addr);
-    for addr in &addrs {
-        // Binding once here turns "address in use" into a clear error before anything starts.
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    }
+    let mut wanted = vec![policy.listener.addr, policy.admin_addr];
+    wanted.extend(policy.listener.plain_addr);
+    let sockets = Sockets::bind(&wanted)?;
+    let bound = Bound {
+        listener: sockets.bound()[0],
+        admin: sockets.bound()[1],
+        plain: sockets.bound().get(2).copied(),
+    };
+    let fds = sockets.into_listen_fds();
 
     let conf = ServerConf {
         threads: policy.server.threads,
@@ -41,11 +52,6 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let listener = (
-        policy.listener.addr,
-        policy.listener.plain_addr,
-        policy.admin_addr,
-    );
     let local = crate::binding::LocalState::new(&policy)?;
     let engine = Engine::new(policy, metrics.clone(), &local)?;
     let gateway = Arc::new(Gateway::new(engine, local, config_path, metrics));
@@ -56,39 +62,123 @@ pub fn run(policy: Policy, config_path: PathBuf) -> Result<(), String> {
         "fapigate",
     );
     match tls_settings {
-        Some(settings) => proxy.add_tls_with_settings(&listener.0.to_string(), None, settings),
-        None => proxy.add_tcp(&listener.0.to_string()),
+        Some(settings) => proxy.add_tls_with_settings(&bound.listener.to_string(), None, settings),
+        None => proxy.add_tcp(&bound.listener.to_string()),
     }
-    if let Some(plain) = listener.1 {
+    if let Some(plain) = bound.plain {
         proxy.add_tcp(&plain.to_string());
     }
     let mut admin = Service::new("fapigate admin".to_string(), AdminApp::new(gateway.clone()));
-    admin.add_tcp(&listener.2.to_string());
+    admin.add_tcp(&bound.admin.to_string());
 
-    let probe: Vec<SocketAddr> = [Some(listener.0), listener.1, Some(listener.2)]
-        .into_iter()
-        .flatten()
-        .map(loopback_for)
-        .collect();
     let lifecycle = background_service(
         "fapigate lifecycle",
         Lifecycle {
             gateway: gateway.clone(),
-            probe,
+            bound,
             tls: has_tls,
+            ready_file,
         },
     );
 
-    server.add_service(proxy);
-    server.add_service(admin);
+    server.add_service(OnSockets::new(proxy, fds.clone()));
+    server.add_service(OnSockets::new(admin, fds));
     server.add_service(lifecycle);
     tracing::info!(
-        listener = %listener.0,
-        admin = %listener.2,
+        listener = %bound.listener,
+        admin = %bound.admin,
         routes = gateway.engine().policy.routes.len(),
         "fapigate starting"
     );
     server.run_forever()
+}
+
+/// The addresses the listeners are bound to.
+#[derive(Clone, Copy)]
+struct Bound {
+    listener: SocketAddr,
+    admin: SocketAddr,
+    plain: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// The listener first (TLS when configured), then the plain listener and the admin one.
+    fn probes(&self) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
+        [
+            (Some(self.listener), true),
+            (self.plain, false),
+            (Some(self.admin), false),
+        ]
+        .into_iter()
+        .filter_map(|(addr, first)| addr.map(|a| (loopback_for(a), first)))
+    }
+
+    fn json(&self) -> String {
+        serde_json::json!({
+            "listener": self.listener.to_string(),
+            "plain": self.plain.map(|a| a.to_string()),
+            "admin": self.admin.to_string(),
+            "pid": std::process::id(),
+        })
+        .to_string()
+    }
+}
+
+/// A Pingora listening service that takes its sockets from the table [`Sockets`] filled,
+/// instead of binding them itself.
+struct OnSockets<S> {
+    service: S,
+    fds: ListenFds,
+}
+
+impl<S> OnSockets<S> {
+    fn new(service: S, fds: ListenFds) -> Self {
+        OnSockets { service, fds }
+    }
+}
+
+#[async_trait]
+impl<S: ServiceWithDependents> ServiceWithDependents for OnSockets<S> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        self.service
+            .start_service(
+                Some(self.fds.clone()),
+                shutdown,
+                listeners_per_fd,
+                ready_notifier,
+            )
+            .await
+    }
+
+    fn name(&self) -> &str {
+        self.service.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.service.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.service.runtime_opts_override(global)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.service.listen_addresses()
+    }
+}
+
+/// Writes `text` to `path` whole: a reader sees the file complete or not at all.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
 }
 
 /// A wildcard listen address is probed on loopback.
@@ -106,9 +196,9 @@ fn loopback_for(addr: SocketAddr) -> SocketAddr {
 
 struct Lifecycle {
     gateway: Arc<Gateway>,
-    /// The listener first, then the plain listener and the admin listener.
-    probe: Vec<SocketAddr>,
+    bound: Bound,
     tls: bool,
+    ready_file: Option<PathBuf>,
 }
 
 /// Whether `addr` accepts a connection (and, for `tls`, completes a handshake).
@@ -152,9 +242,8 @@ impl BackgroundService for Lifecycle {
         };
         // Ready once every listener accepts connections (the TLS one: completes a handshake,
         // so the probe is not an aborted connection in the logs).
-        for (index, addr) in self.probe.iter().enumerate() {
-            let tls = index == 0 && self.tls;
-            while !probe(*addr, tls).await {
+        for (addr, first) in self.bound.probes() {
+            while !probe(addr, first && self.tls).await {
                 if *shutdown.borrow() {
                     return;
                 }
@@ -162,7 +251,17 @@ impl BackgroundService for Lifecycle {
             }
         }
         self.gateway.set_ready(true);
-        tracing::info!("fapigate ready");
+        if let Some(path) = &self.ready_file {
+            if let Err(e) = write_atomically(path, &self.bound.json()) {
+                tracing::error!(file = %path.display(), error = %e, "cannot write the ready file");
+            }
+        }
+        tracing::info!(
+            listener = %self.bound.listener,
+            plain = self.bound.plain.map(|a| a.to_string()),
+            admin = %self.bound.admin,
+            "fapigate ready"
+        );
         let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {

@@ -222,17 +222,21 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                     String::new()
                 }
             };
-            for (key, value) in std::iter::once(("state.redis_url".to_string(), &url))
-                .filter(|(_, u)| !u.is_empty())
-                .chain(
-                    cluster_nodes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| (format!("state.redis_cluster_nodes[{i}]"), n)),
-                )
-            {
-                if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
-                    errors.add(key, "must start with redis:// or rediss://");
+            // A node may also be a local socket (a Redis beside the gateway); cluster nodes
+            // announce each other by TCP address, so they are TCP only.
+            const NODE_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+            if !url.is_empty() && !NODE_SCHEMES.iter().any(|s| url.starts_with(s)) {
+                errors.add(
+                    "state.redis_url",
+                    "must start with redis://, rediss://, redis+unix:// or unix://",
+                );
+            }
+            for (i, node) in cluster_nodes.iter().enumerate() {
+                if !NODE_SCHEMES[..2].iter().any(|s| node.starts_with(s)) {
+                    errors.add(
+                        format!("state.redis_cluster_nodes[{i}]"),
+                        "must start with redis:// or rediss://",
+                    );
                 }
             }
             StateBackend::Redis {

@@ -48,6 +48,10 @@ try {
 const HOST = '127.0.0.1';
 const port = cfg.port;
 if (!Number.isInteger(port) || port < 0 || port > 65535) die('config.port must be an integer 0..65535');
+// A listening socket handed over by the process that started this one (it keeps the port
+// bound for the whole test, so no other process can take it between a check and a bind).
+const listenFd = cfg.listen_fd;
+if (listenFd !== undefined && (!Number.isInteger(listenFd) || listenFd < 3)) die('config.listen_fd must be an integer >= 3');
 
 const tlsCfg = cfg.tls ?? null;
 let tlsOptions;
@@ -623,17 +627,19 @@ function onRequest(req, res) {
 const server = tlsOptions ? https.createServer(tlsOptions, onRequest) : http.createServer(onRequest);
 
 server.on('error', (err) => die(`listen failed: ${err.message}`));
-server.listen(port, HOST, () => {
+const onListening = () => {
   const actualPort = server.address().port;
   const base = `${scheme}://${HOST}:${actualPort}`;
   try {
-    provider = buildProvider(port === 0 ? base : issuer);
+    provider = buildProvider(port === 0 || listenFd !== undefined ? base : issuer);
     providerCallback = provider.callback();
   } catch (err) {
     die(`provider configuration error: ${err.stack ?? err}`);
   }
   process.stdout.write(`READY ${provider.issuer}\n`);
-});
+};
+if (listenFd !== undefined) server.listen({ fd: listenFd }, onListening);
+else server.listen(port, HOST, onListening);
 
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.on(sig, () => {

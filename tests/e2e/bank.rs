@@ -180,7 +180,8 @@ impl Bank {
         let dir = temp_dir();
         let pki = Pki::new(dir.path());
         let upstream = Upstream::start();
-        let (as_port, port) = (free_port(), free_port());
+        let (as_socket, socket) = (Reserved::new(), Reserved::new());
+        let (as_port, port) = (as_socket.port(), socket.port());
         AuthServer::generate_keys(&dir.path().join("as-keys.json"), "k1");
         let mut as_settings = as_config(dir.path(), as_port, port, &options);
         let introspection_client = if options.introspection_auth == "private_key_jwt" {
@@ -201,7 +202,7 @@ impl Bank {
         } else {
             "auth = \"client_secret_basic\"\nsecret_file = \"gw-secret.txt\"".to_string()
         };
-        let auth = AuthServer::start(dir.path(), &as_settings);
+        let auth = AuthServer::start(dir.path(), as_socket, &as_settings);
         write_private(&dir.path().join("gw-secret.txt"), "gw-secret\n");
         let public_url = options
             .public_url
@@ -289,7 +290,7 @@ timeout = "2s"
                 "public_url = \"https://127.0.0.1:{PORT}\"",
                 &format!("public_url = \"{public_url}\""),
             );
-        let gateway = Gateway::launch(dir.path(), port, |admin, plain| {
+        let gateway = Gateway::launch(dir.path(), socket, |admin, plain| {
             fill(&template, port, admin, plain)
         });
         Bank {
@@ -308,8 +309,9 @@ timeout = "2s"
     pub fn replica(&self, name: &str) -> Gateway {
         let dir = self.dir.path().join(name);
         copy_dir(self.dir.path(), &dir);
-        let port = free_port();
-        Gateway::launch(&dir, port, |admin, plain| {
+        let socket = Reserved::new();
+        let port = socket.port();
+        Gateway::launch(&dir, socket, |admin, plain| {
             fill(&self.template, port, admin, plain)
         })
     }

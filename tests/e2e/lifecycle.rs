@@ -72,7 +72,7 @@ fn sigterm_drains_requests_in_flight() {
     let url = env.gateway.url("/slow/800");
     let ca = env.pki.ca().to_string_lossy().to_string();
     let in_flight = std::thread::spawn(move || curl(&["--cacert", &ca, &url]));
-    std::thread::sleep(Duration::from_millis(200));
+    env.upstream.wait_for_request("/slow/800");
     env.gateway.signal("TERM");
     let response = in_flight.join().unwrap();
     assert_eq!(response.status, 200, "the request in flight completes");

@@ -14,11 +14,102 @@ use std::time::{Duration, Instant};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_fapigate");
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// How long a component may take to start on a loaded 2-core machine (CI runs the whole suite
+/// there, tests in parallel) before the test fails with what the component wrote.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A TCP port on 127.0.0.1 that the test holds: bound here, kept bound until dropped, and
+/// handed to the process that serves it as an inherited socket (descriptor 3). No other
+/// process can take the port between choosing it and serving on it, so parallel tests never
+/// race for ports.
+pub struct Reserved(TcpListener);
+
+impl Reserved {
+    pub fn new() -> Reserved {
+        Reserved(TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().expect("bound address").port()
+    }
+
+    /// `command` starts with this socket as its descriptor 3.
+    pub fn pass_to(&self, command: &mut Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
+        // fcntl, which are async-signal-safe; `fd` stays open in the parent until the spawn
+        // returns (self is borrowed for the command's life at the call sites).
+        unsafe {
+            command.pre_exec(move || {
+                let target = 3;
+                if fd == target {
+                    // Already in place: only the close-on-exec flag must go.
+                    let flags = libc::fcntl(target, libc::F_GETFD);
+                    if flags < 0
+                        || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Reserved::new()
+    }
+}
+
+/// Waits for `child` to print a line starting with `prefix` on `stdout` (other lines are
+/// passed to the test's output). Fails with `what`'s whole stderr (read from `stderr_file`)
+/// when the child exits first or START_TIMEOUT passes.
+pub fn wait_for_line(
+    child: &mut Child,
+    stdout: impl Read + Send + 'static,
+    prefix: &'static str,
+    what: &str,
+    stderr_file: &Path,
+) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(prefix) {
+                let _ = sender.send(line);
+                return;
+            }
+            eprintln!("{prefix}-wait: {line}");
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => return line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{what} exited ({status}) before printing {prefix}; stderr:\n{}",
+                        std::fs::read_to_string(stderr_file).unwrap_or_default()
+                    );
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "{what} closed its stdout without a {prefix} line; stderr:\n{}",
+                std::fs::read_to_string(stderr_file).unwrap_or_default()
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                "{what} printed no {prefix} line within {START_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(stderr_file).unwrap_or_default()
+            ),
+        }
+    }
 }
 
 pub fn write_private(path: &Path, contents: &str) {
@@ -88,6 +179,14 @@ pub fn x5t_s256(der: &[u8]) -> String {
 pub struct Upstream {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+}
+
+/// The request targets an upstream has read the header of, in order.
+#[derive(Default)]
+struct Seen {
+    targets: std::sync::Mutex<Vec<String>>,
+    changed: std::sync::Condvar,
 }
 
 impl Upstream {
@@ -95,18 +194,40 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let seen = Arc::new(Seen::default());
+        let (stopping, seeing) = (stop.clone(), seen.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    thread::spawn(move || serve_connection(stream));
+                    let seeing = seeing.clone();
+                    thread::spawn(move || serve_connection(stream, &seeing));
                 }
             }
         });
-        Upstream { addr, stop }
+        Upstream { addr, stop, seen }
+    }
+
+    /// Blocks until a request for `target` has reached this upstream (START_TIMEOUT at most):
+    /// the moment a request is known to be in flight behind the gateway.
+    pub fn wait_for_request(&self, target: &str) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut targets = self.seen.targets.lock().expect("seen lock");
+        while !targets.iter().any(|t| t == target) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no request for {target} reached the upstream"
+            );
+            targets = self
+                .seen
+                .changed
+                .wait_timeout(targets, left)
+                .expect("seen lock")
+                .0;
+        }
     }
 }
 
@@ -117,7 +238,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve_connection(stream: TcpStream) {
+fn serve_connection(stream: TcpStream, seen: &Seen) {
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -144,6 +265,10 @@ fn serve_connection(stream: TcpStream) {
             if let Some((name, value)) = line.split_once(':') {
                 headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
+        }
+        if let Ok(mut targets) = seen.targets.lock() {
+            targets.push(target.clone());
+            seen.changed.notify_all();
         }
         let header = |name: &str| {
             headers
@@ -211,15 +336,18 @@ fn serve_connection(stream: TcpStream) {
 /// A running `fapigate run` process; killed when dropped.
 pub struct Gateway {
     pub child: Child,
-    pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
     pub admin_port: u16,
     pub plain_port: u16,
     pub log: PathBuf,
+    /// The TLS listener's socket, held for the gateway's life (see [`Reserved`]).
+    _socket: Reserved,
 }
 
 /// The settings every test gateway shares; `extra` is appended (routes, upstreams...).
+/// `admin` and `plain` are 0 for a gateway started here: it binds any free port and reports
+/// it in its ready file.
 pub fn config_text(port: u16, admin: u16, plain: u16, upstream: SocketAddr, extra: &str) -> String {
     format!(
         r#"
@@ -291,56 +419,59 @@ upstream = "core"
 impl Gateway {
     /// Writes the config into `dir` (which holds the PKI) and starts the gateway.
     pub fn start(dir: &Path, upstream: SocketAddr, extra: &str) -> Gateway {
-        Gateway::start_at(dir, upstream, extra, free_port())
-    }
-
-    /// Starts the gateway with its TLS listener on `port` (tokens name it in `aud` and `htu`).
-    pub fn start_at(dir: &Path, upstream: SocketAddr, extra: &str, port: u16) -> Gateway {
-        Gateway::launch(dir, port, |admin, plain| {
+        let socket = Reserved::new();
+        let port = socket.port();
+        Gateway::launch(dir, socket, |admin, plain| {
             config_text(port, admin, plain, upstream, extra)
         })
     }
 
-    /// Starts the gateway with the configuration `text(admin_port, plain_port)` returns.
-    pub fn launch(dir: &Path, port: u16, text: impl FnOnce(u16, u16) -> String) -> Gateway {
-        let (admin_port, plain_port) = (free_port(), free_port());
+    /// Starts the gateway with its TLS listener on `socket` (whose port tokens name in `aud`
+    /// and `htu`) and the configuration `text(admin_port, plain_port)` returns; both ports
+    /// are 0, and the ones bound are read from the gateway's ready file.
+    pub fn launch(dir: &Path, socket: Reserved, text: impl FnOnce(u16, u16) -> String) -> Gateway {
         let config = dir.join("fapigate.toml");
-        std::fs::write(&config, text(admin_port, plain_port)).expect("config");
+        std::fs::write(&config, text(0, 0)).expect("config");
         let log = dir.join("gateway.log");
-        let child = Command::new(BINARY)
+        let ready = dir.join("gateway.ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let stderr = dir.join("gateway.err");
+        // The socket arrives as a service manager would pass it (sd_listen_fds(3)); the shell
+        // sets LISTEN_PID to its own pid, which `exec` hands to the gateway.
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+            ])
+            .arg(BINARY)
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::from(
-                std::fs::File::create(dir.join("gateway.err")).expect("err file"),
-            ))
-            .spawn()
-            .expect("start fapigate");
-        let gateway = Gateway {
-            child,
-            dir: dir.to_path_buf(),
-            config,
-            port,
-            admin_port,
-            plain_port,
-            log,
+                std::fs::File::create(&stderr).expect("err file"),
+            ));
+        socket.pass_to(&mut command);
+        let mut child = command.spawn().expect("start fapigate");
+        let bound = wait_for_ready_file(&mut child, &ready, &stderr);
+        let port_of = |key: &str| {
+            bound[key]
+                .as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map(|a| a.port())
         };
-        gateway.wait_ready();
-        gateway
-    }
-
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if admin_get(self.admin_port, "/readyz").0 == 200 {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
+        assert_eq!(port_of("listener"), Some(socket.port()), "{bound}");
+        Gateway {
+            child,
+            config,
+            port: socket.port(),
+            admin_port: port_of("admin").expect("admin address"),
+            plain_port: port_of("plain").unwrap_or(0),
+            log,
+            _socket: socket,
         }
-        panic!(
-            "gateway not ready; stderr: {}",
-            std::fs::read_to_string(self.dir.join("gateway.err")).unwrap_or_default()
-        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -383,6 +514,31 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits for the gateway's ready file (written whole once every listener answers) and returns
+/// it; fails with the gateway's whole stderr when it exits first or START_TIMEOUT passes.
+fn wait_for_ready_file(child: &mut Child, ready: &Path, stderr: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("ready file is not JSON ({e}): {text}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "gateway exited ({status}) before it was ready; stderr:\n{}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "gateway not ready within {START_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -548,7 +704,7 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// One test's world: a temp dir with certificates, an upstream and a running gateway.
 pub struct Env {
     pub gateway: Gateway,
-    _upstream: Upstream,
+    pub upstream: Upstream,
     pub pki: Pki,
     _dir: tempfile::TempDir,
 }
@@ -566,7 +722,7 @@ impl Env {
         let gateway = Gateway::start(dir.path(), upstream.addr, extra);
         Env {
             gateway,
-            _upstream: upstream,
+            upstream,
             pki,
             _dir: dir,
         }
@@ -583,6 +739,8 @@ pub struct AuthServer {
     child: Child,
     pub issuer: String,
     pub config: PathBuf,
+    /// The AS's socket, held until `stop`: a restart serves the same port.
+    socket: Option<Reserved>,
 }
 
 pub const AS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/as");
@@ -600,59 +758,59 @@ impl AuthServer {
         assert!(status.success(), "gen-keys failed");
     }
 
-    /// Starts the AS with `config` (JSON, see tests/as/README.md) written to `dir/as.json`.
-    pub fn start(dir: &Path, config: &serde_json::Value) -> AuthServer {
+    /// Starts the AS on `socket` with `config` (JSON, see tests/as/README.md; its `port` is
+    /// `socket`'s) written to `dir/as.json`.
+    pub fn start(dir: &Path, socket: Reserved, config: &serde_json::Value) -> AuthServer {
         let path = dir.join("as.json");
+        let mut config = config.clone();
+        config["listen_fd"] = 3.into();
         std::fs::write(&path, config.to_string()).expect("as config");
-        let (child, issuer) = AuthServer::spawn_child(&path);
+        let (child, issuer) = AuthServer::spawn_child(&path, &socket);
         AuthServer {
             child,
             issuer,
             config: path,
+            socket: Some(socket),
         }
     }
 
-    fn spawn_child(config: &Path) -> (Child, String) {
+    fn spawn_child(config: &Path, socket: &Reserved) -> (Child, String) {
+        let log_path = config.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(config.with_extension("log"))
+            .open(&log_path)
             .expect("as log");
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(format!("{AS_DIR}/server.mjs"))
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start the test AS");
+            .stderr(Stdio::from(log));
+        socket.pass_to(&mut command);
+        let mut child = command.spawn().expect("start the test AS");
         let stdout = child.stdout.take().expect("stdout");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = sender.send(line);
-        });
-        let line = receiver
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the AS printed READY");
-        let issuer = line
-            .trim()
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("unexpected AS output: {line}"))
-            .to_string();
+        let line = wait_for_line(&mut child, stdout, "READY ", "the test AS", &log_path);
+        let issuer = line["READY ".len()..].trim().to_string();
         (child, issuer)
     }
 
+    /// Stops the AS for good: its port is released, so connections to it are refused (an AS
+    /// process that is down, not a host that does not answer).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.socket = None;
     }
 
-    /// Stops and starts again with the same config file (same port, keys re-read).
+    /// Stops and starts again with the same config file (same port, keys re-read). The port
+    /// stays bound in between: connections made meanwhile wait for the new process.
     pub fn restart(&mut self) {
-        self.stop();
-        let (child, issuer) = AuthServer::spawn_child(&self.config);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let socket = self.socket.as_ref().expect("restart of a stopped AS");
+        let (child, issuer) = AuthServer::spawn_child(&self.config, socket);
         self.child = child;
         self.issuer = issuer;
     }
@@ -704,54 +862,78 @@ impl Drop for AuthServer {
     }
 }
 
-/// A real `redis-server` on 127.0.0.1 (Debian package), without persistence.
+/// A real `redis-server` (Debian package), without persistence, listening on a unix socket
+/// in its own folder only: no TCP port to race for, and a restart finds the same address.
 pub struct RedisServer {
     child: Option<Child>,
-    pub port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("fapigate-redis-")
+                .tempdir()
+                .expect("redis dir"),
         };
         server.resume();
         server
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
     }
 
-    /// Starts (again) on the same port.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// Starts (again) on the same socket; returns once it answers PING.
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let socket = self.socket();
+        let _ = std::fs::remove_file(&socket);
+        let log = self.dir.path().join("redis.log");
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
             .args([
+                "--unixsocketperm",
+                "700",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
-                "--protected-mode",
-                "yes",
             ])
-            .stdout(Stdio::null())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::from(std::fs::File::create(&log).expect("redis log")))
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() {
-                    return;
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG\r\n"
+                {
+                    break;
                 }
             }
-            thread::sleep(Duration::from_millis(50));
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "redis-server did not start ({exited:?}); its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start");
+        self.child = Some(child);
     }
 
     pub fn stop(&mut self) {

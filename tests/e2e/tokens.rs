@@ -79,11 +79,14 @@ fn jwt_4_3_a_token_from_an_unknown_issuer_is_refused() {
     let bank = Bank::start(Options::default());
     let dir = temp_dir();
     AuthServer::generate_keys(&dir.path().join("as-keys.json"), "rogue");
+    let rogue_socket = Reserved::new();
+    let rogue_port = rogue_socket.port();
     let rogue = AuthServer::start(
         dir.path(),
+        rogue_socket,
         &as_config(
             dir.path(),
-            free_port(),
+            rogue_port,
             bank.gateway.port,
             &Options::default(),
         ),
