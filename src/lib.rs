@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod enforce;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod grant;
 pub mod interaction;

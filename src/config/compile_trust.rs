@@ -195,11 +195,13 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 let path = files::resolve(base, p);
                 errors.check(
                     "state.redis_url_file",
-                    files::refuse_world_readable(&path).and_then(|()| {
-                        std::fs::read_to_string(&path)
-                            .map(|s| s.trim().to_string())
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                    }),
+                    files::refuse_world_readable(&path)
+                        .and_then(|()| files::read(&path))
+                        .and_then(|bytes| {
+                            String::from_utf8(bytes)
+                                .map(|text| text.trim().to_string())
+                                .map_err(|_| format!("{}: is not UTF-8 text", path.display()))
+                        }),
                 )
             });
             let cluster_nodes = state.redis_cluster_nodes.clone().unwrap_or_default();

@@ -95,8 +95,31 @@ pub fn read_signing_key(path: &Path) -> Result<(), String> {
     read_private_key(path).map(|_| ())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))
+/// The largest file the configuration may name (keys, certificates, key sets, secrets):
+/// far above any real one, small enough that a wrong path cannot exhaust memory.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a file the configuration names. Only regular files: a FIFO, a device such as
+/// /dev/zero or a directory would block, never end, or mean nothing.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("{}: cannot read ({e})", path.display());
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err(format!("{}: is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: is larger than {} MiB",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Outbound URLs must be https, except on loopback addresses (tests and sidecars).
@@ -133,5 +156,18 @@ mod tests {
         assert!(check_outbound_url("http://as.bank.example/jwks").is_err());
         assert!(check_outbound_url("ftp://as.bank.example/jwks").is_err());
         assert!(check_outbound_url("not a url").is_err());
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let error = read(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(error, "/dev/zero: is not a regular file");
+        let dir = std::env::temp_dir();
+        assert!(read(&dir).unwrap_err().ends_with("is not a regular file"));
+        let mut big = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut big, &vec![b'x'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
+        assert!(read(big.path())
+            .unwrap_err()
+            .ends_with("is larger than 4 MiB"));
     }
 }
