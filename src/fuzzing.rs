@@ -281,12 +281,20 @@ pub fn client_cert(data: &[u8]) {
     let _ = crate::request::ClientCert::new(data.to_vec(), crate::request::CertSource::Tls);
 }
 
-/// The JSON request body as RAR body rules read it: parsed, then authorised against the
+/// The JSON request body as RAR body rules read it: parsed strictly (and, where accepted, to
+/// the same value serde_json reads), then authorised against the
 /// fixture's payment route (JSON pointers into body and detail, exact decimals), plus pointer
 /// and decimal parsing of the same text.
 pub fn json_body(data: &[u8]) {
     let fixture = fixture();
-    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) {
+    let strict = crate::policy::json::parse(data);
+    if let Ok(loose) = serde_json::from_slice::<serde_json::Value>(data) {
+        // What the strict reader accepts, serde_json reads to the same value.
+        if let Ok(strict) = &strict {
+            assert!(alike(strict, &loose), "{strict} / {loose}");
+        }
+    }
+    if let Ok(body) = strict {
         let Some(route) = fixture.policy.routes.iter().find(|r| r.id == "payments") else {
             return;
         };
@@ -312,6 +320,26 @@ pub fn json_body(data: &[u8]) {
             let _ = pointer.resolve(&fixture.payment_grant.authorization_details[0]);
         }
         let _ = crate::policy::decimal::Decimal::parse(text);
+    }
+}
+
+/// Equal, but for the last bit of a double (serde_json's own float parsing is not always
+/// correctly rounded) and the sign of zero.
+fn alike(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if !x.is_f64() && !y.is_f64() => x == y,
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+            _ => false,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| alike(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| alike(v, w)))
+        }
+        _ => a == b,
     }
 }
 

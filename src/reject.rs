@@ -4,6 +4,7 @@
 
 use crate::binding::dpop::DpopCheck;
 use crate::credential::Scheme;
+use crate::policy::json::JsonError;
 use crate::policy::path::PathError;
 use crate::policy::{Profile, ProfileKind};
 use http::Method;
@@ -58,8 +59,12 @@ pub enum Rejection {
     BodyTooLarge,
     /// The route's rules read a JSON body and this is not one (415).
     BodyNotJson,
-    /// The JSON body does not parse (400).
+    /// The body could not be read (400).
     BodyMalformed,
+    /// The JSON body the route's rules read is not one every reader reads alike (400).
+    BodyJson(JsonError),
+    /// The body the route's rules read is labelled or coded so readers could differ (400).
+    BodyEncoding(&'static str),
     /// The AS or its keys cannot be reached, or its answer not verified (503, INT-2).
     AuthorizationServerUnavailable,
     /// The request headers exceed the gateway's limit (431).
@@ -94,6 +99,8 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BodyNotJson => "body_not_json",
             Rejection::BodyMalformed => "body_malformed",
+            Rejection::BodyJson(error) => error.reason(),
+            Rejection::BodyEncoding(_) => "body_encoding",
             Rejection::InvalidDpopProof(check) => check.reason(),
             Rejection::UseDpopNonce { .. } => "use_dpop_nonce",
             Rejection::DpopDowngrade => "dpop_downgrade",
@@ -107,9 +114,11 @@ impl Rejection {
 
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::BadPath(_) | Rejection::InvalidRequest { .. } | Rejection::BodyMalformed => {
-                400
-            }
+            Rejection::BadPath(_)
+            | Rejection::InvalidRequest { .. }
+            | Rejection::BodyMalformed
+            | Rejection::BodyJson(_)
+            | Rejection::BodyEncoding(_) => 400,
             Rejection::InsufficientScope { .. } => 403,
             Rejection::BodyTooLarge => 413,
             Rejection::BodyNotJson => 415,
@@ -237,7 +246,9 @@ impl Rejection {
                 "invalid_request",
                 "the request body must be application/json",
             ),
-            Rejection::BodyMalformed => ("invalid_request", "the request body is not valid JSON"),
+            Rejection::BodyMalformed => ("invalid_request", "the request body could not be read"),
+            Rejection::BodyJson(error) => ("invalid_request", error.describe()),
+            Rejection::BodyEncoding(description) => ("invalid_request", *description),
             Rejection::InvalidDpopProof(check) => {
                 headers.push(scheme_error(
                     profile,

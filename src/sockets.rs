@@ -71,6 +71,9 @@ impl Sockets {
 /// The TCP listening sockets passed by a service manager to this process, with their
 /// addresses. Anything else passed (or a `LISTEN_PID` of another process) is left alone.
 fn inherited_listeners() -> Vec<(SocketAddr, TcpListener)> {
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        return Vec::new();
+    }
     let for_us = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|pid| pid.trim().parse::<u32>().ok())
@@ -80,6 +83,8 @@ fn inherited_listeners() -> Vec<(SocketAddr, TcpListener)> {
         .and_then(|n| n.trim().parse::<RawFd>().ok())
         .filter(|n| (1..=64).contains(n));
     // Not inherited by anything this process starts (sd_listen_fds(3) `unset_environment`).
+    // Reached only when a service manager passed sockets, at the start of `fapigate run`,
+    // before any other thread exists.
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");

@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod decimal;
+pub mod json;
 pub mod path;
 pub mod rar;
 pub mod routes;

@@ -17,6 +17,48 @@ pub struct RequestBody {
     pub json: Option<serde_json::Value>,
 }
 
+/// A body the rules read must mean one thing to every reader (RFC 9110 §8.3, §8.4; RFC 8259
+/// §8.1): one `Content-Type` field naming one JSON media type, UTF-8 if a charset is named,
+/// and no content coding (the gateway would judge the coded bytes, the upstream the decoded).
+fn json_headers(headers: &http::HeaderMap) -> Result<(), Rejection> {
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let Some(value) = types.next() else {
+        return Err(Rejection::BodyNotJson);
+    };
+    if types.next().is_some() {
+        return Err(Rejection::BodyEncoding(
+            "the request has more than one Content-Type field",
+        ));
+    }
+    let value = value.to_str().map_err(|_| Rejection::BodyNotJson)?;
+    if value.contains(',') {
+        return Err(Rejection::BodyEncoding(
+            "the request's Content-Type names more than one media type",
+        ));
+    }
+    if !is_json(Some(value)) {
+        return Err(Rejection::BodyNotJson);
+    }
+    let other_charset = value.split(';').skip(1).any(|parameter| {
+        parameter.split_once('=').is_some_and(|(name, charset)| {
+            name.trim().eq_ignore_ascii_case("charset")
+                && !charset
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("utf-8")
+        })
+    });
+    if other_charset {
+        return Err(Rejection::BodyEncoding("a JSON request body must be UTF-8"));
+    }
+    if headers.contains_key(http::header::CONTENT_ENCODING) {
+        return Err(Rejection::BodyEncoding(
+            "the request body must not have a Content-Encoding",
+        ));
+    }
+    Ok(())
+}
+
 fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|v| v.split(';').next())
@@ -106,12 +148,8 @@ pub async fn read(
     if !(needs_json || route.verify_request_signature || route.sign_response || token_form) {
         return Ok(None);
     }
-    let content_type = header
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if needs_json && !is_json(content_type) {
-        return Err(Rejection::BodyNotJson);
+    if needs_json {
+        json_headers(&header.headers)?;
     }
     let declared = declared_length(header);
     if declared.is_some_and(|n| n > MAX_BODY) {
@@ -131,7 +169,7 @@ pub async fn read(
         read_whole(session, &mut body, declared).await?;
     }
     let json = if needs_json {
-        Some(serde_json::from_slice(&body).map_err(|_| Rejection::BodyMalformed)?)
+        Some(crate::policy::json::parse(&body).map_err(Rejection::BodyJson)?)
     } else {
         None
     };
@@ -159,5 +197,55 @@ async fn read_whole(
             return Err(Rejection::BodyTooLarge);
         }
         body.extend_from_slice(&chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in fields {
+            map.append(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn hi_json_body_headers_name_one_utf8_json_type_and_no_coding() {
+        for good in [
+            &[("content-type", "application/json")][..],
+            &[("content-type", "application/json; charset=utf-8")],
+            &[("content-type", "Application/JSON;Charset=\"UTF-8\"")],
+            &[("content-type", "application/problem+json")],
+        ] {
+            assert_eq!(json_headers(&headers(good)), Ok(()), "{good:?}");
+        }
+        let refused = |fields| json_headers(&headers(fields)).map_err(|r| r.reason());
+        assert_eq!(refused(&[]), Err("body_not_json"));
+        assert_eq!(
+            refused(&[("content-type", "text/plain")]),
+            Err("body_not_json")
+        );
+        for bad in [
+            &[
+                ("content-type", "application/json"),
+                ("content-type", "application/json"),
+            ][..],
+            &[("content-type", "application/json, text/plain")],
+            &[("content-type", "application/json; charset=utf-16")],
+            &[("content-type", "application/json; charset=iso-8859-1")],
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "identity"),
+            ],
+        ] {
+            assert_eq!(refused(bad), Err("body_encoding"), "{bad:?}");
+        }
     }
 }

@@ -81,9 +81,9 @@ fn rar_rs_1_the_account_in_the_path_must_be_consented() {
             .as_str()
         )
     );
-    assert!(bank.metrics().contains(
-        "fapigate_rejections_total{reason=\"insufficient_scope\",route=\"account-balances\"} 1"
-    ));
+    bank.metrics_showing(
+        "fapigate_rejections_total{reason=\"insufficient_scope\",route=\"account-balances\"} 1",
+    );
 }
 
 #[test]

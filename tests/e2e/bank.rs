@@ -149,7 +149,7 @@ pub struct Bank {
     pub gateway: Gateway,
     pub auth: AuthServer,
     pub pki: Pki,
-    _upstream: Upstream,
+    pub upstream: Upstream,
     pub dir: tempfile::TempDir,
     /// The configuration with `{PORT}`, `{ADMIN}` and `{PLAIN}` left to fill, for replicas.
     template: String,
@@ -297,7 +297,7 @@ timeout = "2s"
             gateway,
             auth,
             pki,
-            _upstream: upstream,
+            upstream,
             dir,
             template,
             public_url,
@@ -376,6 +376,11 @@ timeout = "2s"
 
     pub fn metrics(&self) -> String {
         admin_get(self.gateway.admin_port, "/metrics").1
+    }
+
+    /// See [`metrics_showing`].
+    pub fn metrics_showing(&self, line: &str) -> String {
+        metrics_showing(self.gateway.admin_port, line)
     }
 }
 

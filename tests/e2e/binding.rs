@@ -29,9 +29,7 @@ fn dpop_11_1_2_a_replayed_proof_is_refused() {
         Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
     );
     assert_eq!(replay.header("cache-control"), Some("no-store"));
-    assert!(bank
-        .metrics()
-        .contains("fapigate_rejections_total{reason=\"dpop_replay\",route=\"accounts\"} 1"));
+    bank.metrics_showing("fapigate_rejections_total{reason=\"dpop_replay\",route=\"accounts\"} 1");
 }
 
 #[test]

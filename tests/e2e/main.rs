@@ -7,6 +7,7 @@ mod bank;
 mod binding;
 mod config_check;
 mod deploy;
+mod hostile;
 mod lifecycle;
 mod proxying;
 mod shared_state;

@@ -210,6 +210,12 @@ impl Upstream {
         Upstream { addr, stop, seen }
     }
 
+    /// How many requests for `target` have reached this upstream so far.
+    pub fn requests_for(&self, target: &str) -> usize {
+        let targets = self.seen.targets.lock().expect("seen lock");
+        targets.iter().filter(|t| *t == target).count()
+    }
+
     /// Blocks until a request for `target` has reached this upstream (START_TIMEOUT at most):
     /// the moment a request is known to be in flight behind the gateway.
     pub fn wait_for_request(&self, target: &str) {
@@ -564,6 +570,23 @@ pub fn admin_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The admin `/metrics` text once it contains `line`. Request and rejection counters are
+/// updated when the response has been written, so right after a response they may lag it by
+/// a moment: this waits (START_TIMEOUT at most) instead of racing; it fails with the text.
+pub fn metrics_showing(admin_port: u16, line: &str) -> String {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let (_, text) = admin_get(admin_port, "/metrics");
+        if text.contains(line) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            panic!("the metrics never showed {line}:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A response as curl saw it.

@@ -1,0 +1,180 @@
+//! Hostile requests from a client with a valid token: what the gateway judges must be exactly
+//! what the upstream acts on. Each test reproduces one attack and checks the exact refusal,
+//! its metric reason, and that the upstream never saw the request.
+
+use crate::bank::*;
+use serde_json::json;
+
+const IBAN: &str = "DE02100100109307118603";
+const OTHER_IBAN: &str = "DE89370400440532013000";
+
+/// A bank whose payment route binds amount, currency and IBAN to a consent for 123.50 EUR.
+fn consented_payment() -> (Bank, String, String) {
+    let bank = Bank::start(Options::default());
+    let consent = json!([{"type": "payment_initiation", "actions": ["initiate"],
+        "instructedAmount": {"amount": "123.50", "currency": "EUR"},
+        "creditorAccount": {"iban": IBAN}}]);
+    let (token, key) = bank.dpop_token("tpp", "ES256", Some(consent));
+    (bank, token, key)
+}
+
+fn pay(
+    bank: &Bank,
+    token: &str,
+    key: &str,
+    body: &str,
+    headers: &[&str],
+) -> crate::support::Response {
+    let proof = bank
+        .auth
+        .proof(key, "POST", &bank.url("/payments"), token, None);
+    let authorization = format!("Authorization: DPoP {token}");
+    let dpop = format!("DPoP: {proof}");
+    let mut args = vec!["-X", "POST", "-H", &authorization, "-H", &dpop];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.extend(["--data-binary", body]);
+    bank.request("/payments", &args)
+}
+
+/// Each body is refused with 400 `invalid_request`, the description and the reason given,
+/// and never reaches the upstream.
+fn assert_refused(bank: &Bank, token: &str, key: &str, cases: &[(&str, &[&str], &str, &str)]) {
+    for (body, headers, reason, description) in cases {
+        let before = bank.upstream.requests_for("/payments");
+        let response = pay(bank, token, key, body, headers);
+        assert_eq!(response.status, 400, "{body}: {response:?}");
+        assert_eq!(response.json()["error"], "invalid_request", "{body}");
+        assert_eq!(response.json()["error_description"], *description, "{body}");
+        assert_eq!(
+            bank.upstream.requests_for("/payments"),
+            before,
+            "{body} reached the upstream"
+        );
+        // Refused before the route is judged: counted on the unrouted series.
+        bank.metrics_showing(&format!(
+            "fapigate_rejections_total{{reason=\"{reason}\",route=\"none\"}}"
+        ));
+    }
+}
+
+const JSON: &[&str] = &["content-type: application/json"];
+
+#[test]
+fn hostile_duplicate_and_case_folded_members_cannot_pay_another_amount_or_account() {
+    let (bank, token, key) = consented_payment();
+    let consented = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":"123.50"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    let ok = pay(&bank, &token, &key, &consented, JSON);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.json()["body"],
+        consented.as_str(),
+        "the bytes checked are the bytes forwarded"
+    );
+    let duplicate = "the request body has a duplicate member name";
+    let folded = "the request body has member names that differ only in case";
+    let first_wins = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":"9999.00"}},"instructedAmount":{{"currency":"EUR","amount":"123.50"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    let inner = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":"9999.00","amount":"123.50"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    let cased_amount = format!(
+        r#"{{"InstructedAmount":{{"currency":"EUR","amount":"9999.00"}},"instructedAmount":{{"currency":"EUR","amount":"123.50"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    let cased_account = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":"123.50"}},"CreditorAccount":{{"iban":"{OTHER_IBAN}"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    // U+212A KELVIN SIGN folds to k in Go's encoding/json.
+    let kelvin = format!(
+        "{{\"instructedAmount\":{{\"currency\":\"EUR\",\"amount\":\"123.50\"}},\"creditorAccount\":{{\"iban\":\"{IBAN}\"}},\"\u{212A}\":1,\"k\":2}}"
+    );
+    assert_refused(
+        &bank,
+        &token,
+        &key,
+        &[
+            (&first_wins, JSON, "body_duplicate_member", duplicate),
+            (&inner, JSON, "body_duplicate_member", duplicate),
+            (&cased_amount, JSON, "body_case_folded_member", folded),
+            (&cased_account, JSON, "body_case_folded_member", folded),
+            (&kelvin, JSON, "body_case_folded_member", folded),
+        ],
+    );
+}
+
+#[test]
+fn hostile_an_amount_with_more_digits_than_a_double_holds_is_refused_not_rounded() {
+    let (bank, token, key) = consented_payment();
+    let body = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":123.500000000000000001}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    assert_refused(
+        &bank,
+        &token,
+        &key,
+        &[(
+            &body,
+            JSON,
+            "body_inexact_number",
+            "the request body has a number that cannot be read exactly; send it as a string",
+        )],
+    );
+    // The same amount as an exact number is judged (and matches the consent).
+    let exact = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":123.5}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    assert_eq!(pay(&bank, &token, &key, &exact, JSON).status, 200);
+}
+
+#[test]
+fn hostile_bodies_labelled_or_coded_so_readers_differ_are_refused() {
+    let (bank, token, key) = consented_payment();
+    let body = format!(
+        r#"{{"instructedAmount":{{"currency":"EUR","amount":"123.50"}},"creditorAccount":{{"iban":"{IBAN}"}}}}"#
+    );
+    let bom = format!("\u{FEFF}{body}");
+    assert_refused(
+        &bank,
+        &token,
+        &key,
+        &[
+            (
+                &body,
+                &["content-type: application/json", "content-encoding: gzip"],
+                "body_encoding",
+                "the request body must not have a Content-Encoding",
+            ),
+            (
+                &body,
+                &["content-type: application/json; charset=utf-16"],
+                "body_encoding",
+                "a JSON request body must be UTF-8",
+            ),
+            (
+                &body,
+                &[
+                    "content-type: application/json",
+                    "content-type: application/json",
+                ],
+                "body_encoding",
+                "the request has more than one Content-Type field",
+            ),
+            (
+                &body,
+                &["content-type: application/json, text/plain"],
+                "body_encoding",
+                "the request's Content-Type names more than one media type",
+            ),
+            (
+                &bom,
+                JSON,
+                "body_byte_order_mark",
+                "the request body starts with a byte-order mark",
+            ),
+        ],
+    );
+}
