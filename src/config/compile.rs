@@ -8,7 +8,7 @@ use super::model;
 use super::units::parse_duration;
 use crate::policy::routes::RouteTable;
 use crate::policy::*;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -161,8 +161,11 @@ fn public_url(text: &str) -> Result<PublicUrl, String> {
         Some(443) | None => host,
         Some(port) => format!("{host}:{port}"),
     };
+    let host = HeaderValue::from_str(&authority)
+        .map_err(|_| format!("\"{text}\" has a host that cannot be a Host header"))?;
     Ok(PublicUrl {
         scheme: "https".into(),
+        host,
         authority,
         base_path: uri.path().trim_end_matches('/').to_string(),
     })
@@ -405,8 +408,23 @@ fn upstreams(
                 .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
                 .unwrap_or_default()
         });
+        let host = match upstream.host_header.as_deref() {
+            None | Some("public_url") => None,
+            Some("upstream") => upstream
+                .addrs
+                .first()
+                .and_then(|a| HeaderValue::from_str(a).ok()),
+            Some(other) => {
+                errors.add(
+                    format!("{key}.host_header"),
+                    format!("\"{other}\" is not \"public_url\" or \"upstream\""),
+                );
+                None
+            }
+        };
         compiled.push(Arc::new(UpstreamPolicy {
             id: upstream.id.clone(),
+            host,
             addrs,
             tls: upstream.tls.unwrap_or(false),
             sni,

@@ -200,6 +200,7 @@ fn one_route(
         sign_response,
         response_format,
         verify_request_signature,
+        forward_token: route.forward_token.unwrap_or(false),
         acr_values,
         max_auth_age,
     })

@@ -207,6 +207,8 @@ pub struct Upstream {
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    /// `"public_url"` (default) or `"upstream"`: what the upstream gets as `Host`.
+    pub host_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +236,8 @@ pub struct Route {
     pub verify_request_signature: Option<bool>,
     pub acr_values: Option<Vec<String>>,
     pub max_auth_age: Option<String>,
+    /// Whether the upstream receives the client's `Authorization` header (default false).
+    pub forward_token: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -259,6 +259,7 @@ mod tests {
                 ca: None,
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
+                host: None,
             }),
             auth: AuthMode::Token,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -266,6 +267,7 @@ mod tests {
             sign_response: false,
             response_format: None,
             verify_request_signature: false,
+            forward_token: false,
             acr_values: vec![],
             max_auth_age: None,
         }

@@ -56,6 +56,8 @@ impl ListenerPolicy {
 pub struct PublicUrl {
     pub scheme: String,
     pub authority: String,
+    /// The authority as a header value: the upstream's `Host` and `X-Forwarded-Host`.
+    pub host: http::HeaderValue,
     pub base_path: String,
 }
 
@@ -284,6 +286,9 @@ pub struct UpstreamPolicy {
     pub ca: Option<Arc<crate::proxy::tls::UpstreamRoots>>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// The `Host` the upstream gets: `None` is the `public_url` authority (what clients
+    /// address), `Some` the upstream's own address (`host_header = "upstream"`).
+    pub host: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]

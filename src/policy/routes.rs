@@ -28,6 +28,8 @@ pub struct Route {
     pub sign_response: bool,
     pub response_format: Option<ResponseFormat>,
     pub verify_request_signature: bool,
+    /// Whether the client's `Authorization` header reaches the upstream.
+    pub forward_token: bool,
     pub acr_values: Vec<String>,
     pub max_auth_age: Option<Duration>,
 }
@@ -139,6 +141,7 @@ mod tests {
             ca: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            host: None,
         })
     }
 
@@ -154,6 +157,7 @@ mod tests {
             sign_response: false,
             response_format: None,
             verify_request_signature: false,
+            forward_token: false,
             acr_values: vec![],
             max_auth_age: None,
         }

@@ -32,6 +32,7 @@ use std::net::IpAddr;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers the gateway adds to a request at most: `Forwarded`, `X-Forwarded-*`, the
 /// interaction id and the three `[forward]` headers (room reserved once, not per insert).
@@ -85,8 +86,16 @@ pub(super) fn upstream_headers(
         tls,
         from_trusted_proxy: trusted,
     };
+    let route = ctx.route.and_then(|index| policy.routes.get(index));
+    let handoff = Handoff {
+        forward_token: route.is_some_and(|r| r.forward_token),
+        host: route
+            .and_then(|r| r.upstream.host.as_ref())
+            .unwrap_or(&policy.listener.public_url.host),
+        public_host: &policy.listener.public_url.host,
+    };
     edit_request(request, |headers| {
-        prepare_upstream_request(headers, &policy.forward, &hop);
+        prepare_upstream_request(headers, &policy.forward, &hop, &handoff);
         if let Some(grant) = &ctx.grant {
             forward_grant(headers, &policy.forward, grant, ctx.granted_detail.as_ref())?;
         }
@@ -149,16 +158,88 @@ pub(super) fn is_hop_header(name: &str) -> bool {
     )
 }
 
-/// What the client sent for the gateway alone is removed (`Client-Cert`, the `[forward]`
-/// headers) and `Forwarded` / `X-Forwarded-*` are set. Hop-by-hop headers are left to the
-/// connection that sends the request: Pingora's upstream request policy on proxied routes
-/// (upgrades denied), [`strip_hop_by_hop`] on signed routes.
-pub fn prepare_upstream_request(headers: &mut HeaderMap, forward: &ForwardPolicy, hop: &Hop) {
+/// What the upstream is handed besides the client's request.
+pub struct Handoff<'a> {
+    /// The route forwards the client's `Authorization` header (`forward_token`).
+    pub forward_token: bool,
+    /// The `Host` the upstream gets.
+    pub host: &'a HeaderValue,
+    /// The `public_url` authority, for `X-Forwarded-Host`.
+    pub public_host: &'a HeaderValue,
+}
+
+/// Headers no client may send to the upstream: they rewrite the method or the URL in the
+/// frameworks that read them (IIS, Symfony, Zend, Rails, ASP.NET; RFC 9110 §9 gives no such
+/// field).
+const OVERRIDE_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Client-address and client-URL fields that only a trusted proxy may send (RFC 7239 §8.1:
+/// a proxy that does not vouch for them must not pass them on).
+const PROXY_HEADERS: [&str; 6] = [
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-real-ip",
+    "true-client-ip",
+];
+
+/// Fields the gateway alone speaks for towards the upstream, besides the `[forward]` ones.
+/// CGI, WSGI, PHP and Rack read a name with `_` as the same variable as with `-`
+/// (`HTTP_X_FAPI_SUBJECT`), so a client's `X_Fapi_Subject` counts as the gateway's field too.
+const GATEWAY_HEADERS: [&str; 9] = [
+    CLIENT_CERT,
+    CLIENT_CERT_CHAIN,
+    crate::interaction::HEADER,
+    "authorization",
+    "dpop",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// What the client sent for the gateway alone is removed (RFC 9440 `Client-Cert`, the
+/// `[forward]` headers and their `_` spellings, the DPoP proof, the access token unless the
+/// route forwards it, method and URL overrides, and proxy fields from a peer that is not a
+/// trusted proxy); `Host`, `Forwarded` and `X-Forwarded-*` are set. Hop-by-hop headers are left
+/// to the connection that sends the request: Pingora's upstream request policy on proxied
+/// routes (upgrades denied), [`strip_hop_by_hop`] on signed routes.
+pub fn prepare_upstream_request(
+    headers: &mut HeaderMap,
+    forward: &ForwardPolicy,
+    hop: &Hop,
+    handoff: &Handoff<'_>,
+) {
     let owned = forward.owned_headers();
     let removable = |name: &HeaderName| {
-        name.as_str() == CLIENT_CERT || name.as_str() == CLIENT_CERT_CHAIN || owned.contains(&name)
+        let name = name.as_str();
+        match name {
+            CLIENT_CERT | CLIENT_CERT_CHAIN | "dpop" => true,
+            "authorization" => !handoff.forward_token,
+            _ if OVERRIDE_HEADERS.contains(&name) => true,
+            _ if PROXY_HEADERS.contains(&name) => !hop.from_trusted_proxy,
+            _ if owned.iter().any(|o| o.as_str() == name) => true,
+            _ if name.contains('_') => {
+                let dashed = name.replace('_', "-");
+                GATEWAY_HEADERS.contains(&dashed.as_str())
+                    || PROXY_HEADERS.contains(&dashed.as_str())
+                    || owned.iter().any(|o| o.as_str() == dashed)
+            }
+            _ => false,
+        }
     };
     remove_where(headers, removable);
+    headers.insert(http::header::HOST, handoff.host.clone());
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST.clone(), handoff.public_host.clone());
+    }
     set_forwarded(headers, hop);
 }
 
@@ -348,6 +429,16 @@ mod tests {
         }
     }
 
+    static PUBLIC_HOST: HeaderValue = HeaderValue::from_static("api.bank.example");
+
+    fn handoff(forward_token: bool) -> Handoff<'static> {
+        Handoff {
+            forward_token,
+            host: &PUBLIC_HOST,
+            public_host: &PUBLIC_HOST,
+        }
+    }
+
     #[test]
     fn cc_2_4_hop_by_hop_client_cert_and_owned_headers_are_removed() {
         // As on a signed route, which sends the request on its own connection.
@@ -365,7 +456,12 @@ mod tests {
             ("accept", "application/json"),
         ]);
         strip_hop_by_hop(&mut headers);
-        prepare_upstream_request(&mut headers, &forward(), &hop("192.0.2.7", true, false));
+        prepare_upstream_request(
+            &mut headers,
+            &forward(),
+            &hop("192.0.2.7", true, false),
+            &handoff(false),
+        );
         let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(
@@ -373,8 +469,10 @@ mod tests {
             [
                 "accept",
                 "forwarded",
+                "host",
                 "x-fapi-interaction-id",
                 "x-forwarded-for",
+                "x-forwarded-host",
                 "x-forwarded-proto"
             ]
         );
@@ -384,13 +482,81 @@ mod tests {
     }
 
     #[test]
+    fn hi_headers_nobody_vouched_for_never_reach_the_upstream() {
+        let sent = [
+            ("host", "evil.example"),
+            ("x_fapi_subject", "victim-psu"),
+            ("x-fapi_client_id", "victim-tpp"),
+            ("client_cert", ":AAAA:"),
+            ("x_forwarded_for", "10.0.0.1"),
+            ("authorization", "DPoP token"),
+            ("dpop", "proof"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "80"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-real-ip", "10.0.0.1"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x_custom_field", "kept"),
+        ];
+        let mut headers = request(&sent);
+        prepare_upstream_request(
+            &mut headers,
+            &forward(),
+            &hop("192.0.2.7", true, false),
+            &handoff(false),
+        );
+        let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "forwarded",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x_custom_field"
+            ]
+        );
+        assert_eq!(headers["host"], "api.bank.example");
+        assert_eq!(headers["x-forwarded-host"], "api.bank.example");
+        // A trusted proxy speaks for the client's address and URL; the route may forward the
+        // token; the proof never goes on.
+        let mut headers = request(&sent);
+        prepare_upstream_request(
+            &mut headers,
+            &forward(),
+            &hop("10.1.2.3", false, true),
+            &handoff(true),
+        );
+        assert_eq!(headers["authorization"], "DPoP token");
+        assert!(headers.get("dpop").is_none());
+        assert_eq!(headers["x-forwarded-host"], "evil.example");
+        assert_eq!(headers["x-real-ip"], "10.0.0.1");
+        assert!(headers.get("x-http-method-override").is_none());
+        assert!(headers.get("x_fapi_subject").is_none());
+        assert_eq!(headers["host"], "api.bank.example");
+    }
+
+    #[test]
     fn an_untrusted_peer_cannot_forge_its_forwarding_chain() {
         let mut headers = request(&[
             ("forwarded", "for=10.0.0.1"),
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        prepare_upstream_request(&mut headers, &forward(), &hop("2001:db8::1", false, false));
+        prepare_upstream_request(
+            &mut headers,
+            &forward(),
+            &hop("2001:db8::1", false, false),
+            &handoff(false),
+        );
         assert_eq!(headers["forwarded"], "for=\"[2001:db8::1]\";proto=http");
         assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
         assert_eq!(headers["x-forwarded-proto"], "http");
@@ -404,7 +570,12 @@ mod tests {
             ("x-forwarded-for", "198.51.100.9"),
             ("x-forwarded-proto", "https"),
         ]);
-        prepare_upstream_request(&mut headers, &forward(), &hop("10.1.2.3", false, true));
+        prepare_upstream_request(
+            &mut headers,
+            &forward(),
+            &hop("10.1.2.3", false, true),
+            &handoff(false),
+        );
         assert_eq!(
             headers["forwarded"],
             "for=198.51.100.9;proto=https, for=10.1.2.3;proto=https"
@@ -422,7 +593,12 @@ mod tests {
             ("192.0.2.1", false, "for=192.0.2.1;proto=http"),
         ] {
             let mut headers = HeaderMap::new();
-            prepare_upstream_request(&mut headers, &forward(), &hop(peer, tls, false));
+            prepare_upstream_request(
+                &mut headers,
+                &forward(),
+                &hop(peer, tls, false),
+                &handoff(false),
+            );
             assert_eq!(headers["forwarded"], expected);
             assert_eq!(headers["x-forwarded-for"], peer);
         }

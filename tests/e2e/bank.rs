@@ -27,6 +27,8 @@ pub struct Options {
     /// How the gateway authenticates to the introspection endpoint: `client_secret_basic`
     /// or `private_key_jwt` (an ES256 key registered with the AS).
     pub introspection_auth: &'static str,
+    /// More configuration (routes) appended to the file.
+    pub extra: &'static str,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             redis: None,
             public_url: None,
             introspection_auth: "client_secret_basic",
+            extra: "",
         }
     }
 }
@@ -228,7 +231,8 @@ client_id = "fapigate"
 signed_response = {signed}
 cache_max_ttl = "{ttl}"
 timeout = "2s"
-{PAYMENTS_ROUTE}"#,
+{PAYMENTS_ROUTE}{extra_routes}"#,
+            extra_routes = options.extra,
             signed = options.signed_introspection,
             ttl = options.cache_max_ttl,
         );

@@ -178,3 +178,92 @@ fn hostile_bodies_labelled_or_coded_so_readers_differ_are_refused() {
         ],
     );
 }
+
+#[test]
+fn hostile_headers_nobody_vouched_for_never_reach_the_upstream() {
+    use crate::support::Env;
+    let env = Env::with_routes(
+        r#"
+[[route]]
+id = "legacy"
+methods = ["GET"]
+path = "/legacy"
+upstream = "core"
+auth = "none"
+"#,
+    );
+    let response = env.get(
+        "/legacy",
+        &[
+            "--http1.1",
+            "-H",
+            "X_Fapi_Subject: victim-psu",
+            "-H",
+            "X-Fapi_Client_Id: victim-tpp",
+            "-H",
+            "X-HTTP-Method-Override: DELETE",
+            "-H",
+            "X-Original-URL: /admin",
+            "-H",
+            "X-Rewrite-URL: /admin",
+            "-H",
+            "X-Forwarded-Host: evil.example",
+            "-H",
+            "X-Real-IP: 10.9.9.9",
+            "-H",
+            "True-Client-IP: 10.9.9.9",
+            "-H",
+            "Host: evil.example",
+        ],
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = &response.json()["headers"];
+    for name in [
+        "x_fapi_subject",
+        "x-fapi_client_id",
+        "x-http-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-real-ip",
+        "true-client-ip",
+    ] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} reached the upstream: {headers}"
+        );
+    }
+    // What clients legitimately address, never the client's own choice.
+    let public = format!("127.0.0.1:{}", env.gateway.port);
+    assert_eq!(headers["host"], json!([public]), "{headers}");
+    assert_eq!(headers["x-forwarded-host"], json!([public]), "{headers}");
+}
+
+#[test]
+fn hostile_the_upstream_never_sees_the_proof_and_sees_the_token_only_where_configured() {
+    let bank = Bank::start(Options {
+        extra: "\n[[route]]\nid = \"token-aware\"\nmethods = [\"GET\"]\npath = \"/token-aware\"\nupstream = \"core\"\nforward_token = true\n",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let response = bank.dpop_get("/accounts", &token, &key, &[]);
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = &response.json()["headers"];
+    assert!(
+        headers.get("dpop").is_none(),
+        "the DPoP proof reached the upstream: {headers}"
+    );
+    assert!(
+        headers.get("authorization").is_none(),
+        "the access token reached the upstream: {headers}"
+    );
+    assert_eq!(
+        headers["x-fapi-client-id"],
+        json!(["tpp"]),
+        "the caller is told by [forward]"
+    );
+    let response = bank.dpop_get("/token-aware", &token, &key, &[]);
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = &response.json()["headers"];
+    assert_eq!(headers["authorization"], json!([format!("DPoP {token}")]));
+    assert!(headers.get("dpop").is_none(), "{headers}");
+}
