@@ -61,6 +61,8 @@ pub enum Rejection {
     BodyNotJson,
     /// The body could not be read (400).
     BodyMalformed,
+    /// The body did not arrive whole within `listener.body_timeout` (408).
+    BodyTimeout,
     /// The JSON body the route's rules read is not one every reader reads alike (400).
     BodyJson(JsonError),
     /// The body the route's rules read is labelled or coded so readers could differ (400).
@@ -99,6 +101,7 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BodyNotJson => "body_not_json",
             Rejection::BodyMalformed => "body_malformed",
+            Rejection::BodyTimeout => "body_timeout",
             Rejection::BodyJson(error) => error.reason(),
             Rejection::BodyEncoding(_) => "body_encoding",
             Rejection::InvalidDpopProof(check) => check.reason(),
@@ -120,6 +123,7 @@ impl Rejection {
             | Rejection::BodyJson(_)
             | Rejection::BodyEncoding(_) => 400,
             Rejection::InsufficientScope { .. } => 403,
+            Rejection::BodyTimeout => 408,
             Rejection::BodyTooLarge => 413,
             Rejection::BodyNotJson => 415,
             Rejection::NoCredentials
@@ -247,6 +251,9 @@ impl Rejection {
                 "the request body must be application/json",
             ),
             Rejection::BodyMalformed => ("invalid_request", "the request body could not be read"),
+            Rejection::BodyTimeout => {
+                ("invalid_request", "the request body did not arrive in time")
+            }
             Rejection::BodyJson(error) => ("invalid_request", error.describe()),
             Rejection::BodyEncoding(description) => ("invalid_request", *description),
             Rejection::InvalidDpopProof(check) => {

@@ -103,6 +103,8 @@ pub struct ProofContext<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ValidProof {
     pub jkt: String,
+    /// The proof's `iat`: its replay record lives as long as the proof could be accepted.
+    pub iat: u64,
     pub nonce: Option<String>,
     /// SHA-256 of the `jti`, the replay-store key.
     pub jti_hash: [u8; 32],
@@ -198,6 +200,7 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     }
     Ok(ValidProof {
         jkt: thumbprint,
+        iat,
         nonce: claims.nonce,
         jti_hash: sha2::Sha256::digest(jti.as_bytes()).into(),
     })

@@ -40,7 +40,7 @@ pub struct LocalState {
 
 impl LocalState {
     pub fn new(policy: &Policy) -> Result<Arc<LocalState>, String> {
-        let window = policy.profile.dpop_proof_max_age + policy.profile.max_clock_skew;
+        let window = memory_window(&policy.profile);
         let capacity = policy.state.replay_cache_entries;
         let mut nonce_secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce_secret)
@@ -52,6 +52,13 @@ impl LocalState {
             capacity,
         }))
     }
+}
+
+/// How long the memory store keeps a record at least: the longest a record must live (a proof
+/// whose iat is `max_clock_skew` ahead stays acceptable for the whole window after it), plus
+/// the second the proof's iat was rounded to.
+fn memory_window(profile: &crate::policy::Profile) -> Duration {
+    profile.dpop_proof_max_age + profile.max_clock_skew * 2 + Duration::from_secs(1)
 }
 
 pub struct Binder {
@@ -122,7 +129,8 @@ impl Binder {
         let profile = &policy.profile;
         let window = profile.dpop_proof_max_age + profile.max_clock_skew;
         if redis.is_none()
-            && (window != local.window || policy.state.replay_cache_entries != local.capacity)
+            && (memory_window(profile) != local.window
+                || policy.state.replay_cache_entries != local.capacity)
         {
             tracing::warn!(
                 "a changed proof window or replay_cache_entries takes effect after a restart"
@@ -273,7 +281,12 @@ impl Binder {
                 }
             }
         }
-        match self.replay.first_use(valid.jti_hash, self.window).await {
+        // The record lives as long as the proof could be accepted by anyone (RFC 9449 §11.1):
+        // until its iat ages past the window, with the skew a future iat was allowed, so
+        // freshness and replay state never drift apart.
+        let acceptable_until = valid.iat + self.window.as_secs() + 1;
+        let ttl = Duration::from_secs(acceptable_until.saturating_sub(facts.now).max(1));
+        match self.replay.first_use(valid.jti_hash, ttl).await {
             Ok(true) => Ok(bound),
             Ok(false) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
             Err(_) => Err(Rejection::StateUnavailable),

@@ -12,8 +12,9 @@ pub struct StoreUnavailable;
 
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
-    /// Records `key` for `window`; `Ok(true)` if it was not seen before.
-    async fn first_use(&self, key: [u8; 32], window: Duration) -> Result<bool, StoreUnavailable>;
+    /// Records `key` for `ttl` at least (the memory store keeps every record for its whole
+    /// window, which is never shorter); `Ok(true)` if it was not seen before.
+    async fn first_use(&self, key: [u8; 32], ttl: Duration) -> Result<bool, StoreUnavailable>;
 }
 
 const SHARDS: usize = 16;

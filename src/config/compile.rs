@@ -134,12 +134,23 @@ fn listener(
             }
         }
     }
+    let body_timeout = duration(
+        errors,
+        "listener.body_timeout",
+        listener.body_timeout.as_ref(),
+        "10s",
+    );
+    let written = listener.body_timeout.as_deref().map(parse_duration);
+    if body_timeout.is_zero() && matches!(written, Some(Ok(_))) {
+        errors.add("listener.body_timeout", "must be longer than 0s");
+    }
     Some(ListenerPolicy {
         addr: addr?,
         public_url: public_url?,
         tls,
         plain_addr,
         trusted_proxies,
+        body_timeout,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Listener {
     pub forwarded: Option<Forwarded>,
     /// An extra plain-HTTP listener, for deployments behind a TLS terminator.
     pub plain_addr: Option<String>,
+    /// How long a request body may take to arrive whole (`"10s"`).
+    pub body_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -41,6 +41,8 @@ pub struct ListenerPolicy {
     pub tls: Option<TlsPolicy>,
     pub plain_addr: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
+    /// The whole request body must arrive within this (408 after).
+    pub body_timeout: Duration,
 }
 
 impl ListenerPolicy {

@@ -10,7 +10,6 @@ use pingora::proxy::Session;
 use std::time::Duration;
 
 pub const MAX_BODY: usize = 64 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct RequestBody {
     pub bytes: Bytes,
@@ -166,7 +165,8 @@ pub async fn read(
     // A request that declared no body (GET, or HEADERS with END_STREAM) has nothing to read.
     if !session.is_body_empty() {
         session.enable_retry_buffering();
-        read_whole(session, &mut body, declared).await?;
+        let deadline = tokio::time::Instant::now() + policy.listener.body_timeout;
+        read_whole(session, &mut body, declared, deadline).await?;
     }
     let json = if needs_json {
         Some(crate::policy::json::parse(&body).map_err(Rejection::BodyJson)?)
@@ -179,18 +179,24 @@ pub async fn read(
     }))
 }
 
-/// Reads the rest of the body into `body`, at most [`MAX_BODY`].
+/// Reads the rest of the body into `body`, at most [`MAX_BODY`], all of it by `deadline`
+/// (`listener.body_timeout`): a body trickled in to hold the request open gets 408, whatever
+/// the pace of each read.
 async fn read_whole(
     session: &mut Session,
     body: &mut Vec<u8>,
     declared: Option<usize>,
+    deadline: tokio::time::Instant,
 ) -> Result<(), Rejection> {
     loop {
         // h2 body reads have no timeout of their own.
-        let chunk = tokio::time::timeout(READ_TIMEOUT, session.read_request_body())
-            .await
-            .map_err(|_| Rejection::BodyMalformed)?
-            .map_err(|_| Rejection::BodyMalformed)?;
+        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(read) => read.map_err(|_| Rejection::BodyMalformed)?,
+            Err(_) => {
+                session.set_keepalive(None);
+                return Err(Rejection::BodyTimeout);
+            }
+        };
         let Some(chunk) = chunk else { return Ok(()) };
         if body.len() + chunk.len() > MAX_BODY {
             drain_for_refusal(session, declared).await;

@@ -192,6 +192,11 @@ impl ProxyHttp for FapiProxy {
         };
         ctx.client_cert = client_cert.map(|c| c.x5t_s256);
 
+        // The time is judged when the decision is made, not when the headers arrived: a body
+        // held open must not let a proof, a nonce or a signature be judged as it was then.
+        if body.is_some() {
+            ctx.now = crate::clock::unix_seconds();
+        }
         let header = session.req_header();
         let facts = RequestFacts {
             method: &header.method,

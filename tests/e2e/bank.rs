@@ -29,6 +29,10 @@ pub struct Options {
     pub introspection_auth: &'static str,
     /// More configuration (routes) appended to the file.
     pub extra: &'static str,
+    /// `profile.dpop_proof_max_age`.
+    pub dpop_proof_max_age: &'static str,
+    /// `listener.body_timeout`.
+    pub body_timeout: &'static str,
 }
 
 impl Default for Options {
@@ -48,6 +52,8 @@ impl Default for Options {
             public_url: None,
             introspection_auth: "client_secret_basic",
             extra: "",
+            dpop_proof_max_age: "60s",
+            body_timeout: "10s",
         }
     }
 }
@@ -271,9 +277,10 @@ timeout = "2s"
             extra
         };
         let profile = format!(
-            "[profile]\nname = \"{}\"\nmax_clock_skew = \"{}\"\ndpop_nonce = \"{}\"\n",
+            "[profile]\nname = \"{}\"\nmax_clock_skew = \"{}\"\ndpop_proof_max_age = \"{}\"\ndpop_nonce = \"{}\"\n",
             options.profile,
             options.max_clock_skew,
+            options.dpop_proof_max_age,
             if options.dpop_nonce {
                 "required"
             } else {
@@ -289,7 +296,13 @@ timeout = "2s"
             .replace("[profile]\nname = \"fapi2\"\n", &profile)
             .replace("127.0.0.1:1\"", "127.0.0.1:{PORT}\"")
             .replace("127.0.0.1:2\"", "127.0.0.1:{ADMIN}\"")
-            .replace("127.0.0.1:3\"", "127.0.0.1:{PLAIN}\"")
+            .replace(
+                "127.0.0.1:3\"",
+                &format!(
+                    "127.0.0.1:{{PLAIN}}\"\nbody_timeout = \"{}\"",
+                    options.body_timeout
+                ),
+            )
             .replace(
                 "public_url = \"https://127.0.0.1:{PORT}\"",
                 &format!("public_url = \"{public_url}\""),

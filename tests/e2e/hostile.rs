@@ -267,3 +267,136 @@ fn hostile_the_upstream_never_sees_the_proof_and_sees_the_token_only_where_confi
     assert_eq!(headers["authorization"], json!([format!("DPoP {token}")]));
     assert!(headers.get("dpop").is_none(), "{headers}");
 }
+
+/// Sends `head` (request line and headers, ending in an empty line) over TLS at once, then
+/// `body` one byte every `gap`, as a client holding a request open would; returns the
+/// response as text.
+fn trickle(bank: &Bank, head: &str, body: &[u8], gap: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{}", bank.gateway.port))
+        .arg("-CAfile")
+        .arg(bank.pki.ca())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(head.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    for byte in body {
+        std::thread::sleep(gap);
+        // The gateway may answer (and close) before the body is complete.
+        if stdin
+            .write_all(&[*byte])
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut response = String::new();
+    client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut response)
+        .unwrap();
+    drop(stdin);
+    let _ = client.wait();
+    response
+}
+
+fn held_open_replay(bank: &Bank) {
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    let first =
+        crate::support::accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof));
+    assert_eq!(first.status, 200, "{first:?}");
+    // The same token and proof again, the body held open far past the proof window (2 s + 1 s
+    // skew): judged at the moment of the decision, the proof is too old.
+    let body = b"x=12345678";
+    let head = format!(
+        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
+         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n",
+        port = bank.gateway.port,
+        length = body.len()
+    );
+    let response = trickle(bank, &head, body, std::time::Duration::from_millis(600));
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let expected = format!(
+        "WWW-Authenticate: {}",
+        dpop_challenge(
+            "invalid_dpop_proof",
+            "the DPoP proof iat is outside the acceptable window"
+        )
+    );
+    let challenge = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .unwrap_or_default();
+    assert!(
+        challenge
+            .to_ascii_lowercase()
+            .starts_with(&expected.to_ascii_lowercase()),
+        "{response}"
+    );
+    assert_eq!(
+        bank.upstream.requests_for("/accounts"),
+        1,
+        "proxied a second time"
+    );
+}
+
+#[test]
+fn hostile_a_held_open_request_cannot_replay_a_used_proof_memory_store() {
+    held_open_replay(&Bank::start(Options {
+        dpop_proof_max_age: "2s",
+        max_clock_skew: "1s",
+        ..Options::default()
+    }));
+}
+
+#[test]
+fn hostile_a_held_open_request_cannot_replay_a_used_proof_redis_store() {
+    let redis = crate::support::RedisServer::start();
+    held_open_replay(&Bank::start(Options {
+        dpop_proof_max_age: "2s",
+        max_clock_skew: "1s",
+        redis: Some(redis.url()),
+        public_url: Some("https://api.bank.example"),
+        ..Options::default()
+    }));
+}
+
+#[test]
+fn hostile_a_body_trickled_past_body_timeout_gets_408() {
+    let bank = Bank::start(Options {
+        body_timeout: "2s",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    let body = b"x=12345678";
+    let head = format!(
+        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
+         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n",
+        port = bank.gateway.port,
+        length = body.len()
+    );
+    let response = trickle(&bank, &head, body, std::time::Duration::from_millis(400));
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("the request body did not arrive in time"),
+        "{response}"
+    );
+    assert_eq!(bank.upstream.requests_for("/accounts"), 0);
+}
