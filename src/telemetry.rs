@@ -177,9 +177,10 @@ impl RouteSeries {
 
 /// Installs the global tracing subscriber (JSON or plain lines on stdout).
 pub fn init_logging(json: bool, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FAPIGATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+    let text = std::env::var("FAPIGATE_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&text)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = cap_dependencies(filter, &text);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
@@ -189,6 +190,48 @@ pub fn init_logging(json: bool, level: &str) {
     } else {
         builder.try_init()
     };
+}
+
+/// Crates whose debug output carries what the gateway must never log (request headers with
+/// tokens and proofs, TLS secrets, Redis commands with keys and values).
+const CAPPED_CRATES: [&str; 11] = [
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_pool",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+    "tokio_rustls",
+    "redis",
+];
+
+/// A filter more verbose than `info` still logs the crates above at `info` at most, unless
+/// the filter names them itself (an operator debugging Pingora asks for it by name).
+fn cap_dependencies(
+    mut filter: tracing_subscriber::EnvFilter,
+    text: &str,
+) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    if filter
+        .max_level_hint()
+        .is_none_or(|max| max <= LevelFilter::INFO)
+    {
+        return filter;
+    }
+    for name in CAPPED_CRATES {
+        let named = text
+            .split(',')
+            .any(|directive| directive.trim().split(['=', '[', ':']).next() == Some(name));
+        if !named {
+            if let Ok(directive) = format!("{name}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }
 
 /// One access-log line.
@@ -227,4 +270,28 @@ pub fn access_log(record: &AccessRecord<'_>) {
         peer = record.peer.as_deref(),
         "access"
     );
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use super::*;
+
+    fn capped(text: &str) -> String {
+        cap_dependencies(tracing_subscriber::EnvFilter::new(text), text).to_string()
+    }
+
+    #[test]
+    fn hi_logs_dependencies_stay_at_info_when_the_gateway_logs_debug() {
+        let debug = capped("debug");
+        for name in CAPPED_CRATES {
+            assert!(debug.contains(&format!("{name}=info")), "{name}: {debug}");
+        }
+        // Asked for by name: the operator gets it.
+        let named = capped("debug,pingora_core=debug");
+        assert!(named.contains("pingora_core=debug"), "{named}");
+        assert!(!named.contains("pingora_core=info"), "{named}");
+        // Not more verbose than info: nothing is added.
+        assert_eq!(capped("warn"), "warn");
+        assert_eq!(capped("info"), "info");
+    }
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub dpop_proof_max_age: &'static str,
     /// `listener.body_timeout`.
     pub body_timeout: &'static str,
+    /// `log.level`.
+    pub log_level: &'static str,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             extra: "",
             dpop_proof_max_age: "60s",
             body_timeout: "10s",
+            log_level: "info",
         }
     }
 }
@@ -294,6 +297,10 @@ timeout = "2s"
         // Placeholders that cannot occur in the rest of the file.
         let template = config_text(1, 2, 3, upstream.addr, &format!("{extra}{state}"))
             .replace("[profile]\nname = \"fapi2\"\n", &profile)
+            .replace(
+                "level = \"info\"",
+                &format!("level = \"{}\"", options.log_level),
+            )
             .replace("127.0.0.1:1\"", "127.0.0.1:{PORT}\"")
             .replace("127.0.0.1:2\"", "127.0.0.1:{ADMIN}\"")
             .replace(

@@ -400,3 +400,53 @@ fn hostile_a_body_trickled_past_body_timeout_gets_408() {
     );
     assert_eq!(bank.upstream.requests_for("/accounts"), 0);
 }
+
+#[test]
+fn hostile_no_token_or_proof_is_logged_even_at_debug_level() {
+    let bank = Bank::start(Options {
+        log_level: "debug",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let (opaque, opaque_key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    // A consent for another account: the refusal's reason is logged at debug level.
+    let other = json!([{"type": "account_information", "actions": ["read_balances"],
+        "accounts": ["acc-9"]}]);
+    let (consented, consented_key) = bank.dpop_token("tpp", "ES256", Some(other));
+    let mut secrets = vec![token.clone(), opaque.clone(), consented.clone()];
+    for (token, key, path) in [
+        (&token, &key, "/accounts"),
+        (&opaque, &opaque_key, "/accounts"),
+        (&consented, &consented_key, "/accounts/acc-1/balances"),
+    ] {
+        let proof = bank.auth.proof(key, "GET", &bank.url(path), token, None);
+        let authorization = format!("Authorization: DPoP {token}");
+        let dpop = format!("DPoP: {proof}");
+        bank.request(path, &["-H", &authorization, "-H", &dpop]);
+        // The same proof again: a replay, refused and logged.
+        bank.request(path, &["-H", &authorization, "-H", &dpop]);
+        secrets.push(proof);
+    }
+    let log = bank.gateway.log_text();
+    let err = std::fs::read_to_string(bank.gateway.config.with_file_name("gateway.err"))
+        .unwrap_or_default();
+    assert!(log.contains("\"level\":\"DEBUG\""), "debug logging is on");
+    for secret in &secrets {
+        // Any 16 characters of a token or proof would be enough to look it up.
+        let middle = secret.len() / 2;
+        for window in [
+            &secret[..16],
+            &secret[middle - 8..middle + 8],
+            &secret[secret.len() - 16..],
+        ] {
+            assert!(
+                !log.contains(window),
+                "a secret's text is in the log: {window}"
+            );
+            assert!(
+                !err.contains(window),
+                "a secret's text is on stderr: {window}"
+            );
+        }
+    }
+}
