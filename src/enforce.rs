@@ -279,6 +279,7 @@ impl<'e> Enforcer<'e> {
             body: facts.raw_body,
             now: facts.now,
             max_age: policy.profile.request_signature_max_age.as_secs(),
+            max_skew: policy.profile.max_clock_skew.as_secs(),
         };
         verify_request(&request, keys)
             .await

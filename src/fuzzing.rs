@@ -243,6 +243,7 @@ fn verify_signed_request(
         body: Some(body),
         now: NOW,
         max_age: 300,
+        max_skew: 10,
     };
     let fixture = fixture();
     Some(
@@ -600,6 +601,29 @@ mod tests {
             verify_signed_request(&data)
         };
         let good = crate::signing::digest::content_digest(body);
+        // `created` at most max_clock_skew (10 s here) ahead.
+        for (created, ok) in [(NOW + 10, true), (NOW + 11, false)] {
+            let ahead = input.replace(&format!("created={NOW}"), &format!("created={created}"));
+            let fields: [&[u8]; 6] = [
+                ahead.as_bytes(),
+                b"",
+                good.as_bytes(),
+                body,
+                b"DPoP tok",
+                b"",
+            ];
+            let mut data = vec![1u8];
+            data.extend(fields.join(&0xFF));
+            let outcome = verify_signed_request(&data);
+            if ok {
+                assert!(matches!(outcome, Some(Ok(_))), "{outcome:?}");
+            } else {
+                assert_eq!(
+                    outcome,
+                    Some(Err(crate::signing::httpsig::RequestSigError::Created))
+                );
+            }
+        }
         assert!(
             matches!(request(&good), Some(Ok(_))),
             "{:?}",

@@ -138,6 +138,10 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     if header.get("typ").and_then(|t| t.as_str()) != Some("dpop+jwt") {
         return Err(DpopCheck::Typ);
     }
+    // RFC 7515 §4.1.11: no critical extension is understood here.
+    if header.contains_key("crit") {
+        return Err(DpopCheck::Malformed);
+    }
     let alg = match header.get("alg").and_then(|a| a.as_str()) {
         Some("ES256") => Algorithm::ES256,
         Some("PS256") => Algorithm::PS256,
@@ -324,6 +328,18 @@ pub(crate) mod tests {
         let ath =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(TOKEN));
         serde_json::json!({"jti": "j-1", "htm": "GET", "htu": URI, "iat": NOW, "ath": ath})
+    }
+
+    #[test]
+    fn hi_jws_a_proof_with_a_crit_header_is_refused() {
+        let key = es256_key();
+        let proof = proof(&key, serde_json::json!({"crit": ["x"], "x": 1}), claims());
+        assert_eq!(verify(&proof, &context()), Err(DpopCheck::Malformed));
+        assert!(verify(&proof_without_crit(&key), &context()).is_ok());
+    }
+
+    fn proof_without_crit(key: &TestKey) -> String {
+        proof(key, serde_json::json!({}), claims())
     }
 
     fn context() -> ProofContext<'static> {

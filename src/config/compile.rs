@@ -351,7 +351,10 @@ fn profile(profile: &model::Profile, base: &Path, errors: &mut Errors) -> Option
         dpop_nonce_secret_file: profile.dpop_nonce_secret_file.as_ref().and_then(|p| {
             let path = files::resolve(base, p);
             errors
-                .check("profile.dpop_nonce_secret_file", files::read_secret(&path))
+                .check(
+                    "profile.dpop_nonce_secret_file",
+                    files::read_key_material(&path, 32),
+                )
                 .map(|()| path)
         }),
         request_signature_max_age: duration(
@@ -433,6 +436,12 @@ fn upstreams(
                 None
             }
         };
+        if upstream.tls == Some(true) && sni.is_empty() {
+            errors.add(
+                format!("{key}.sni"),
+                "must name the upstream's TLS server name (an empty name would verify nothing)",
+            );
+        }
         compiled.push(Arc::new(UpstreamPolicy {
             id: upstream.id.clone(),
             host,

@@ -69,10 +69,22 @@ pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
 }
 
 pub fn read_secret(path: &Path) -> Result<(), String> {
+    read_key_material(path, 1)
+}
+
+/// A secret used as a MAC key: at least `min_bytes` once surrounding whitespace is trimmed.
+pub fn read_key_material(path: &Path, min_bytes: usize) -> Result<(), String> {
     refuse_world_readable(path)?;
     let bytes = read(path)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let length = bytes.trim_ascii().len();
+    if length == 0 {
         return Err(format!("{}: the secret file is empty", path.display()));
+    }
+    if length < min_bytes {
+        return Err(format!(
+            "{}: holds {length} bytes; a MAC key needs at least {min_bytes}",
+            path.display()
+        ));
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
-/// Parses "512B", "64KiB", "1MiB", "1GiB" (binary units; "KB"/"MB" are read as KiB/MiB).
+/// Parses "512B", "64KiB", "1MiB", "1GiB" (binary units only: "KB" or "MB" could mean 1000
+/// or 1024, so they are refused with the unit to write instead).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -41,9 +42,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("\"{text}\" does not start with a whole number"))?;
     let factor: u64 = match unit {
         "B" => 1,
-        "KiB" | "KB" => 1 << 10,
-        "MiB" | "MB" => 1 << 20,
-        "GiB" | "GB" => 1 << 30,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" | "MB" | "GB" => {
+            let binary = format!("{}iB", &unit[..1].to_ascii_uppercase());
+            return Err(format!(
+                "\"{text}\" is ambiguous (1000 or 1024?); write \"{number}{binary}\""
+            ));
+        }
         _ => {
             return Err(format!(
                 "\"{text}\" has an unknown unit \"{unit}\" (use B, KiB, MiB or GiB)"
@@ -58,6 +65,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hi_units_ambiguous_decimal_sizes_are_refused_with_the_binary_unit_to_write() {
+        assert_eq!(
+            parse_size("64KB"),
+            Err("\"64KB\" is ambiguous (1000 or 1024?); write \"64KiB\"".to_string())
+        );
+        assert_eq!(
+            parse_size("1MB"),
+            Err("\"1MB\" is ambiguous (1000 or 1024?); write \"1MiB\"".to_string())
+        );
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+    }
 
     #[test]
     fn durations_need_a_unit() {

@@ -132,14 +132,19 @@ fn satisfies<'r>(
             return Err(Miss::Lacks(field, missing));
         }
     }
-    if let Some(Value::Array(locations)) = detail.get("locations") {
-        let covered = locations
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|location| at_or_below(request.url, location));
-        if !covered {
-            return Err(Miss::Locations);
+    match detail.get("locations") {
+        None => {}
+        Some(Value::Array(locations)) => {
+            let covered = locations
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|location| at_or_below(request.url, location));
+            if !covered {
+                return Err(Miss::Locations);
+            }
         }
+        // RFC 9396 §2.2: an array of strings. Anything else restricts to nothing we know.
+        Some(_) => return Err(Miss::Locations),
     }
     for rule in &requirement.rules {
         if !rule_holds(detail, rule, request) {
@@ -491,6 +496,29 @@ mod tests {
             json!([{"type": "account_information", "locations": ["https://rs.other.example"]}]),
         );
         assert!(authorize(&r, &elsewhere, &view(&params, None)).is_err());
+    }
+
+    #[test]
+    fn hi_rar_locations_that_are_not_an_array_grant_nothing() {
+        let r = route(&[], vec![requirement("account_information", &[], vec![])]);
+        let params = vec![];
+        for locations in [
+            json!("https://api.bank.example"),
+            json!({}),
+            json!(null),
+            json!(1),
+        ] {
+            let odd = grant(
+                &[],
+                json!([{"type": "account_information", "locations": locations}]),
+            );
+            assert!(
+                authorize(&r, &odd, &view(&params, None)).is_err(),
+                "{locations}"
+            );
+        }
+        let none = grant(&[], json!([{"type": "account_information"}]));
+        assert!(authorize(&r, &none, &view(&params, None)).is_ok());
     }
 
     #[test]

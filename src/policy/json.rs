@@ -322,6 +322,11 @@ impl Reader<'_> {
             return Err(JsonError::InexactNumber);
         }
         let double = text.parse::<f64>().map_err(|_| JsonError::Syntax)?;
+        // Below the normal range a double keeps fewer digits, and common readers round such
+        // numbers differently (serde_json reads 730E-311 as 7.299999999999997e-309).
+        if double != 0.0 && double.abs() < f64::MIN_POSITIVE {
+            return Err(JsonError::InexactNumber);
+        }
         let number = Number::from_f64(double).ok_or(JsonError::InexactNumber)?;
         if Scientific::of(text) != Scientific::of(&number.to_string()) {
             return Err(JsonError::InexactNumber);
@@ -441,6 +446,8 @@ mod tests {
             "0.30000000000000000001",
             "1e400",
             "9007199254740993.0",
+            "730E-311",
+            "5e-324",
         ] {
             assert_eq!(
                 parse(inexact.as_bytes()),

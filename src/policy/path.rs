@@ -8,6 +8,8 @@
 //! - does not start with `/`, or contains an empty segment (`//accounts`, `/a//b`);
 //! - has a `.` or `..` segment, also percent-encoded (`%2e`, `%2E%2e`);
 //! - contains an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, or an encoded control byte (`%00`..`%1F`, `%7F`);
+//! - contains `;`, raw or encoded (`%3B`): Tomcat, Jetty and Spring cut `;...` path parameters
+//!   off a segment before removing dot segments, so `/accounts/..;/payments` would traverse;
 //! - has a malformed percent escape, or does not decode to UTF-8.
 //!
 //! Everything else is matched segment by segment after percent-decoding (so `/acc%6Funts` is
@@ -28,6 +30,7 @@ pub enum PathError {
     ControlCharacter,
     BadEscape,
     NotUtf8,
+    Semicolon,
 }
 
 impl PathError {
@@ -40,6 +43,7 @@ impl PathError {
             PathError::ControlCharacter => "the request path has a control character",
             PathError::BadEscape => "the request path has a malformed percent escape",
             PathError::NotUtf8 => "the request path is not UTF-8",
+            PathError::Semicolon => "the request path has a ; (path parameters are not accepted)",
         }
     }
 }
@@ -84,6 +88,9 @@ fn percent_decode_segment(part: &str) -> Result<Cow<'_, str>, PathError> {
     if part.contains('\\') {
         return Err(PathError::EncodedSeparator);
     }
+    if part.contains(';') {
+        return Err(PathError::Semicolon);
+    }
     if part.bytes().any(|b| b.is_ascii_control()) {
         return Err(PathError::ControlCharacter);
     }
@@ -99,6 +106,7 @@ fn percent_decode_segment(part: &str) -> Result<Cow<'_, str>, PathError> {
             let value = hex_pair(hex).ok_or(PathError::BadEscape)?;
             match value {
                 b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                b';' => return Err(PathError::Semicolon),
                 v if v.is_ascii_control() => return Err(PathError::ControlCharacter),
                 v => out.push(v),
             }
@@ -261,6 +269,19 @@ mod tests {
 
     fn segments(raw: &str) -> Result<Vec<String>, PathError> {
         NormalPath::parse(raw).map(|p| p.segments().iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn hi_path_a_semicolon_raw_or_encoded_is_refused() {
+        for path in [
+            "/accounts/..;/payments",
+            "/accounts/a;v=1/balances",
+            "/a%3Bb",
+            "/a%3bb",
+            "/;",
+        ] {
+            assert_eq!(NormalPath::parse(path), Err(PathError::Semicolon), "{path}");
+        }
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct SignedRequest<'a> {
     pub body: Option<&'a [u8]>,
     pub now: u64,
     pub max_age: u64,
+    /// How far in the future `created` may be (`profile.max_clock_skew`).
+    pub max_skew: u64,
 }
 
 fn header<'a>(
@@ -191,7 +193,9 @@ async fn verify_one(
         .and_then(BareItem::as_int)
         .ok_or(RequestSigError::Created)?;
     let created = u64::try_from(created).map_err(|_| RequestSigError::Created)?;
-    if created > request.now + 5 || request.now.saturating_sub(created) > request.max_age {
+    if created > request.now + request.max_skew
+        || request.now.saturating_sub(created) > request.max_age
+    {
         return Err(RequestSigError::Created);
     }
     if let Some(expires) = list.params.get("expires").and_then(BareItem::as_int) {

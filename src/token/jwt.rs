@@ -54,6 +54,10 @@ pub fn checked_header(
         })
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or("malformed JWS header")?;
+    // RFC 7515 §4.1.11: every extension listed in `crit` must be understood; none is here.
+    if raw.get("crit").is_some() {
+        return Err("the JWS header has critical extensions this server does not support");
+    }
     let named = raw.get("alg").and_then(|a| a.as_str()).unwrap_or("");
     let allowed = match named {
         "ES256" => algs.contains(&Algorithm::ES256),
@@ -152,6 +156,21 @@ mod tests {
         assert!(!looks_like_jwt("2YotnFZFEjr1zCsicMWpAA"));
         assert!(!looks_like_jwt("a.b.c"));
         assert!(!looks_like_jwt(&format!("{header}.e30.c2ln.x")));
+    }
+
+    #[test]
+    fn hi_jws_a_crit_header_is_refused_rfc_7515_4_1_11() {
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"ES256","typ":"at+jwt","crit":["exp"],"exp":1}"#);
+        assert_eq!(
+            checked_header(
+                &format!("{header}.e30.c2ln"),
+                &[Algorithm::ES256],
+                &["at+jwt"]
+            )
+            .err(),
+            Some("the JWS header has critical extensions this server does not support")
+        );
     }
 
     #[test]
