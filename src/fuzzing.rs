@@ -352,6 +352,12 @@ pub fn config(data: &[u8]) {
     let _ = crate::config::load_str(&source, &fixture().dir);
 }
 
+/// The folder the fixture policy's files are in (for tests that compile variants of it).
+#[cfg(test)]
+pub(crate) fn fixture_dir() -> &'static std::path::Path {
+    &fixture().dir
+}
+
 /// What the targets share, made once per process.
 struct Fixture {
     dir: PathBuf,
@@ -394,7 +400,7 @@ Pi1fXsiAgQqO3zonPm9suJT1F1v0FnqXtAWG51HSWUjULr5RQVUtpiRo
 ";
 
 /// The fixture policy: the routes and rules of the reference configuration.
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 [listener]
 addr = "127.0.0.1:0"
 public_url = "https://api.bank.example"

@@ -168,6 +168,48 @@ mod tests {
         assert_eq!(errors[0].line, Some(4));
     }
 
+    fn error_of(source: &str, base: &Path, key: &str) -> Option<String> {
+        let errors = load_str(source, base).err()?;
+        errors.into_iter().find(|e| e.key == key).map(|e| e.message)
+    }
+
+    #[test]
+    fn hi_config_an_empty_sni_on_a_tls_upstream_is_refused() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        let upstream = "addrs = [\"127.0.0.1:9\"]";
+        let source = POLICY.replace(upstream, &format!("{upstream}\ntls = true\nsni = \"\""));
+        assert_eq!(
+            error_of(&source, fixture_dir(), "upstream[0].sni").as_deref(),
+            Some("must name the upstream's TLS server name (an empty name would verify nothing)")
+        );
+        let plain = POLICY.replace(upstream, &format!("{upstream}\nsni = \"\""));
+        assert!(load_str(&plain, fixture_dir()).is_ok());
+    }
+
+    #[test]
+    fn hi_config_a_short_nonce_secret_is_refused() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("nonce.key");
+        std::fs::write(&secret, "0123456789\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let source = POLICY.replace(
+            "name = \"fapi2\"",
+            &format!(
+                "name = \"fapi2\"\ndpop_nonce_secret_file = \"{}\"",
+                secret.display()
+            ),
+        );
+        let message = error_of(&source, fixture_dir(), "profile.dpop_nonce_secret_file").unwrap();
+        assert!(
+            message.ends_with("holds 10 bytes; a MAC key needs at least 32"),
+            "{message}"
+        );
+        std::fs::write(&secret, "k".repeat(32)).unwrap();
+        assert!(load_str(&source, fixture_dir()).is_ok());
+    }
+
     #[test]
     fn lines_are_found_inside_arrays_of_tables() {
         let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";
