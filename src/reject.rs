@@ -63,6 +63,8 @@ pub enum Rejection {
     BodyMalformed,
     /// The body did not arrive whole within `listener.body_timeout` (408).
     BodyTimeout,
+    /// A `Transfer-Encoding` other than exactly `chunked` (501, RFC 9112 §6.1).
+    UnsupportedTransferCoding,
     /// The JSON body the route's rules read is not one every reader reads alike (400).
     BodyJson(JsonError),
     /// The body the route's rules read is labelled or coded so readers could differ (400).
@@ -102,6 +104,7 @@ impl Rejection {
             Rejection::BodyNotJson => "body_not_json",
             Rejection::BodyMalformed => "body_malformed",
             Rejection::BodyTimeout => "body_timeout",
+            Rejection::UnsupportedTransferCoding => "transfer_coding",
             Rejection::BodyJson(error) => error.reason(),
             Rejection::BodyEncoding(_) => "body_encoding",
             Rejection::InvalidDpopProof(check) => check.reason(),
@@ -124,6 +127,7 @@ impl Rejection {
             | Rejection::BodyEncoding(_) => 400,
             Rejection::InsufficientScope { .. } => 403,
             Rejection::BodyTimeout => 408,
+            Rejection::UnsupportedTransferCoding => 501,
             Rejection::BodyTooLarge => 413,
             Rejection::BodyNotJson => 415,
             Rejection::NoCredentials
@@ -251,6 +255,10 @@ impl Rejection {
                 "the request body must be application/json",
             ),
             Rejection::BodyMalformed => ("invalid_request", "the request body could not be read"),
+            Rejection::UnsupportedTransferCoding => (
+                "invalid_request",
+                "only the chunked transfer coding is accepted",
+            ),
             Rejection::BodyTimeout => {
                 ("invalid_request", "the request body did not arrive in time")
             }

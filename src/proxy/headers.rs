@@ -271,6 +271,35 @@ pub fn nominates_gateway_header(headers: &HeaderMap, forward: &ForwardPolicy) ->
         })
 }
 
+/// How the request body is framed, if the gateway can vouch for it (RFC 9112 §6.1, §6.3): a
+/// `Transfer-Encoding` other than exactly `chunked` (`gzip, chunked` would reach the upstream
+/// relabelled, the coded bytes inside) is not implemented (501), and `Content-Length` beside
+/// `Transfer-Encoding` is a request smuggling vector (400). Pingora drops such a
+/// `Content-Length` before any filter runs, so `sent_content_length` asks the raw header.
+pub fn framing_refusal(
+    headers: &HeaderMap,
+    sent_content_length: impl FnOnce() -> bool,
+) -> Option<crate::reject::Rejection> {
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    codings.peek()?;
+    if headers.contains_key(http::header::CONTENT_LENGTH) || sent_content_length() {
+        return Some(crate::reject::Rejection::InvalidRequest {
+            description: "the request has both Content-Length and Transfer-Encoding",
+        });
+    }
+    let mut tokens = codings
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii);
+    let only_chunked = tokens
+        .next()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+        && tokens.next().is_none();
+    (!only_chunked).then_some(crate::reject::Rejection::UnsupportedTransferCoding)
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), also those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let nominated: Vec<String> = headers

@@ -450,3 +450,46 @@ fn hostile_no_token_or_proof_is_logged_even_at_debug_level() {
         }
     }
 }
+
+/// One raw HTTP/1.1 exchange on the gateway's plain listener; the response as text.
+fn raw_exchange(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).to_string()
+}
+
+#[test]
+fn hostile_transfer_codings_the_gateway_cannot_vouch_for_are_refused() {
+    let env = crate::support::Env::start();
+    let port = env.gateway.plain_port;
+    let gzip_chunked = raw_exchange(
+        port,
+        "GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(gzip_chunked.starts_with("HTTP/1.1 501"), "{gzip_chunked}");
+    assert!(
+        gzip_chunked.contains("only the chunked transfer coding is accepted"),
+        "{gzip_chunked}"
+    );
+    let both = raw_exchange(
+        port,
+        "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(both.starts_with("HTTP/1.1 400"), "{both}");
+    assert_eq!(
+        env.upstream.requests_for("/status"),
+        0,
+        "neither reached the upstream"
+    );
+    let chunked = raw_exchange(
+        port,
+        "GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    );
+    assert!(chunked.starts_with("HTTP/1.1 200"), "{chunked}");
+}
