@@ -145,16 +145,31 @@ impl Redis {
         self.run::<()>(command).await
     }
 
+    /// The value of `key`, if it exists and is at most [`MAX_VALUE_BYTES`] long. Read with
+    /// `GETRANGE`, so a value someone made huge is never transferred whole; a longer (or empty)
+    /// value counts as absent, and the caller falls back as if it were.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreUnavailable> {
-        let mut command = redis::cmd("GET");
-        command.arg(key);
-        self.run(command).await
+        let mut command = redis::cmd("GETRANGE");
+        command.arg(key).arg(0).arg(MAX_VALUE_BYTES);
+        let value: Vec<u8> = self.run(command).await?;
+        if value.len() > MAX_VALUE_BYTES {
+            tracing::warn!(
+                key,
+                "a shared-state value is larger than any the gateway writes; ignored"
+            );
+            return Ok(None);
+        }
+        Ok((!value.is_empty()).then_some(value))
     }
 
     pub async fn ping(&self) -> bool {
         self.run::<String>(redis::cmd("PING")).await.is_ok()
     }
 }
+
+/// The largest value read back from Redis: the gateway's own values (introspection verdicts,
+/// the nonce key) are far smaller.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Hex of a key hash, for Redis key names.
 pub fn hex(bytes: &[u8]) -> String {

@@ -176,10 +176,14 @@ impl Introspector {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let bytes = response
-            .bytes()
+        let bytes = super::outbound::bounded_body(response)
             .await
-            .map_err(|_| TokenError::Unavailable("unreadable"))?;
+            .map_err(|e| match e {
+                super::outbound::ReadError::TooLarge => {
+                    TokenError::Unavailable("response_too_large")
+                }
+                super::outbound::ReadError::Unreadable => TokenError::Unavailable("unreadable"),
+            })?;
         let object = if self.signed_response {
             if !content_type.starts_with(JWT_RESPONSE) {
                 return Err(TokenError::Unavailable("unsigned_response"));

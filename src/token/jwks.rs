@@ -177,10 +177,12 @@ impl KeySet {
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|bytes| self.install(&bytes)),
             Source::Url { url, client } => match client.get(url).send().await {
-                Ok(response) if response.status().is_success() => match response.bytes().await {
-                    Ok(bytes) => self.install(&bytes),
-                    Err(e) => Err(format!("reading {url}: {e}")),
-                },
+                Ok(response) if response.status().is_success() => {
+                    match super::outbound::bounded_body(response).await {
+                        Ok(bytes) => self.install(&bytes),
+                        Err(e) => Err(format!("reading {url}: {e:?}")),
+                    }
+                }
                 Ok(response) => Err(format!("{url} answered {}", response.status())),
                 Err(e) => Err(format!("{url}: {e}")),
             },

@@ -48,3 +48,56 @@ pub fn client(
         .build()
         .map_err(|e| e.to_string())
 }
+
+/// The largest answer read from an authorization server or a key set URL: far above any
+/// real JWKS or introspection response, small enough that a hostile or broken peer cannot
+/// make the gateway buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Why a response body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads a response body of at most [`MAX_RESPONSE_BYTES`], refusing larger ones as soon as
+/// they pass the limit (announced or not).
+pub async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| ReadError::Unreadable)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: Vec<u8>) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn hi_network_answers_are_read_up_to_one_mib() {
+        let small = vec![b'x'; 1000];
+        assert_eq!(bounded_body(response(small.clone())).await, Ok(small));
+        let limit = vec![b'x'; MAX_RESPONSE_BYTES];
+        assert_eq!(
+            bounded_body(response(limit)).await.map(|b| b.len()),
+            Ok(MAX_RESPONSE_BYTES)
+        );
+        let big = vec![b'x'; MAX_RESPONSE_BYTES + 1];
+        assert_eq!(bounded_body(response(big)).await, Err(ReadError::TooLarge));
+    }
+}
