@@ -178,8 +178,7 @@ fn dpop(c: &mut Criterion) {
                         now,
                     };
                     black_box(
-                        binder
-                            .bind(&policy, &credential, &grant, &facts)
+                        bind_and_record(&binder, &policy, &credential, &grant, &facts)
                             .await
                             .expect("bound"),
                     );
@@ -190,7 +189,8 @@ fn dpop(c: &mut Criterion) {
         // A replayed proof must be refused: the store is really in the path.
         let once = fresh_headers(1);
         bind_all(&once);
-        let replay = rt.block_on(binder.bind(
+        let replay = rt.block_on(bind_and_record(
+            &binder,
             &policy,
             &credential,
             &grant,
@@ -240,3 +240,20 @@ fn dpop(c: &mut Criterion) {
 
 criterion_group!(benches, dpop);
 criterion_main!(benches);
+
+/// What admission does with a proof: the stateless checks, the binding to the token, and the
+/// replay record.
+async fn bind_and_record(
+    binder: &fapigate::binding::Binder,
+    policy: &fapigate::policy::Policy,
+    credential: &fapigate::credential::Credential,
+    grant: &fapigate::grant::Grant,
+    facts: &RequestFacts<'_>,
+) -> Result<fapigate::binding::Bound, fapigate::reject::Rejection> {
+    let proof = binder.proof(policy, credential, facts)?;
+    let bound = binder
+        .bind(policy, credential, grant, proof.as_ref(), facts)
+        .await?;
+    binder.record(&bound).await?;
+    Ok(bound)
+}

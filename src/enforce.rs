@@ -210,12 +210,24 @@ impl<'e> Enforcer<'e> {
         let credential = credential::extract(facts.headers, facts.query, form)
             .map_err(on_route)?
             .ok_or_else(|| on_route(Rejection::NoCredentials))?;
+        // A DPoP request's proof is checked before its token: without a valid proof for this
+        // token, nothing reaches the AS.
+        let proof = self
+            .engine
+            .binder
+            .proof(policy, &credential, facts)
+            .map_err(on_route)?;
         // The stages below hold large futures (AS calls, key fetches): boxed, they are built
         // only by requests that reach them, and do not inflate every request's state.
         let grant = Box::pin(self.engine.tokens.validate(&credential.token, facts.now))
             .await
             .map_err(|e| on_route(token_rejection(&credential, e)))?;
-        let bound = Box::pin(self.engine.binder.bind(policy, &credential, &grant, facts))
+        let bound =
+            Box::pin(
+                self.engine
+                    .binder
+                    .bind(policy, &credential, &grant, proof.as_ref(), facts),
+            )
             .await
             .map_err(on_route)?;
         let request_signature = if route.verify_request_signature {
@@ -237,6 +249,10 @@ impl<'e> Enforcer<'e> {
         let granted_detail = authorize(route, &grant, &view)
             .map_err(|denial| on_route(denial_rejection(route, &credential, denial)))?
             .cloned();
+        // Last: only an admitted request uses up its proof.
+        Box::pin(self.engine.binder.record(&bound))
+            .await
+            .map_err(on_route)?;
         Ok(Admission {
             route: route_index,
             params,

@@ -21,7 +21,7 @@ use crate::policy::{Policy, ProfileKind};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
 use crate::state::{Redis, RedisReplayStore};
-use dpop::{DpopCheck, ProofContext};
+use dpop::{DpopCheck, ProofContext, ValidProof};
 use jsonwebtoken::Algorithm;
 use nonce::{NonceCheck, Nonces};
 use replay::{MemoryReplayStore, ReplayStore};
@@ -118,6 +118,8 @@ impl NonceKey {
 pub struct Bound {
     /// A fresh `DPoP-Nonce` when the client's nonce is from the previous slot (RFC 9449 §8.2).
     pub fresh_nonce: Option<String>,
+    /// The proof's replay record, written by [`Binder::record`] once the request is admitted.
+    replay: Option<([u8; 32], Duration)>,
 }
 
 impl Binder {
@@ -175,6 +177,7 @@ impl Binder {
         policy: &Policy,
         credential: &Credential,
         grant: &Grant,
+        proof: Option<&ValidProof>,
         facts: &RequestFacts<'_>,
     ) -> Result<Bound, Rejection> {
         let invalid = |scheme, description| Rejection::InvalidToken {
@@ -210,7 +213,8 @@ impl Binder {
                         "the access token is not a DPoP token",
                     ));
                 }
-                self.dpop(policy, credential, jkt, facts).await
+                let proof = proof.ok_or(Rejection::InvalidDpopProof(DpopCheck::Missing))?;
+                self.dpop(proof, jkt, facts).await
             }
             (None, Some(x5t)) => {
                 if credential.scheme == Scheme::Dpop {
@@ -234,13 +238,17 @@ impl Binder {
         }
     }
 
-    async fn dpop(
+    /// RFC 9449 §4.3 checks that need no grant, for a `DPoP` credential: run before the token
+    /// is validated, so a request without a valid proof for its token never reaches the AS.
+    pub fn proof(
         &self,
         policy: &Policy,
         credential: &Credential,
-        bound_jkt: &str,
         facts: &RequestFacts<'_>,
-    ) -> Result<Bound, Rejection> {
+    ) -> Result<Option<ValidProof>, Rejection> {
+        if credential.scheme != Scheme::Dpop {
+            return Ok(None);
+        }
         let mut proofs = facts.headers.get_all("dpop").iter();
         let proof = proofs
             .next()
@@ -261,7 +269,17 @@ impl Binder {
             max_clock_skew: policy.profile.max_clock_skew,
             max_age: policy.profile.dpop_proof_max_age,
         };
-        let valid = dpop::verify(proof, &context).map_err(Rejection::InvalidDpopProof)?;
+        dpop::verify(proof, &context)
+            .map(Some)
+            .map_err(Rejection::InvalidDpopProof)
+    }
+
+    async fn dpop(
+        &self,
+        valid: &ValidProof,
+        bound_jkt: &str,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Bound, Rejection> {
         if valid.jkt != bound_jkt {
             return Err(Rejection::InvalidToken {
                 scheme: Scheme::Dpop,
@@ -286,8 +304,18 @@ impl Binder {
         // freshness and replay state never drift apart.
         let acceptable_until = valid.iat + self.window.as_secs() + 1;
         let ttl = Duration::from_secs(acceptable_until.saturating_sub(facts.now).max(1));
-        match self.replay.first_use(valid.jti_hash, ttl).await {
-            Ok(true) => Ok(bound),
+        bound.replay = Some((valid.jti_hash, ttl));
+        Ok(bound)
+    }
+
+    /// Writes the proof's replay record: the last step of admission, so a request refused for
+    /// any other reason never takes room in the store (DPOP-11.1-2/3).
+    pub async fn record(&self, bound: &Bound) -> Result<(), Rejection> {
+        let Some((key, ttl)) = bound.replay else {
+            return Ok(());
+        };
+        match self.replay.first_use(key, ttl).await {
+            Ok(true) => Ok(()),
             Ok(false) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
             Err(_) => Err(Rejection::StateUnavailable),
         }

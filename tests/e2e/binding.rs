@@ -179,7 +179,12 @@ fn mtls_3_2_certificate_bound_token_needs_the_same_certificate() {
         none.challenge(),
         Some("Bearer error=\"invalid_token\", error_description=\"no client certificate was presented\"")
     );
-    // IA-4: an mTLS-bound token under the DPoP scheme is refused.
+    // IA-4: an mTLS-bound token under the DPoP scheme is refused, even with a valid proof
+    // (without one, the proof is what is missing, checked before the token).
+    let (_, dpop_key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&dpop_key, "GET", &bank.url("/accounts"), &token, None);
     let dpop = bank.request(
         "/accounts",
         &[
@@ -189,6 +194,8 @@ fn mtls_3_2_certificate_bound_token_needs_the_same_certificate() {
             &key,
             "-H",
             &format!("Authorization: DPoP {token}"),
+            "-H",
+            &format!("DPoP: {proof}"),
         ],
     );
     assert_eq!(dpop.status, 401);

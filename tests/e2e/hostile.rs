@@ -493,3 +493,75 @@ fn hostile_transfer_codings_the_gateway_cannot_vouch_for_are_refused() {
     );
     assert!(chunked.starts_with("HTTP/1.1 200"), "{chunked}");
 }
+
+#[test]
+fn hostile_dpop_requests_without_a_valid_proof_never_reach_the_authorization_server() {
+    let bank = Bank::start(Options::default());
+    let (opaque, key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    let before = bank.auth.introspections();
+    let authorization = format!("Authorization: DPoP {opaque}");
+    // No proof, a proof for another token, a garbage proof: each refused, none introspected.
+    let (other, other_key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    let wrong = bank
+        .auth
+        .proof(&other_key, "GET", &bank.url("/accounts"), &other, None);
+    for extra in [
+        vec![],
+        vec!["-H".to_string(), format!("DPoP: {wrong}")],
+        vec!["-H".into(), "DPoP: a.b.c".into()],
+    ] {
+        let mut args: Vec<&str> = vec!["-H", &authorization];
+        args.extend(extra.iter().map(String::as_str));
+        let response = bank.request("/accounts", &args);
+        assert_eq!(response.status, 401, "{response:?}");
+        assert!(
+            response
+                .challenge()
+                .unwrap()
+                .starts_with("DPoP error=\"invalid_dpop_proof\""),
+            "{response:?}"
+        );
+    }
+    assert_eq!(
+        bank.auth.introspections(),
+        before,
+        "the AS was asked about an unproven token"
+    );
+    // With a valid proof the token is introspected once.
+    assert_eq!(bank.dpop_get("/accounts", &opaque, &key, &[]).status, 200);
+    assert_eq!(bank.auth.introspections(), before + 1);
+}
+
+#[test]
+fn hostile_a_refused_request_does_not_use_up_its_proof() {
+    let bank = Bank::start(Options::default());
+    // A consent for another account: the balances request is refused by authorization.
+    let other = json!([{"type": "account_information", "actions": ["read_balances"],
+        "accounts": ["acc-9"]}]);
+    let (token, key) = bank.dpop_token("tpp", "ES256", Some(other));
+    let path = "/accounts/acc-1/balances";
+    let proof = bank.auth.proof(&key, "GET", &bank.url(path), &token, None);
+    let args = [
+        "-H".to_string(),
+        format!("Authorization: DPoP {token}"),
+        "-H".to_string(),
+        format!("DPoP: {proof}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for _ in 0..2 {
+        let response = bank.request(path, &args);
+        assert_eq!(
+            response.status, 403,
+            "refused for the consent, not as a replay: {response:?}"
+        );
+    }
+    // An admitted request uses its proof up.
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    let with = |proof: &str| {
+        crate::support::accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(proof))
+    };
+    assert_eq!(with(&proof).status, 200);
+    assert_eq!(with(&proof).status, 401);
+}

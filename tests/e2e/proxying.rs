@@ -234,6 +234,8 @@ fn token_routes_are_never_proxied_without_a_valid_token() {
         response.challenge(),
         Some("Bearer, DPoP algs=\"ES256 PS256 EdDSA\"")
     );
+    // The DPoP scheme without a proof: refused before the token is looked at, so nothing
+    // reaches an AS (RFC 9449 §7.1).
     let response = env.get(
         "/accounts",
         &["-H", "Authorization: DPoP eyJhbGciOiJFUzI1NiJ9.e30.sig"],
@@ -241,7 +243,18 @@ fn token_routes_are_never_proxied_without_a_valid_token() {
     assert_eq!(response.status, 401);
     assert_eq!(
         response.challenge(),
-        Some("DPoP error=\"invalid_token\", error_description=\"the access token has no issuer\", algs=\"ES256 PS256 EdDSA\"")
+        Some("DPoP error=\"invalid_dpop_proof\", error_description=\"a DPoP proof is required\", algs=\"ES256 PS256 EdDSA\"")
+    );
+    let response = env.get(
+        "/accounts",
+        &["-H", "Authorization: Bearer eyJhbGciOiJFUzI1NiJ9.e30.sig"],
+    );
+    assert_eq!(response.status, 401);
+    assert_eq!(
+        response.challenge(),
+        Some(
+            "Bearer error=\"invalid_token\", error_description=\"the access token has no issuer\""
+        )
     );
     // SP2-RS-2: a token in the query string.
     let response = env.get("/accounts?access_token=abc", &[]);
