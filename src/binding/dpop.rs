@@ -106,7 +106,7 @@ pub struct ValidProof {
     /// The proof's `iat`: its replay record lives as long as the proof could be accepted.
     pub iat: u64,
     pub nonce: Option<String>,
-    /// SHA-256 of the `jti`, the replay-store key.
+    /// SHA-256 of the key thumbprint and the `jti`, the replay-store key.
     pub jti_hash: [u8; 32],
 }
 
@@ -202,11 +202,20 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     if ath != expected_ath {
         return Err(DpopCheck::Ath);
     }
+    // Scoped by key (RFC 9449 §11.1: a jti is unique per key): another client's proof with
+    // the same jti is another record.
+    let jti_hash = {
+        let mut hash = sha2::Sha256::new();
+        hash.update(thumbprint.as_bytes());
+        hash.update([0]);
+        hash.update(jti.as_bytes());
+        hash.finalize().into()
+    };
     Ok(ValidProof {
         jkt: thumbprint,
         iat,
         nonce: claims.nonce,
-        jti_hash: sha2::Sha256::digest(jti.as_bytes()).into(),
+        jti_hash,
     })
 }
 
@@ -328,6 +337,18 @@ pub(crate) mod tests {
         let ath =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(TOKEN));
         serde_json::json!({"jti": "j-1", "htm": "GET", "htu": URI, "iat": NOW, "ath": ath})
+    }
+
+    #[test]
+    fn dpop_11_1_replay_records_are_scoped_by_key_and_jti() {
+        let (one, two) = (es256_key(), es256_key());
+        let record = |key: &TestKey| {
+            verify(&proof(key, serde_json::json!({}), claims()), &context())
+                .unwrap()
+                .jti_hash
+        };
+        assert_eq!(record(&one), record(&one), "the same key and jti: one record");
+        assert_ne!(record(&one), record(&two), "another key's jti is another record");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ struct Generations {
 /// store refuses (503) rather than forget a record a replay could then slip past.
 pub struct MemoryReplayStore {
     shards: Vec<Mutex<Generations>>,
+    /// Randomly keyed per process.
+    shard_key: std::collections::hash_map::RandomState,
     window: Duration,
     per_shard: usize,
 }
@@ -55,6 +58,7 @@ impl MemoryReplayStore {
             .collect();
         MemoryReplayStore {
             shards,
+            shard_key: std::collections::hash_map::RandomState::new(),
             window,
             per_shard,
         }
@@ -64,7 +68,8 @@ impl MemoryReplayStore {
         let mut prefix = [0u8; 16];
         prefix.copy_from_slice(&key[..16]);
         let id = u128::from_le_bytes(prefix);
-        let shard = &self.shards[key[16] as usize % SHARDS];
+        // A keyed hash picks the shard, so no client can aim its proofs at one shard and fill it.
+        let shard = &self.shards[self.shard_key.hash_one(id) as usize % SHARDS];
         let mut generations = shard.lock().unwrap_or_else(|e| e.into_inner());
         if generations.turned.elapsed() >= self.window {
             let current = std::mem::take(&mut generations.current);
