@@ -183,6 +183,14 @@ fn introspection(
             intro.timeout.as_ref(),
             "2s",
         ),
+        max_outstanding: match intro.max_outstanding {
+            Some(0) => {
+                errors.add(format!("{key}.max_outstanding"), "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 64,
+        },
     })
 }
 

@@ -140,6 +140,8 @@ pub struct Introspection {
     pub signed_response: Option<bool>,
     pub cache_max_ttl: Option<String>,
     pub timeout: Option<String>,
+    /// Introspection calls in flight at once (64); beyond, requests get 503.
+    pub max_outstanding: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

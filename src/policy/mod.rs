@@ -210,6 +210,8 @@ pub struct IntrospectionPolicy {
     pub signed_response: bool,
     pub cache_max_ttl: Duration,
     pub timeout: Duration,
+    /// Introspection calls in flight at once; beyond, 503 with `Retry-After`.
+    pub max_outstanding: usize,
 }
 
 #[derive(Debug)]

@@ -39,6 +39,8 @@ pub struct Introspector {
     keys: Arc<KeySet>,
     algs: Vec<Algorithm>,
     skew: Duration,
+    /// Bounds the calls in flight: a flood of unknown tokens gets 503s, not an AS in trouble.
+    outstanding: tokio::sync::Semaphore,
 }
 
 /// What introspection said about a token.
@@ -103,6 +105,7 @@ impl Introspector {
             keys,
             algs,
             skew,
+            outstanding: tokio::sync::Semaphore::new(policy.max_outstanding),
         })
     }
 
@@ -127,6 +130,10 @@ impl Introspector {
     }
 
     async fn call(&self, token: &str, now: u64) -> Result<Introspected, TokenError> {
+        let Ok(_permit) = self.outstanding.try_acquire() else {
+            tracing::warn!(endpoint = %self.endpoint, "introspection calls at their limit");
+            return Err(TokenError::Unavailable("busy"));
+        };
         let mut form = vec![
             ("token", token.to_string()),
             ("token_type_hint", "access_token".to_string()),
