@@ -347,8 +347,16 @@ pub(crate) mod tests {
                 .unwrap()
                 .jti_hash
         };
-        assert_eq!(record(&one), record(&one), "the same key and jti: one record");
-        assert_ne!(record(&one), record(&two), "another key's jti is another record");
+        assert_eq!(
+            record(&one),
+            record(&one),
+            "the same key and jti: one record"
+        );
+        assert_ne!(
+            record(&one),
+            record(&two),
+            "another key's jti is another record"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod client_cert;
+pub mod framing;
 pub mod headers;
 mod signed;
 pub mod tls;
@@ -78,15 +79,6 @@ impl RequestContext {
 /// The ceiling on the total size of request headers (431 above it).
 const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
 
-/// Whether the raw HTTP/1 header block has a field named `name` (lower case).
-fn raw_has_field(raw: &[u8], name: &[u8]) -> bool {
-    raw.split(|b| *b == b'\n').skip(1).any(|line| {
-        line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && matches!(line[name.len()], b':' | b' ' | b'\t')
-    })
-}
-
 fn header_bytes(session: &Session) -> usize {
     let header = session.req_header();
     header
@@ -151,15 +143,7 @@ impl ProxyHttp for FapiProxy {
             Box::pin(respond(session, ctx, policy, rejection)).await?;
             return Ok(true);
         }
-        let raw_content_length = || match session.as_downstream() {
-            pingora::protocols::http::ServerSession::H1(h1) => {
-                raw_has_field(&h1.get_headers_raw_bytes(), b"content-length")
-            }
-            _ => false,
-        };
-        if let Some(rejection) =
-            headers::framing_refusal(&session.req_header().headers, raw_content_length)
-        {
+        if let Some(rejection) = framing::refusal(session) {
             // The body's end cannot be known: the connection is not reused after the answer.
             session.set_keepalive(None);
             Box::pin(respond(session, ctx, policy, rejection)).await?;
