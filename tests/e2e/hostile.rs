@@ -309,6 +309,15 @@ fn trickle(bank: &Bank, head: &str, body: &[u8], gap: std::time::Duration) -> St
     response
 }
 
+/// A `GET /accounts` with a DPoP token and proof and a form body of `length` bytes to follow.
+fn form_request_head(port: u16, token: &str, proof: &str, length: usize) -> String {
+    format!(
+        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
+         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+}
+
 fn held_open_replay(bank: &Bank) {
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
     let proof = bank
@@ -320,13 +329,7 @@ fn held_open_replay(bank: &Bank) {
     // The same token and proof again, the body held open far past the proof window (2 s + 1 s
     // skew): judged at the moment of the decision, the proof is too old.
     let body = b"x=12345678";
-    let head = format!(
-        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
-         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {length}\r\nConnection: close\r\n\r\n",
-        port = bank.gateway.port,
-        length = body.len()
-    );
+    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
     let response = trickle(bank, &head, body, std::time::Duration::from_millis(600));
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
     let expected = format!(
@@ -385,13 +388,7 @@ fn hostile_a_body_trickled_past_body_timeout_gets_408() {
         .auth
         .proof(&key, "GET", &bank.url("/accounts"), &token, None);
     let body = b"x=12345678";
-    let head = format!(
-        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
-         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {length}\r\nConnection: close\r\n\r\n",
-        port = bank.gateway.port,
-        length = body.len()
-    );
+    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
     let response = trickle(&bank, &head, body, std::time::Duration::from_millis(400));
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(
