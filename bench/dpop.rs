@@ -251,9 +251,7 @@ async fn bind_and_record(
     facts: &RequestFacts<'_>,
 ) -> Result<fapigate::binding::Bound, fapigate::reject::Rejection> {
     let proof = binder.proof(policy, credential, facts)?;
-    let bound = binder
-        .bind(policy, credential, grant, proof.as_ref(), facts)
-        .await?;
-    binder.record(&bound).await?;
+    let mut bound = binder.bind(policy, credential, grant, proof, facts).await?;
+    binder.record(&mut bound, facts.now).await?;
     Ok(bound)
 }

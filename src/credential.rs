@@ -42,8 +42,6 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
-/// `form` is the body of an `application/x-www-form-urlencoded` request (RFC 6750 §2.2).
 /// Whether a Content-Type is `application/x-www-form-urlencoded`.
 pub fn is_form(content_type: Option<&str>) -> bool {
     content_type
@@ -54,18 +52,29 @@ pub fn is_form(content_type: Option<&str>) -> bool {
         })
 }
 
-pub fn extract(
-    headers: &HeaderMap,
-    query: Option<&str>,
-    form: Option<&[u8]>,
-) -> Result<Option<Credential>, Rejection> {
+fn token_elsewhere() -> Rejection {
+    Rejection::InvalidRequest {
+        description: "access tokens are accepted in the Authorization header only",
+    }
+}
+
+/// RFC 6750 §2.2: a form body (`form`, of an `application/x-www-form-urlencoded` request)
+/// that carries an access token is refused, even beside a header. Judged once the body is
+/// read, which happens only after the header credential passed.
+pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), Rejection> {
     let in_form = form
         .map(String::from_utf8_lossy)
         .is_some_and(|body| has_access_token_parameter(&body));
-    if in_form || query.is_some_and(has_access_token_parameter) {
-        return Err(Rejection::InvalidRequest {
-            description: "access tokens are accepted in the Authorization header only",
-        });
+    if in_form {
+        return Err(token_elsewhere());
+    }
+    Ok(())
+}
+
+/// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
+pub fn extract(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Credential>, Rejection> {
+    if query.is_some_and(has_access_token_parameter) {
+        return Err(token_elsewhere());
     }
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -135,7 +144,7 @@ mod tests {
             ("DPoP abc.def", Scheme::Dpop),
             ("dPoP abc.def", Scheme::Dpop),
         ] {
-            let got = extract(&headers(&[value]), None, None).unwrap().unwrap();
+            let got = extract(&headers(&[value]), None).unwrap().unwrap();
             assert_eq!(got.scheme, scheme, "{value}");
             assert_eq!(got.token, "abc.def");
         }
@@ -145,24 +154,24 @@ mod tests {
     fn sp2_rs_2_bearer_2_3_query_token_is_refused_even_with_a_header() {
         for query in ["access_token=abc", "a=1&access_token=abc", "access_token"] {
             assert!(matches!(
-                extract(&headers(&["Bearer x"]), Some(query), None),
+                extract(&headers(&["Bearer x"]), Some(query)),
                 Err(Rejection::InvalidRequest { .. })
             ));
             assert!(matches!(
-                extract(&HeaderMap::new(), Some(query), None),
+                extract(&HeaderMap::new(), Some(query)),
                 Err(Rejection::InvalidRequest { .. })
             ));
         }
-        assert!(extract(&HeaderMap::new(), Some("not_access_token=1"), None).is_ok());
+        assert!(extract(&HeaderMap::new(), Some("not_access_token=1")).is_ok());
     }
 
     #[test]
     fn bearer_2_3_a_form_body_token_is_refused_even_with_a_header() {
         assert!(matches!(
-            extract(&headers(&["Bearer x"]), None, Some(b"a=1&access_token=abc")),
+            refuse_form_token(Some(b"a=1&access_token=abc")),
             Err(Rejection::InvalidRequest { .. })
         ));
-        assert!(extract(&headers(&["Bearer x"]), None, Some(b"a=1&b=2")).is_ok());
+        assert!(refuse_form_token(Some(b"a=1&b=2")).is_ok());
         assert!(is_form(Some(
             "application/x-www-form-urlencoded; charset=utf-8"
         )));
@@ -172,7 +181,7 @@ mod tests {
     #[test]
     fn bearer_2_two_authorization_headers_are_refused() {
         assert!(matches!(
-            extract(&headers(&["Bearer a", "DPoP b"]), None, None),
+            extract(&headers(&["Bearer a", "DPoP b"]), None),
             Err(Rejection::InvalidRequest { .. })
         ));
     }
@@ -182,16 +191,13 @@ mod tests {
         for bad in ["Bearer", "Bearer a b", "DPoP ===", "Bearer a,b"] {
             assert!(
                 matches!(
-                    extract(&headers(&[bad]), None, None),
+                    extract(&headers(&[bad]), None),
                     Err(Rejection::InvalidRequest { .. })
                 ),
                 "{bad}"
             );
         }
-        assert_eq!(
-            extract(&headers(&["Basic dXNlcjpwYXNz"]), None, None),
-            Ok(None)
-        );
-        assert_eq!(extract(&HeaderMap::new(), None, None), Ok(None));
+        assert_eq!(extract(&headers(&["Basic dXNlcjpwYXNz"]), None), Ok(None));
+        assert_eq!(extract(&HeaderMap::new(), None), Ok(None));
     }
 }

@@ -1,8 +1,8 @@
-//! `Enforcer::admit`: the one door every request passes. The steps read like the pipeline of
-//! the architecture: route, credential, token, binding, request signature, authorization.
-//! Request signatures (HS2) are not verified yet: routes that ask for them admit nothing.
+//! `Enforcer`: the one door every request passes. The steps read like the pipeline of the
+//! architecture: route, credential, token, binding (from the head), then the body's checks,
+//! request signature and authorization at the moment of the decision.
 
-use crate::binding::{Binder, LocalState};
+use crate::binding::{Binder, Bound, LocalState};
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
 use crate::policy::authorize::{authorize, Denial, RequestView};
@@ -160,6 +160,30 @@ impl Refused {
     }
 }
 
+/// A request whose head passed: route, credential, token and binding were judged from its
+/// method, target and header fields. Only [`Enforcer::authenticate`] makes one, and only
+/// [`Enforcer::conclude`] turns it into an [`Admission`].
+#[derive(Debug)]
+pub struct Authenticated {
+    /// Index of the matched route.
+    pub route: usize,
+    params: Vec<(String, String)>,
+    /// `None` on `auth = "none"` routes.
+    token: Option<TokenCheck>,
+}
+
+#[derive(Debug)]
+struct TokenCheck {
+    credential: Credential,
+    grant: Arc<Grant>,
+    bound: Bound,
+    judged_at: u64,
+}
+
+/// The one door every request passes, in two halves: [`Enforcer::authenticate`] judges the
+/// head before any body is read (an unauthenticated request never has its body buffered);
+/// [`Enforcer::conclude`] judges what needs the body (a form token, the request signature's
+/// digest, `{body/...}` rules) and everything again at the moment of the decision.
 pub struct Enforcer<'e> {
     engine: &'e Engine,
 }
@@ -169,10 +193,11 @@ impl<'e> Enforcer<'e> {
         Enforcer { engine }
     }
 
-    /// Admits or rejects one request.
-    pub async fn admit(&self, facts: &RequestFacts<'_>) -> Result<Admission, Refused> {
+    /// Routes the request and judges its credential, token and binding from the head
+    /// (`head.body` and `head.raw_body` are not read).
+    pub async fn authenticate(&self, head: &RequestFacts<'_>) -> Result<Authenticated, Refused> {
         let policy = &self.engine.policy;
-        let (route_index, params) = match policy.routes.find(facts.method, facts.path) {
+        let (route_index, params) = match policy.routes.find(head.method, head.path) {
             RouteMatch::Found { route, params } => (route, params),
             RouteMatch::NotFound => return Err(Refused::before_routing(Rejection::NotFound)),
             RouteMatch::BadPath(error) => {
@@ -193,6 +218,70 @@ impl<'e> Enforcer<'e> {
             rejection,
         };
         if route.auth == AuthMode::None {
+            return Ok(Authenticated {
+                route: route_index,
+                params,
+                token: None,
+            });
+        }
+        let credential = credential::extract(head.headers, head.query)
+            .map_err(on_route)?
+            .ok_or_else(|| on_route(Rejection::NoCredentials))?;
+        // A DPoP request's proof is checked before its token: without a valid proof for this
+        // token, nothing reaches the AS.
+        let proof = self
+            .engine
+            .binder
+            .proof(policy, &credential, head)
+            .map_err(on_route)?;
+        // The stages below hold large futures (AS calls, key fetches): boxed, they are built
+        // only by requests that reach them, and do not inflate every request's state.
+        let grant = Box::pin(self.engine.tokens.validate(&credential.token, head.now))
+            .await
+            .map_err(|e| on_route(token_rejection(&credential, e)))?;
+        let bound = Box::pin(
+            self.engine
+                .binder
+                .bind(policy, &credential, &grant, proof, head),
+        )
+        .await
+        .map_err(on_route)?;
+        Ok(Authenticated {
+            route: route_index,
+            params,
+            token: Some(TokenCheck {
+                credential,
+                grant,
+                bound,
+                judged_at: head.now,
+            }),
+        })
+    }
+
+    /// Admits or rejects an authenticated request, `facts` now holding the body the route
+    /// needs and the time of the decision.
+    pub async fn conclude(
+        &self,
+        authenticated: Authenticated,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Admission, Refused> {
+        let policy = &self.engine.policy;
+        let Authenticated {
+            route: route_index,
+            params,
+            token,
+        } = authenticated;
+        let on_route = |rejection| Refused {
+            route: Some(route_index),
+            rejection,
+        };
+        let Some(TokenCheck {
+            credential,
+            grant,
+            mut bound,
+            judged_at,
+        }) = token
+        else {
             return Ok(Admission {
                 route: route_index,
                 params,
@@ -201,35 +290,23 @@ impl<'e> Enforcer<'e> {
                 granted_detail: None,
                 request_signature: None,
             });
-        }
+        };
+        let route = policy
+            .routes
+            .get(route_index)
+            .ok_or(Refused::before_routing(Rejection::NotFound))?;
         let content_type = facts
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let form = facts.raw_body.filter(|_| credential::is_form(content_type));
-        let credential = credential::extract(facts.headers, facts.query, form)
-            .map_err(on_route)?
-            .ok_or_else(|| on_route(Rejection::NoCredentials))?;
-        // A DPoP request's proof is checked before its token: without a valid proof for this
-        // token, nothing reaches the AS.
-        let proof = self
-            .engine
-            .binder
-            .proof(policy, &credential, facts)
+        credential::refuse_form_token(facts.raw_body.filter(|_| credential::is_form(content_type)))
             .map_err(on_route)?;
-        // The stages below hold large futures (AS calls, key fetches): boxed, they are built
-        // only by requests that reach them, and do not inflate every request's state.
-        let grant = Box::pin(self.engine.tokens.validate(&credential.token, facts.now))
-            .await
-            .map_err(|e| on_route(token_rejection(&credential, e)))?;
-        let bound =
-            Box::pin(
-                self.engine
-                    .binder
-                    .bind(policy, &credential, &grant, proof.as_ref(), facts),
-            )
-            .await
-            .map_err(on_route)?;
+        if facts.now != judged_at {
+            self.engine
+                .tokens
+                .unexpired(&grant, facts.now)
+                .map_err(|e| on_route(token_rejection(&credential, e)))?;
+        }
         let request_signature = if route.verify_request_signature {
             Some(
                 Box::pin(self.verify_signature(&credential, &grant, facts))
@@ -250,7 +327,7 @@ impl<'e> Enforcer<'e> {
             .map_err(|denial| on_route(denial_rejection(route, &credential, denial)))?
             .cloned();
         // Last: only an admitted request uses up its proof.
-        Box::pin(self.engine.binder.record(&bound))
+        Box::pin(self.engine.binder.record(&mut bound, facts.now))
             .await
             .map_err(on_route)?;
         Ok(Admission {

@@ -65,6 +65,10 @@ pub struct Binder {
     replay: Arc<dyn ReplayStore>,
     nonces: Option<NonceKey>,
     algs: Vec<Algorithm>,
+    /// How old a proof's `iat` may be (`dpop_proof_max_age`).
+    max_age: Duration,
+    /// How long after its `iat` a proof can still be accepted by anyone: the max age plus the
+    /// skew a future `iat` was allowed.
     window: Duration,
 }
 
@@ -113,13 +117,23 @@ impl NonceKey {
     }
 }
 
-/// What a bound request sends back besides the upstream's response.
+/// A request bound to its token, as judged from its head: what [`Binder::record`] needs to
+/// judge the proof again at the moment of the decision and use it up.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Bound {
     /// A fresh `DPoP-Nonce` when the client's nonce is from the previous slot (RFC 9449 §8.2).
     pub fresh_nonce: Option<String>,
-    /// The proof's replay record, written by [`Binder::record`] once the request is admitted.
-    replay: Option<([u8; 32], Duration)>,
+    proof: Option<BoundProof>,
+    /// The time the head was judged at.
+    judged_at: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct BoundProof {
+    iat: u64,
+    nonce: Option<String>,
+    /// The replay-store key.
+    jti_hash: [u8; 32],
 }
 
 impl Binder {
@@ -168,6 +182,7 @@ impl Binder {
                 .iter()
                 .map(|a| crate::token::jwt::algorithm(*a))
                 .collect(),
+            max_age: profile.dpop_proof_max_age,
             window,
         })
     }
@@ -177,7 +192,7 @@ impl Binder {
         policy: &Policy,
         credential: &Credential,
         grant: &Grant,
-        proof: Option<&ValidProof>,
+        proof: Option<ValidProof>,
         facts: &RequestFacts<'_>,
     ) -> Result<Bound, Rejection> {
         let invalid = |scheme, description| Rejection::InvalidToken {
@@ -276,7 +291,7 @@ impl Binder {
 
     async fn dpop(
         &self,
-        valid: &ValidProof,
+        valid: ValidProof,
         bound_jkt: &str,
         facts: &RequestFacts<'_>,
     ) -> Result<Bound, Rejection> {
@@ -286,34 +301,55 @@ impl Binder {
                 description: DpopCheck::KeyBinding.describe(),
             });
         }
-        let mut bound = Bound::default();
-        if let Some(key) = &self.nonces {
-            let nonces = key.get().await?;
-            match nonces.check(valid.nonce.as_deref(), facts.now) {
-                NonceCheck::Current => {}
-                NonceCheck::Previous => bound.fresh_nonce = Some(nonces.current(facts.now)),
-                NonceCheck::Refused => {
-                    return Err(Rejection::UseDpopNonce {
-                        nonce: nonces.current(facts.now),
-                    })
-                }
+        // Checked from the head already: a client without a current nonce is told before it
+        // sends a body.
+        let fresh_nonce = self.nonce(valid.nonce.as_deref(), facts.now).await?;
+        Ok(Bound {
+            fresh_nonce,
+            proof: Some(BoundProof {
+                iat: valid.iat,
+                nonce: valid.nonce,
+                jti_hash: valid.jti_hash,
+            }),
+            judged_at: facts.now,
+        })
+    }
+
+    /// RFC 9449 §8: the proof's nonce at time `now`; `Some` is a fresh nonce for the response.
+    async fn nonce(&self, nonce: Option<&str>, now: u64) -> Result<Option<String>, Rejection> {
+        let Some(key) = &self.nonces else {
+            return Ok(None);
+        };
+        let nonces = key.get().await?;
+        match nonces.check(nonce, now) {
+            NonceCheck::Current => Ok(None),
+            NonceCheck::Previous => Ok(Some(nonces.current(now))),
+            NonceCheck::Refused => Err(Rejection::UseDpopNonce {
+                nonce: nonces.current(now),
+            }),
+        }
+    }
+
+    /// Judges the proof again at `now`, the moment of the decision (a body read in between
+    /// must not let a proof or a nonce be judged as it was when the head arrived), then writes
+    /// its replay record: the last step of admission, so a request refused for any other
+    /// reason never takes room in the store (DPOP-11.1-2/3).
+    pub async fn record(&self, bound: &mut Bound, now: u64) -> Result<(), Rejection> {
+        let Some(proof) = &bound.proof else {
+            return Ok(());
+        };
+        if now != bound.judged_at {
+            if proof.iat < now.saturating_sub(self.max_age.as_secs()) {
+                return Err(Rejection::InvalidDpopProof(DpopCheck::Iat));
             }
+            bound.fresh_nonce = self.nonce(proof.nonce.as_deref(), now).await?;
         }
         // The record lives as long as the proof could be accepted by anyone (RFC 9449 §11.1):
         // until its iat ages past the window, with the skew a future iat was allowed, so
         // freshness and replay state never drift apart.
-        let acceptable_until = valid.iat + self.window.as_secs() + 1;
-        let ttl = Duration::from_secs(acceptable_until.saturating_sub(facts.now).max(1));
-        bound.replay = Some((valid.jti_hash, ttl));
-        Ok(bound)
-    }
-
-    /// Writes the proof's replay record: the last step of admission, so a request refused for
-    /// any other reason never takes room in the store (DPOP-11.1-2/3).
-    pub async fn record(&self, bound: &Bound) -> Result<(), Rejection> {
-        let Some((key, ttl)) = bound.replay else {
-            return Ok(());
-        };
+        let acceptable_until = proof.iat + self.window.as_secs() + 1;
+        let ttl = Duration::from_secs(acceptable_until.saturating_sub(now).max(1));
+        let key = proof.jti_hash;
         match self.replay.first_use(key, ttl).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),

@@ -112,7 +112,8 @@ pub fn credential(data: &[u8]) {
     if let Some(content_type) = rest.get(2).and_then(|t| text(t)) {
         let _ = crate::credential::is_form(Some(content_type));
     }
-    let _ = crate::credential::extract(&headers, query, form);
+    let _ = crate::credential::extract(&headers, query);
+    let _ = crate::credential::refuse_form_token(form);
 }
 
 /// JWS compact parsing and the header pre-checks every JWS we accept passes: access tokens,

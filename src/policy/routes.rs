@@ -57,25 +57,12 @@ pub enum RouteMatch {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    /// Whether any route reads the request body (spares the body check on every request).
-    any_reads_body: bool,
 }
 
 impl RouteTable {
     /// Routes must already be checked for overlap (`config::compile` does it).
     pub fn new(routes: Vec<Route>) -> Self {
-        let any_reads_body = routes
-            .iter()
-            .any(|r| r.reads_body() || r.verify_request_signature || r.sign_response);
-        RouteTable {
-            routes,
-            any_reads_body,
-        }
-    }
-
-    /// Whether any route needs the request body before proxying.
-    pub fn any_reads_body(&self) -> bool {
-        self.any_reads_body
+        RouteTable { routes }
     }
 
     pub fn len(&self) -> usize {

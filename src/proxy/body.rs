@@ -3,7 +3,8 @@
 //! signed responses (the gateway forwards the body itself). Bounded at 64 KiB, the size of
 //! Pingora's retry buffer, from which Pingora forwards the identical bytes on plain routes.
 
-use crate::policy::{Policy, RouteMatch};
+use crate::policy::routes::{AuthMode, Route};
+use crate::policy::Policy;
 use crate::reject::Rejection;
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -120,30 +121,18 @@ fn is_form(header: &pingora::http::RequestHeader) -> bool {
     )
 }
 
-/// Whether [`read`] could want the body: some route reads bodies, or this one is a form. Most
-/// requests answer no here without the cost of setting up the read.
-pub fn may_read(header: &pingora::http::RequestHeader, policy: &Policy) -> bool {
-    policy.routes.any_reads_body() || is_form(header)
-}
-
-/// Reads the body when the matched route needs it; `Ok(None)` when it does not.
+/// Reads the body when the route needs it; `Ok(None)` when it does not. Called only once the
+/// request's credential, token and binding have passed: an unauthenticated request never has
+/// its body buffered.
 pub async fn read(
     session: &mut Session,
     policy: &Policy,
+    route: &Route,
 ) -> Result<Option<RequestBody>, Rejection> {
     let header = session.req_header();
-    let form = is_form(header);
-    if !policy.routes.any_reads_body() && !form {
-        return Ok(None);
-    }
-    let route = match policy.routes.find(&header.method, header.uri.path()) {
-        RouteMatch::Found { route, .. } => policy.routes.get(route),
-        _ => None,
-    };
-    let Some(route) = route else { return Ok(None) };
     let needs_json = route.reads_body();
     // A form body may carry an access token (RFC 6750 §2.2), which must be refused.
-    let token_form = form && route.auth == crate::policy::routes::AuthMode::Token;
+    let token_form = route.auth == AuthMode::Token && is_form(header);
     if !(needs_json || route.verify_request_signature || route.sign_response || token_form) {
         return Ok(None);
     }

@@ -15,7 +15,7 @@ use crate::interaction::{self, InteractionId};
 use crate::policy::path::PathError;
 use crate::policy::{Policy, UpstreamPolicy};
 use crate::reject::Rejection;
-use crate::request::{ClientCert, RequestFacts, X5tS256};
+use crate::request::{RequestFacts, X5tS256};
 use crate::telemetry::{access_log, access_log_enabled, AccessRecord, RouteSeries};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -178,27 +178,47 @@ impl ProxyHttp for FapiProxy {
                 return Ok(true);
             }
         }
-        let body = if body::may_read(session.req_header(), policy) {
-            match Box::pin(body::read(session, policy)).await {
-                Ok(body) => body,
-                Err(rejection) => {
-                    Box::pin(respond(session, ctx, policy, rejection)).await?;
-                    return Ok(true);
-                }
-            }
-        } else {
-            None
+        // Judged from the head first: the body is read only for a request that passed.
+        let from_header = match client_cert::from_tls(session) {
+            Some(_) => None,
+            None => client_cert::from_trusted_proxy(session, policy, ctx.peer),
         };
-        let from_header;
-        let client_cert: Option<&ClientCert> = match client_cert::from_tls(session) {
-            Some(cert) => Some(cert),
-            None => {
-                from_header = client_cert::from_trusted_proxy(session, policy, ctx.peer);
-                from_header.as_ref()
+        let enforcer = Enforcer::new(&engine);
+        let authenticated = {
+            let header = session.req_header();
+            let client_cert = client_cert::from_tls(session).or(from_header.as_ref());
+            ctx.client_cert = client_cert.map(|c| c.x5t_s256);
+            let head = RequestFacts {
+                method: &header.method,
+                path: header.uri.path(),
+                query: header.uri.query(),
+                headers: &header.headers,
+                client_cert,
+                body: None,
+                raw_body: None,
+                now: ctx.now,
+            };
+            Box::pin(enforcer.authenticate(&head)).await
+        };
+        let authenticated = match authenticated {
+            Ok(authenticated) => authenticated,
+            Err(refused) => {
+                ctx.route = refused.route;
+                Box::pin(respond(session, ctx, policy, refused.rejection)).await?;
+                return Ok(true);
             }
         };
-        ctx.client_cert = client_cert.map(|c| c.x5t_s256);
-
+        ctx.route = Some(authenticated.route);
+        let Some(route) = policy.routes.get(authenticated.route) else {
+            return Ok(false);
+        };
+        let body = match Box::pin(body::read(session, policy, route)).await {
+            Ok(body) => body,
+            Err(rejection) => {
+                Box::pin(respond(session, ctx, policy, rejection)).await?;
+                return Ok(true);
+            }
+        };
         // The time is judged when the decision is made, not when the headers arrived: a body
         // held open must not let a proof, a nonce or a signature be judged as it was then.
         if body.is_some() {
@@ -210,12 +230,12 @@ impl ProxyHttp for FapiProxy {
             path: header.uri.path(),
             query: header.uri.query(),
             headers: &header.headers,
-            client_cert,
+            client_cert: client_cert::from_tls(session).or(from_header.as_ref()),
             body: body.as_ref().and_then(|b| b.json.as_ref()),
             raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
             now: ctx.now,
         };
-        let decision = Box::pin(Enforcer::new(&engine).admit(&facts)).await;
+        let decision = Box::pin(enforcer.conclude(authenticated, &facts)).await;
         match decision {
             Ok(admission) => {
                 ctx.route = Some(admission.route);
@@ -230,9 +250,6 @@ impl ProxyHttp for FapiProxy {
                     .and_then(|d| d.ssl_digest.as_ref())
                     .is_some();
                 headers::upstream_headers(session.req_header_mut(), ctx, tls)?;
-                let Some(route) = policy.routes.get(admission.route) else {
-                    return Ok(false);
-                };
                 if !route.sign_response {
                     return Ok(false);
                 }

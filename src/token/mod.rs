@@ -205,16 +205,7 @@ impl Tokens {
         };
         self.counters.cache[kind as usize][usize::from(hit)].inc();
         let result = entry.and_then(|entry| match entry.into_value().verdict {
-            Verdict::Valid(grant) => {
-                let expired = grant
-                    .expires_at
-                    .is_some_and(|exp| exp + self.skew.as_secs() < now);
-                if expired {
-                    Err(TokenError::Invalid("the access token has expired"))
-                } else {
-                    Ok(grant)
-                }
-            }
+            Verdict::Valid(grant) => self.unexpired(&grant, now).map(|()| grant),
             Verdict::Inactive => Err(TokenError::Invalid("the access token is not active")),
         });
         let outcome = match &result {
@@ -224,6 +215,18 @@ impl Tokens {
         };
         self.counters.outcome[kind as usize][outcome].inc();
         result
+    }
+
+    /// A validated grant is still in force at `now` (judged again at the moment of the decision
+    /// when a body was read after the token was validated).
+    pub fn unexpired(&self, grant: &Grant, now: u64) -> Result<(), TokenError> {
+        if grant
+            .expires_at
+            .is_some_and(|exp| exp + self.skew.as_secs() < now)
+        {
+            return Err(TokenError::Invalid("the access token has expired"));
+        }
+        Ok(())
     }
 
     async fn validate_uncached(

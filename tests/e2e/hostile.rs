@@ -52,9 +52,9 @@ fn assert_refused(bank: &Bank, token: &str, key: &str, cases: &[(&str, &[&str], 
             before,
             "{body} reached the upstream"
         );
-        // Refused before the route is judged: counted on the unrouted series.
+        // Read only once the head passed: counted on the route.
         bank.metrics_showing(&format!(
-            "fapigate_rejections_total{{reason=\"{reason}\",route=\"none\"}}"
+            "fapigate_rejections_total{{reason=\"{reason}\",route=\"payments\"}}"
         ));
     }
 }
@@ -268,136 +268,6 @@ fn hostile_the_upstream_never_sees_the_proof_and_sees_the_token_only_where_confi
     assert!(headers.get("dpop").is_none(), "{headers}");
 }
 
-/// Sends `head` (request line and headers, ending in an empty line) over TLS at once, then
-/// `body` one byte every `gap`, as a client holding a request open would; returns the
-/// response as text.
-fn trickle(bank: &Bank, head: &str, body: &[u8], gap: std::time::Duration) -> String {
-    use std::io::{Read, Write};
-    let mut client = std::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect"])
-        .arg(format!("127.0.0.1:{}", bank.gateway.port))
-        .arg("-CAfile")
-        .arg(bank.pki.ca())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl runs");
-    let mut stdin = client.stdin.take().unwrap();
-    stdin.write_all(head.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    for byte in body {
-        std::thread::sleep(gap);
-        // The gateway may answer (and close) before the body is complete.
-        if stdin
-            .write_all(&[*byte])
-            .and_then(|()| stdin.flush())
-            .is_err()
-        {
-            break;
-        }
-    }
-    let mut response = String::new();
-    client
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut response)
-        .unwrap();
-    drop(stdin);
-    let _ = client.wait();
-    response
-}
-
-/// A `GET /accounts` with a DPoP token and proof and a form body of `length` bytes to follow.
-fn form_request_head(port: u16, token: &str, proof: &str, length: usize) -> String {
-    format!(
-        "GET /accounts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n\
-         DPoP: {proof}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {length}\r\nConnection: close\r\n\r\n"
-    )
-}
-
-fn held_open_replay(bank: &Bank) {
-    let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let proof = bank
-        .auth
-        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
-    let first =
-        crate::support::accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof));
-    assert_eq!(first.status, 200, "{first:?}");
-    // The same token and proof again, the body held open far past the proof window (2 s + 1 s
-    // skew): judged at the moment of the decision, the proof is too old.
-    let body = b"x=12345678";
-    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
-    let response = trickle(bank, &head, body, std::time::Duration::from_millis(600));
-    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
-    let expected = format!(
-        "WWW-Authenticate: {}",
-        dpop_challenge(
-            "invalid_dpop_proof",
-            "the DPoP proof iat is outside the acceptable window"
-        )
-    );
-    let challenge = response
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
-        .unwrap_or_default();
-    assert!(
-        challenge
-            .to_ascii_lowercase()
-            .starts_with(&expected.to_ascii_lowercase()),
-        "{response}"
-    );
-    assert_eq!(
-        bank.upstream.requests_for("/accounts"),
-        1,
-        "proxied a second time"
-    );
-}
-
-#[test]
-fn hostile_a_held_open_request_cannot_replay_a_used_proof_memory_store() {
-    held_open_replay(&Bank::start(Options {
-        dpop_proof_max_age: "2s",
-        max_clock_skew: "1s",
-        ..Options::default()
-    }));
-}
-
-#[test]
-fn hostile_a_held_open_request_cannot_replay_a_used_proof_redis_store() {
-    let redis = crate::support::RedisServer::start();
-    held_open_replay(&Bank::start(Options {
-        dpop_proof_max_age: "2s",
-        max_clock_skew: "1s",
-        redis: Some(redis.url()),
-        public_url: Some("https://api.bank.example"),
-        ..Options::default()
-    }));
-}
-
-#[test]
-fn hostile_a_body_trickled_past_body_timeout_gets_408() {
-    let bank = Bank::start(Options {
-        body_timeout: "2s",
-        ..Options::default()
-    });
-    let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let proof = bank
-        .auth
-        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
-    let body = b"x=12345678";
-    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
-    let response = trickle(&bank, &head, body, std::time::Duration::from_millis(400));
-    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
-    assert!(
-        response.contains("the request body did not arrive in time"),
-        "{response}"
-    );
-    assert_eq!(bank.upstream.requests_for("/accounts"), 0);
-}
-
 #[test]
 fn hostile_no_token_or_proof_is_logged_even_at_debug_level() {
     let bank = Bank::start(Options {
@@ -448,24 +318,11 @@ fn hostile_no_token_or_proof_is_logged_even_at_debug_level() {
     }
 }
 
-/// One raw HTTP/1.1 exchange on the gateway's plain listener; the response as text.
-fn raw_exchange(port: u16, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).to_string()
-}
-
 #[test]
 fn hostile_transfer_codings_the_gateway_cannot_vouch_for_are_refused() {
     let env = crate::support::Env::start();
     let port = env.gateway.plain_port;
-    let gzip_chunked = raw_exchange(
+    let gzip_chunked = crate::hostile_timing::raw_exchange(
         port,
         "GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
@@ -474,7 +331,7 @@ fn hostile_transfer_codings_the_gateway_cannot_vouch_for_are_refused() {
         gzip_chunked.contains("only the chunked transfer coding is accepted"),
         "{gzip_chunked}"
     );
-    let both = raw_exchange(
+    let both = crate::hostile_timing::raw_exchange(
         port,
         "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
@@ -484,7 +341,7 @@ fn hostile_transfer_codings_the_gateway_cannot_vouch_for_are_refused() {
         0,
         "neither reached the upstream"
     );
-    let chunked = raw_exchange(
+    let chunked = crate::hostile_timing::raw_exchange(
         port,
         "GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
     );

@@ -8,6 +8,7 @@ mod binding;
 mod config_check;
 mod deploy;
 mod hostile;
+mod hostile_timing;
 mod lifecycle;
 mod proxying;
 mod shared_state;
