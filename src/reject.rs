@@ -38,6 +38,11 @@ pub enum Rejection {
     DpopDowngrade,
     /// The replay store cannot answer: refuse rather than accept a possible replay (503).
     StateUnavailable,
+    /// One DPoP key holds its whole share of the replay store (`replay_entries_per_key`): its
+    /// next proofs wait (429) rather than crowd out every other client's.
+    ReplayShareExhausted {
+        retry_after: u64,
+    },
     /// RFC 6750 `insufficient_scope` (403): the grant does not cover this request.
     InsufficientScope {
         scheme: Scheme,
@@ -111,6 +116,7 @@ impl Rejection {
             Rejection::UseDpopNonce { .. } => "use_dpop_nonce",
             Rejection::DpopDowngrade => "dpop_downgrade",
             Rejection::StateUnavailable => "state_unavailable",
+            Rejection::ReplayShareExhausted { .. } => "replay_share_exhausted",
             Rejection::AuthorizationServerUnavailable => "authorization_server_unavailable",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::UpstreamFailed => "upstream_failed",
@@ -143,6 +149,7 @@ impl Rejection {
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::AuthorizationServerUnavailable | Rejection::StateUnavailable => 503,
+            Rejection::ReplayShareExhausted { .. } => 429,
         }
     }
 
@@ -303,6 +310,13 @@ impl Rejection {
                 (
                     "temporarily_unavailable",
                     "the proof cannot be checked for replay right now",
+                )
+            }
+            Rejection::ReplayShareExhausted { retry_after } => {
+                headers.push(("retry-after", retry_after.to_string()));
+                (
+                    "temporarily_unavailable",
+                    "this DPoP key has used its share of proofs for now",
                 )
             }
             Rejection::AuthorizationServerUnavailable => {

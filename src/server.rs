@@ -54,6 +54,9 @@ pub fn run(
 
     let local = crate::binding::LocalState::new(&policy)?;
     let engine = Engine::new(policy, metrics.clone(), &local)?;
+    if let Some(redis) = &engine.redis {
+        redis.check_at_start()?;
+    }
     let gateway = Arc::new(Gateway::new(engine, local, config_path, metrics));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

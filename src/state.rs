@@ -3,7 +3,7 @@
 //! manager) or a Redis Cluster. Every call has a deadline; a Redis that cannot answer makes
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
-use crate::binding::replay::{ReplayStore, StoreUnavailable};
+use crate::binding::replay::{FirstUse, ProofRecord, ReplayStore, StoreUnavailable};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -18,6 +18,21 @@ enum Connection {
 enum Target {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),
+}
+
+#[derive(Debug)]
+enum ConnectError {
+    Unreachable(String),
+    /// Redis may evict keys (`maxmemory-policy` other than `noeviction`).
+    Evicting(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Unreachable(e) | ConnectError::Evicting(e) => f.write_str(e),
+        }
+    }
 }
 
 pub struct Redis {
@@ -48,7 +63,8 @@ impl Redis {
         })
     }
 
-    async fn connection(&self) -> Result<Connection, StoreUnavailable> {
+    /// A new connection, refused when Redis may evict the gateway's records.
+    async fn connect(&self) -> Result<Connection, ConnectError> {
         let connect = async {
             match &self.target {
                 Target::Node(client) => {
@@ -65,32 +81,58 @@ impl Redis {
                 }
             }
         };
+        let unreachable = |e: String| ConnectError::Unreachable(e);
+        let connection = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| unreachable("Redis did not answer in time".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut info = redis::cmd("INFO");
+        info.arg("memory");
+        let reply = tokio::time::timeout(self.timeout, query::<redis::Value>(&connection, info))
+            .await
+            .map_err(|_| unreachable("Redis did not answer INFO in time".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        refuse_eviction(&reply).map_err(ConnectError::Evicting)?;
+        Ok(connection)
+    }
+
+    async fn connection(&self) -> Result<Connection, StoreUnavailable> {
         let connection = self
             .connection
             .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, connect)
-                    .await
-                    .map_err(|_| StoreUnavailable)?
-                    .map_err(|error| {
-                        tracing::warn!(%error, "Redis is unreachable");
-                        StoreUnavailable
-                    })
+                self.connect().await.map_err(|error| {
+                    tracing::warn!(%error, "Redis cannot be used");
+                    StoreUnavailable
+                })
             })
             .await?;
         Ok(connection.clone())
     }
 
-    async fn run<T: redis::FromRedisValue>(
+    /// At start-up, on a runtime of its own: a Redis that may evict records is a start-up
+    /// error; one that cannot be reached is not (the gateway starts, not ready, and checks
+    /// again when it connects).
+    pub fn check_at_start(&self) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("state: {e}"))?;
+        match runtime.block_on(self.connect()) {
+            Ok(_) => Ok(()),
+            Err(ConnectError::Evicting(error)) => Err(format!("state: {error}")),
+            Err(ConnectError::Unreachable(error)) => {
+                tracing::warn!(%error, "Redis is unreachable at start-up; not ready until it is");
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn run<T: redis::FromRedisValue>(
         &self,
         command: redis::Cmd,
     ) -> Result<T, StoreUnavailable> {
         let connection = self.connection().await?;
-        let call = async move {
-            match connection {
-                Connection::Node(mut node) => command.query_async::<T>(&mut node).await,
-                Connection::Cluster(mut cluster) => command.query_async::<T>(&mut cluster).await,
-            }
-        };
+        let call = query::<T>(&connection, command);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
@@ -167,6 +209,54 @@ impl Redis {
     }
 }
 
+async fn query<T: redis::FromRedisValue>(
+    connection: &Connection,
+    command: redis::Cmd,
+) -> redis::RedisResult<T> {
+    match connection.clone() {
+        Connection::Node(mut node) => command.query_async::<T>(&mut node).await,
+        Connection::Cluster(mut cluster) => command.query_async::<T>(&mut cluster).await,
+    }
+}
+
+/// Any eviction may drop a replay record (a used proof becomes usable again) or the nonce key:
+/// only `noeviction` is accepted, on every node that answered `INFO memory`.
+fn refuse_eviction(reply: &redis::Value) -> Result<(), String> {
+    let mut texts = Vec::new();
+    collect_text(reply, &mut texts);
+    let policies: Vec<&str> = texts
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|line| line.trim().strip_prefix("maxmemory_policy:"))
+        .collect();
+    if policies.is_empty() {
+        return Err(
+            "Redis INFO memory names no maxmemory_policy: eviction cannot be ruled out".into(),
+        );
+    }
+    match policies.iter().find(|p| **p != "noeviction") {
+        Some(policy) => Err(format!(
+            "Redis maxmemory-policy is \"{policy}\": it may evict replay records, so a used \
+             DPoP proof could be accepted again; set maxmemory-policy noeviction"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn collect_text(value: &redis::Value, texts: &mut Vec<String>) {
+    match value {
+        redis::Value::BulkString(bytes) => texts.push(String::from_utf8_lossy(bytes).into()),
+        redis::Value::SimpleString(text) | redis::Value::VerbatimString { text, .. } => {
+            texts.push(text.clone())
+        }
+        redis::Value::Array(values) | redis::Value::Set(values) => {
+            values.iter().for_each(|v| collect_text(v, texts))
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_text(v, texts)),
+        _ => {}
+    }
+}
+
 /// The largest value read back from Redis: the gateway's own values (introspection verdicts,
 /// the nonce key) are far smaller.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -176,15 +266,53 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// DPoP replay records shared by every replica.
+/// DPoP replay records shared by every replica, and each key's count of them.
 pub struct RedisReplayStore {
     pub redis: std::sync::Arc<Redis>,
+    /// How many records one key may hold (`replay_entries_per_key`).
+    pub per_key: u64,
+    /// The longest a record lives: a key's records are counted in epochs of this length, the
+    /// current and the previous one.
+    pub epoch: Duration,
 }
+
+/// Atomically: a replay is seen; else a key that holds its share is refused; else the record
+/// is written and counted. KEYS: the record, this epoch's count, the previous epoch's count;
+/// ARGV: the record's TTL (ms), the share, a count's TTL (ms). One hash tag, one cluster slot.
+const FIRST_USE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local held = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(redis.call('GET', KEYS[3]) or '0')
+if held >= tonumber(ARGV[2]) then return 2 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"#;
 
 #[async_trait]
 impl ReplayStore for RedisReplayStore {
-    async fn first_use(&self, key: [u8; 32], window: Duration) -> Result<bool, StoreUnavailable> {
-        let name = format!("fapigate:dpop:jti:{}", hex(&key));
-        self.redis.set_new(&name, b"1", window).await
+    async fn first_use(
+        &self,
+        proof: ProofRecord<'_>,
+        ttl: Duration,
+    ) -> Result<FirstUse, StoreUnavailable> {
+        let epoch_ms = self.epoch.as_millis().max(1);
+        let epoch = crate::clock::unix_millis() as u128 / epoch_ms;
+        // The jkt is a base64url hash: a safe hash tag.
+        let tag = format!("fapigate:dpop:{{{}}}", proof.jkt);
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(FIRST_USE)
+            .arg(3)
+            .arg(format!("{tag}:jti:{}", hex(&proof.key)))
+            .arg(format!("{tag}:count:{epoch}"))
+            .arg(format!("{tag}:count:{}", epoch.saturating_sub(1)))
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(self.per_key)
+            .arg((epoch_ms * 2) as u64);
+        match self.redis.run::<i64>(command).await? {
+            0 => Ok(FirstUse::Replayed),
+            1 => Ok(FirstUse::First),
+            _ => Ok(FirstUse::OverShare),
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::state::{Redis, RedisReplayStore};
 use dpop::{DpopCheck, ProofContext, ValidProof};
 use jsonwebtoken::Algorithm;
 use nonce::{NonceCheck, Nonces};
-use replay::{MemoryReplayStore, ReplayStore};
+use replay::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,20 +36,23 @@ pub struct LocalState {
     nonce_secret: [u8; 32],
     window: Duration,
     capacity: u64,
+    per_key: u64,
 }
 
 impl LocalState {
     pub fn new(policy: &Policy) -> Result<Arc<LocalState>, String> {
         let window = memory_window(&policy.profile);
         let capacity = policy.state.replay_cache_entries;
+        let per_key = policy.state.replay_entries_per_key;
         let mut nonce_secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce_secret)
             .map_err(|_| "no randomness for the nonce key".to_string())?;
         Ok(Arc::new(LocalState {
-            replay: Arc::new(MemoryReplayStore::new(capacity, window)),
+            replay: Arc::new(MemoryReplayStore::new(capacity, per_key, window)),
             nonce_secret,
             window,
             capacity,
+            per_key,
         }))
     }
 }
@@ -130,6 +133,7 @@ pub struct Bound {
 
 #[derive(Debug, PartialEq, Eq)]
 struct BoundProof {
+    jkt: String,
     iat: u64,
     nonce: Option<String>,
     /// The replay-store key.
@@ -146,10 +150,12 @@ impl Binder {
         let window = profile.dpop_proof_max_age + profile.max_clock_skew;
         if redis.is_none()
             && (memory_window(profile) != local.window
-                || policy.state.replay_cache_entries != local.capacity)
+                || policy.state.replay_cache_entries != local.capacity
+                || policy.state.replay_entries_per_key != local.per_key)
         {
             tracing::warn!(
-                "a changed proof window or replay_cache_entries takes effect after a restart"
+                "a changed proof window, replay_cache_entries or replay_entries_per_key \
+                 takes effect after a restart"
             );
         }
         let nonces = if profile.dpop_nonce_required {
@@ -171,7 +177,11 @@ impl Binder {
             None
         };
         let replay: Arc<dyn ReplayStore> = match redis {
-            Some(redis) => Arc::new(RedisReplayStore { redis }),
+            Some(redis) => Arc::new(RedisReplayStore {
+                redis,
+                per_key: policy.state.replay_entries_per_key,
+                epoch: memory_window(profile),
+            }),
             None => local.replay.clone(),
         };
         Ok(Binder {
@@ -307,6 +317,7 @@ impl Binder {
         Ok(Bound {
             fresh_nonce,
             proof: Some(BoundProof {
+                jkt: valid.jkt,
                 iat: valid.iat,
                 nonce: valid.nonce,
                 jti_hash: valid.jti_hash,
@@ -349,10 +360,16 @@ impl Binder {
         // freshness and replay state never drift apart.
         let acceptable_until = proof.iat + self.window.as_secs() + 1;
         let ttl = Duration::from_secs(acceptable_until.saturating_sub(now).max(1));
-        let key = proof.jti_hash;
-        match self.replay.first_use(key, ttl).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
+        let record = ProofRecord {
+            jkt: &proof.jkt,
+            key: proof.jti_hash,
+        };
+        match self.replay.first_use(record, ttl).await {
+            Ok(FirstUse::First) => Ok(()),
+            Ok(FirstUse::Replayed) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
+            Ok(FirstUse::OverShare) => Err(Rejection::ReplayShareExhausted {
+                retry_after: self.window.as_secs().max(1),
+            }),
             Err(_) => Err(Rejection::StateUnavailable),
         }
     }

@@ -275,6 +275,24 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
         }
         value
     };
+    let replay_cache_entries = entries(
+        errors,
+        "replay_cache_entries",
+        state.and_then(|s| s.replay_cache_entries),
+        1_000_000,
+    );
+    let replay_entries_per_key = entries(
+        errors,
+        "replay_entries_per_key",
+        state.and_then(|s| s.replay_entries_per_key),
+        (replay_cache_entries / 16).max(1),
+    );
+    if replay_entries_per_key > replay_cache_entries {
+        errors.add(
+            "state.replay_entries_per_key",
+            "must not exceed replay_cache_entries",
+        );
+    }
     StatePolicy {
         backend,
         token_cache_entries: entries(
@@ -283,12 +301,8 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
             state.and_then(|s| s.token_cache_entries),
             100_000,
         ),
-        replay_cache_entries: entries(
-            errors,
-            "replay_cache_entries",
-            state.and_then(|s| s.replay_cache_entries),
-            1_000_000,
-        ),
+        replay_cache_entries,
+        replay_entries_per_key,
     }
 }
 
@@ -302,6 +316,7 @@ fn unreachable_state() -> &'static model::State {
         redis_timeout: None,
         token_cache_entries: None,
         replay_cache_entries: None,
+        replay_entries_per_key: None,
     };
     &EMPTY
 }

@@ -156,6 +156,8 @@ pub struct State {
     pub redis_timeout: Option<String>,
     pub token_cache_entries: Option<u64>,
     pub replay_cache_entries: Option<u64>,
+    /// The most replay records one DPoP key may hold (default 1/16 of the store).
+    pub replay_entries_per_key: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

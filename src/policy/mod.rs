@@ -229,6 +229,8 @@ pub struct StatePolicy {
     pub backend: StateBackend,
     pub token_cache_entries: u64,
     pub replay_cache_entries: u64,
+    /// The most records one DPoP key may hold at a time, in either store.
+    pub replay_entries_per_key: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

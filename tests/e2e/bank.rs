@@ -35,6 +35,8 @@ pub struct Options {
     pub body_timeout: &'static str,
     /// `log.level`.
     pub log_level: &'static str,
+    /// `[state] replay_entries_per_key`.
+    pub replay_entries_per_key: Option<u64>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             dpop_proof_max_age: "60s",
             body_timeout: "10s",
             log_level: "info",
+            replay_entries_per_key: None,
         }
     }
 }
@@ -290,10 +293,16 @@ timeout = "2s"
                 "off"
             }
         );
-        let state = match &options.redis {
+        let mut state = match &options.redis {
             Some(url) => format!("\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"),
             None => String::new(),
         };
+        if let Some(per_key) = options.replay_entries_per_key {
+            if state.is_empty() {
+                state.push_str("\n[state]\n");
+            }
+            state.push_str(&format!("replay_entries_per_key = {per_key}\n"));
+        }
         // Placeholders that cannot occur in the rest of the file.
         let template = config_text(1, 2, 3, upstream.addr, &format!("{extra}{state}"))
             .replace("[profile]\nname = \"fapi2\"\n", &profile)

@@ -419,3 +419,40 @@ fn hostile_a_refused_request_does_not_use_up_its_proof() {
     assert_eq!(with(&proof).status, 200);
     assert_eq!(with(&proof).status, 401);
 }
+
+/// `per_key` fresh proofs of one key are admitted, the next gets 429 with `Retry-After`, and
+/// another key's proof is still admitted.
+pub fn one_key_holds_its_share(bank: &Bank, per_key: usize) {
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    for _ in 0..per_key {
+        assert_eq!(bank.dpop_get("/accounts", &token, &key, &[]).status, 200);
+    }
+    let over = bank.dpop_get("/accounts", &token, &key, &[]);
+    assert_eq!(over.status, 429, "{over:?}");
+    assert_eq!(over.header("retry-after"), Some("70"));
+    assert_eq!(over.json()["error"], "temporarily_unavailable");
+    assert_eq!(
+        over.json()["error_description"],
+        "this DPoP key has used its share of proofs for now"
+    );
+    let (other, other_key) = bank.dpop_token("tpp", "ES256", None);
+    assert_eq!(
+        bank.dpop_get("/accounts", &other, &other_key, &[]).status,
+        200
+    );
+    bank.metrics_showing(
+        "fapigate_rejections_total{reason=\"replay_share_exhausted\",route=\"accounts\"} 1",
+    );
+    assert_eq!(bank.upstream.requests_for("/accounts"), per_key + 1);
+}
+
+/// Issue 13 §5, the process's own store: one key cannot make every other client's proofs
+/// fail with 503.
+#[test]
+fn hostile_one_key_cannot_fill_the_replay_store() {
+    let bank = Bank::start(Options {
+        replay_entries_per_key: Some(3),
+        ..Options::default()
+    });
+    one_key_holds_its_share(&bank, 3);
+}

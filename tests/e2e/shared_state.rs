@@ -105,3 +105,53 @@ fn redis_down_gives_503_and_not_ready_then_recovers_without_restart() {
     }));
     assert_eq!(bank.gateway.child.id(), pid);
 }
+
+/// Issue 13 §5: eviction would silently forget replay records (a used proof accepted again):
+/// a Redis whose `maxmemory-policy` may evict is refused at start-up, naming the policy.
+#[test]
+fn dpop_11_1_a_redis_that_may_evict_records_is_refused_at_start_up() {
+    let evicting = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let redis = RedisServer::start();
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        ..Options::default()
+    });
+    // The running bank's configuration, on any free ports, with the evicting Redis.
+    let text = std::fs::read_to_string(&bank.gateway.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|line| match line.split_once(" = \"127.0.0.1:") {
+            Some((key, _)) if key == "addr" || key == "plain_addr" => {
+                format!("{key} = \"127.0.0.1:0\"\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect::<String>()
+        .replace(&redis.url(), &evicting.url());
+    let config = bank.gateway.config.with_file_name("evicting.toml");
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Redis maxmemory-policy is \"allkeys-lru\""),
+        "{stderr}"
+    );
+}
+
+/// Issue 13 §5: one key holds at most `replay_entries_per_key` records of the shared store;
+/// beyond, its proofs get 429 while other clients' proofs are still recorded.
+#[test]
+fn dpop_11_1_one_key_cannot_fill_the_shared_replay_store() {
+    let redis = RedisServer::start();
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        replay_entries_per_key: Some(3),
+        ..Options::default()
+    });
+    crate::hostile::one_key_holds_its_share(&bank, 3);
+}

@@ -890,11 +890,18 @@ impl Drop for AuthServer {
 pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (e.g. a `--maxmemory-policy`).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let mut server = RedisServer {
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             dir: tempfile::Builder::new()
                 .prefix("fapigate-redis-")
@@ -931,6 +938,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::from(std::fs::File::create(&log).expect("redis log")))
             .stderr(Stdio::null())
             .spawn()
