@@ -96,6 +96,7 @@ pub(super) fn issuers(
             });
         }
     }
+    introspection_prefixes(&compiled, errors);
     compiled
 }
 
@@ -191,7 +192,50 @@ fn introspection(
             Some(n) => n,
             None => 64,
         },
+        token_prefix: match intro.token_prefix.as_deref() {
+            Some("") => {
+                errors.add(format!("{key}.token_prefix"), "must not be empty");
+                None
+            }
+            prefix => prefix.map(str::to_string),
+        },
     })
+}
+
+/// Each opaque token goes to one AS, never to every AS in turn (an unknown token would cost
+/// one call per AS): with more than one issuer that introspects, each names the prefix of its
+/// tokens, and no prefix is the start of another.
+fn introspection_prefixes(issuers: &[IssuerPolicy], errors: &mut Errors) {
+    let introspecting: Vec<(usize, Option<&str>)> = issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| {
+            let intro = issuer.introspection.as_ref()?;
+            Some((i, intro.token_prefix.as_deref()))
+        })
+        .collect();
+    if introspecting.len() < 2 {
+        return;
+    }
+    for (n, &(i, prefix)) in introspecting.iter().enumerate() {
+        let key = format!("issuer[{i}].introspection.token_prefix");
+        let Some(prefix) = prefix else {
+            errors.add(
+                key,
+                "is required when more than one issuer introspects: each opaque token is sent \
+                 to the one AS whose prefix it carries",
+            );
+            continue;
+        };
+        for &(j, other) in &introspecting[..n] {
+            if other.is_some_and(|other| other.starts_with(prefix) || prefix.starts_with(other)) {
+                errors.add(
+                    key.clone(),
+                    format!("overlaps the token_prefix of issuer[{j}]"),
+                );
+            }
+        }
+    }
 }
 
 pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Errors) -> StatePolicy {

@@ -210,6 +210,45 @@ mod tests {
         assert!(load_str(&source, fixture_dir()).is_ok());
     }
 
+    /// Issue 13 §6: with several introspecting issuers, each names its token prefix and no
+    /// prefix starts another, so an opaque token goes to one AS only.
+    #[test]
+    fn hi_config_several_introspecting_issuers_each_name_a_distinct_token_prefix() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let issuer = |n: usize, prefix: Option<&str>| {
+            let prefix = prefix.map_or(String::new(), |p| format!("token_prefix = \"{p}\"\n"));
+            format!(
+                "[[issuer]]\nid = \"as-{n}\"\nissuer = \"https://as{n}.bank.example\"\n\
+                 audience = \"https://api.bank.example\"\njwks_file = \"keys/jwks.json\"\n\
+                 [issuer.introspection]\nendpoint = \"https://as{n}.bank.example/introspect\"\n\
+                 client_id = \"gw\"\nauth = \"client_secret_basic\"\nsecret_file = \"{}\"\n{prefix}",
+                secret.display()
+            )
+        };
+        let with = |issuers: &[String]| {
+            POLICY.replace("[[client]]", &format!("{}[[client]]", issuers.concat()))
+        };
+        let key = |i| format!("issuer[{i}].introspection.token_prefix");
+        let source = with(&[issuer(1, None), issuer(2, Some("b_"))]);
+        let message = error_of(&source, fixture_dir(), &key(1)).unwrap();
+        assert!(message.starts_with("is required when more than one issuer introspects"));
+        let source = with(&[issuer(1, Some("bank_")), issuer(2, Some("bank_pay_"))]);
+        let message = error_of(&source, fixture_dir(), &key(2));
+        assert_eq!(
+            message.as_deref(),
+            Some("overlaps the token_prefix of issuer[1]")
+        );
+        let source = with(&[issuer(1, Some("a_"))]);
+        assert!(load_str(&source, fixture_dir()).is_ok(), "one needs none");
+        let source = with(&[issuer(1, Some("a_")), issuer(2, Some("b_"))]);
+        assert!(load_str(&source, fixture_dir()).is_ok());
+    }
+
     #[test]
     fn lines_are_found_inside_arrays_of_tables() {
         let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";

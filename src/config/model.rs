@@ -142,6 +142,8 @@ pub struct Introspection {
     pub timeout: Option<String>,
     /// Introspection calls in flight at once (64); beyond, requests get 503.
     pub max_outstanding: Option<usize>,
+    /// The prefix of this AS's opaque tokens: required when more than one issuer introspects.
+    pub token_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

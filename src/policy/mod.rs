@@ -212,6 +212,8 @@ pub struct IntrospectionPolicy {
     pub timeout: Duration,
     /// Introspection calls in flight at once; beyond, 503 with `Retry-After`.
     pub max_outstanding: usize,
+    /// Opaque tokens this AS issues start with it; the only tokens sent to it when set.
+    pub token_prefix: Option<String>,
 }
 
 #[derive(Debug)]

@@ -41,6 +41,7 @@ pub struct Introspector {
     skew: Duration,
     /// Bounds the calls in flight: a flood of unknown tokens gets 503s, not an AS in trouble.
     outstanding: tokio::sync::Semaphore,
+    token_prefix: Option<String>,
 }
 
 /// What introspection said about a token.
@@ -106,6 +107,7 @@ impl Introspector {
             algs,
             skew,
             outstanding: tokio::sync::Semaphore::new(policy.max_outstanding),
+            token_prefix: policy.token_prefix.clone(),
         })
     }
 
@@ -127,6 +129,11 @@ impl Introspector {
                 .inc();
         }
         result
+    }
+
+    /// The prefix of this AS's opaque tokens, when configured.
+    pub fn token_prefix(&self) -> Option<&str> {
+        self.token_prefix.as_deref()
     }
 
     async fn call(&self, token: &str, now: u64) -> Result<Introspected, TokenError> {

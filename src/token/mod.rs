@@ -255,11 +255,14 @@ impl Tokens {
                 if self.introspectors.is_empty() {
                     return Err(TokenError::Invalid("opaque access tokens are not accepted"));
                 }
+                let introspector = self.introspector_for(token).ok_or(TokenError::Invalid(
+                    "the access token is not from a known authorization server",
+                ))?;
                 let shared_key = format!("fapigate:introspection:{}", crate::state::hex(key));
                 if let Some(cached) = self.shared_lookup(&shared_key).await {
                     return Ok(cached);
                 }
-                let result = self.introspect(token, now).await;
+                let result = self.introspect(introspector, token, now).await;
                 if let (Ok(cached), Some(redis)) = (&result, &self.shared) {
                     let verdict = SharedVerdict {
                         grant: match &cached.verdict {
@@ -296,33 +299,29 @@ impl Tokens {
         })
     }
 
-    /// Asks the issuers that introspect, in order; the first active answer wins.
-    async fn introspect(&self, token: &str, now: u64) -> Result<Cached, TokenError> {
-        let mut unavailable = None;
-        let mut inactive_ttl = None;
-        for introspector in &self.introspectors {
-            match introspector.introspect(token, now, &self.metrics).await {
-                Ok(Introspected::Active(grant, ttl)) => {
-                    return Ok(Cached {
-                        verdict: Verdict::Valid(Arc::new(*grant)),
-                        ttl,
-                        kind: Kind::Opaque,
-                    })
-                }
-                Ok(Introspected::Inactive(ttl)) => inactive_ttl = Some(ttl),
-                Err(TokenError::Unavailable(reason)) => {
-                    unavailable = Some(TokenError::Unavailable(reason))
-                }
-                Err(invalid) => return Err(invalid),
-            }
+    /// The one AS an opaque token can be from: the one whose `token_prefix` it starts with,
+    /// or the only one that introspects (whose prefix, if set, it must carry).
+    fn introspector_for(&self, token: &str) -> Option<&Introspector> {
+        let carries = |i: &&Introspector| i.token_prefix().is_some_and(|p| token.starts_with(p));
+        match self.introspectors.as_slice() {
+            [only] if only.token_prefix().is_none() => Some(only),
+            several => several.iter().find(carries),
         }
-        // Fail closed: an AS that could not answer may have been the one that knows it.
-        if let Some(error) = unavailable {
-            return Err(error);
-        }
+    }
+
+    async fn introspect(
+        &self,
+        introspector: &Introspector,
+        token: &str,
+        now: u64,
+    ) -> Result<Cached, TokenError> {
+        let (verdict, ttl) = match introspector.introspect(token, now, &self.metrics).await? {
+            Introspected::Active(grant, ttl) => (Verdict::Valid(Arc::new(*grant)), ttl),
+            Introspected::Inactive(ttl) => (Verdict::Inactive, ttl),
+        };
         Ok(Cached {
-            verdict: Verdict::Inactive,
-            ttl: inactive_ttl.unwrap_or(Duration::from_secs(30)),
+            verdict,
+            ttl,
             kind: Kind::Opaque,
         })
     }

@@ -37,6 +37,8 @@ pub struct Options {
     pub log_level: &'static str,
     /// `[state] replay_entries_per_key`.
     pub replay_entries_per_key: Option<u64>,
+    /// `[issuer.introspection] token_prefix`.
+    pub token_prefix: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             body_timeout: "10s",
             log_level: "info",
             replay_entries_per_key: None,
+            token_prefix: None,
         }
     }
 }
@@ -243,8 +246,11 @@ client_id = "fapigate"
 signed_response = {signed}
 cache_max_ttl = "{ttl}"
 timeout = "2s"
-{PAYMENTS_ROUTE}{extra_routes}"#,
+{prefix}{PAYMENTS_ROUTE}{extra_routes}"#,
             extra_routes = options.extra,
+            prefix = options
+                .token_prefix
+                .map_or(String::new(), |p| format!("token_prefix = \"{p}\"\n")),
             signed = options.signed_introspection,
             ttl = options.cache_max_ttl,
         );

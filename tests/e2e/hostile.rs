@@ -386,6 +386,32 @@ fn hostile_dpop_requests_without_a_valid_proof_never_reach_the_authorization_ser
     assert_eq!(bank.auth.introspections(), before + 1);
 }
 
+/// Issue 13 §6: an opaque token goes only to the AS whose `token_prefix` it carries; one
+/// that carries none is refused without a call to any AS.
+#[test]
+fn hostile_an_opaque_token_without_the_as_prefix_never_reaches_the_as() {
+    let bank = Bank::start(Options {
+        token_prefix: Some("bank-as_"),
+        ..Options::default()
+    });
+    let (opaque, key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    let before = bank.auth.introspections();
+    let response = bank.dpop_get("/accounts", &opaque, &key, &[]);
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(
+        response.challenge(),
+        Some(
+            dpop_challenge(
+                "invalid_token",
+                "the access token is not from a known authorization server"
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(bank.auth.introspections(), before, "an AS was asked");
+    assert_eq!(bank.upstream.requests_for("/accounts"), 0);
+}
+
 #[test]
 fn hostile_a_refused_request_does_not_use_up_its_proof() {
     let bank = Bank::start(Options::default());
