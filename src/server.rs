@@ -59,10 +59,17 @@ pub fn run(
     }
     let gateway = Arc::new(Gateway::new(engine, local, config_path, metrics));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        FapiProxy::new(gateway.clone()),
-        "fapigate",
+    let mut http =
+        pingora::proxy::http_proxy(&server.configuration, FapiProxy::new(gateway.clone()));
+    let idle = gateway.engine().policy.listener.idle_timeout;
+    http.server_options = Some({
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(idle);
+        options
+    });
+    let mut proxy = Service::new(
+        "fapigate".to_string(),
+        crate::proxy::deadline::Deadlines::new(http, gateway.clone()),
     );
     match tls_settings {
         Some(settings) => proxy.add_tls_with_settings(&bound.listener.to_string(), None, settings),

@@ -134,15 +134,38 @@ fn listener(
             }
         }
     }
-    let body_timeout = duration(
+    let timeout = |errors: &mut Errors, name: &str, value: Option<&String>, default: &str| {
+        let key = format!("listener.{name}");
+        let parsed = duration(errors, &key, value, default);
+        if parsed.is_zero() && value.map(|v| parse_duration(v)).is_some_and(|r| r.is_ok()) {
+            errors.add(key, "must be longer than 0s");
+        }
+        parsed
+    };
+    let body_timeout = timeout(
         errors,
-        "listener.body_timeout",
+        "body_timeout",
         listener.body_timeout.as_ref(),
         "10s",
     );
-    let written = listener.body_timeout.as_deref().map(parse_duration);
-    if body_timeout.is_zero() && matches!(written, Some(Ok(_))) {
-        errors.add("listener.body_timeout", "must be longer than 0s");
+    let header_timeout = timeout(
+        errors,
+        "header_timeout",
+        listener.header_timeout.as_ref(),
+        "10s",
+    );
+    let idle_timeout = timeout(
+        errors,
+        "idle_timeout",
+        listener.idle_timeout.as_ref(),
+        "30s",
+    );
+    // Pingora closes a connection that waits 60 s for its next request, whatever is set here.
+    if idle_timeout > std::time::Duration::from_secs(60) {
+        errors.add(
+            "listener.idle_timeout",
+            "must be at most 60s (the proxy engine closes idle connections after 60 s)",
+        );
     }
     Some(ListenerPolicy {
         addr: addr?,
@@ -151,6 +174,8 @@ fn listener(
         plain_addr,
         trusted_proxies,
         body_timeout,
+        header_timeout,
+        idle_timeout,
     })
 }
 

@@ -250,6 +250,32 @@ mod tests {
     }
 
     #[test]
+    fn hi_config_listener_timeouts_are_positive_and_idle_within_the_engines_60s() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        let with = |line: &str| {
+            POLICY.replace(
+                "public_url = \"https://api.bank.example\"",
+                &format!("public_url = \"https://api.bank.example\"\n{line}"),
+            )
+        };
+        let error = |line: &str, key: &str| error_of(&with(line), fixture_dir(), key);
+        assert_eq!(
+            error("idle_timeout = \"90s\"", "listener.idle_timeout").as_deref(),
+            Some("must be at most 60s (the proxy engine closes idle connections after 60 s)")
+        );
+        assert_eq!(
+            error("header_timeout = \"0s\"", "listener.header_timeout").as_deref(),
+            Some("must be longer than 0s")
+        );
+        let fine = with("header_timeout = \"5s\"\nidle_timeout = \"60s\"");
+        let policy = load_str(&fine, fixture_dir()).unwrap();
+        assert_eq!(
+            policy.listener.header_timeout,
+            std::time::Duration::from_secs(5)
+        );
+    }
+
+    #[test]
     fn lines_are_found_inside_arrays_of_tables() {
         let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";
         let locator = Locator::new(source);

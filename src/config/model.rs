@@ -45,6 +45,10 @@ pub struct Listener {
     pub plain_addr: Option<String>,
     /// How long a request body may take to arrive whole (`"10s"`).
     pub body_timeout: Option<String>,
+    /// How long a request head may take to arrive whole (`"10s"`).
+    pub header_timeout: Option<String>,
+    /// How long a keep-alive connection may wait for its next request (`"30s"`).
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,11 @@ pub struct ListenerPolicy {
     pub trusted_proxies: Vec<IpNet>,
     /// The whole request body must arrive within this (408 after).
     pub body_timeout: Duration,
+    /// The whole request head must arrive within this of the connection opening or of the
+    /// next request's first byte; the connection is closed after.
+    pub header_timeout: Duration,
+    /// A keep-alive connection waiting longer than this for its next request is closed.
+    pub idle_timeout: Duration,
 }
 
 impl ListenerPolicy {

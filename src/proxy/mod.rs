@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod client_cert;
+pub mod deadline;
 pub mod framing;
 pub mod headers;
 mod signed;
@@ -121,6 +122,7 @@ impl ProxyHttp for FapiProxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        deadline::head_received(session);
         let engine = self.gateway.engine();
         ctx.engine = Some(Arc::clone(&engine));
         let policy = &engine.policy;
@@ -378,6 +380,7 @@ impl ProxyHttp for FapiProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        deadline::request_done(session);
         // No response written (the connection went away) is status 0 in metrics and logs.
         let (code, code_text) = match session.response_written() {
             Some(response) => (response.status.as_u16(), response.status.as_str()),

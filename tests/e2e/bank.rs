@@ -33,6 +33,10 @@ pub struct Options {
     pub dpop_proof_max_age: &'static str,
     /// `listener.body_timeout`.
     pub body_timeout: &'static str,
+    /// `listener.header_timeout`.
+    pub header_timeout: &'static str,
+    /// `listener.idle_timeout`.
+    pub idle_timeout: &'static str,
     /// `log.level`.
     pub log_level: &'static str,
     /// `[state] replay_entries_per_key`.
@@ -60,6 +64,8 @@ impl Default for Options {
             extra: "",
             dpop_proof_max_age: "60s",
             body_timeout: "10s",
+            header_timeout: "10s",
+            idle_timeout: "30s",
             log_level: "info",
             replay_entries_per_key: None,
             token_prefix: None,
@@ -321,8 +327,9 @@ timeout = "2s"
             .replace(
                 "127.0.0.1:3\"",
                 &format!(
-                    "127.0.0.1:{{PLAIN}}\"\nbody_timeout = \"{}\"",
-                    options.body_timeout
+                    "127.0.0.1:{{PLAIN}}\"\nbody_timeout = \"{}\"\nheader_timeout = \"{}\"\n\
+                     idle_timeout = \"{}\"",
+                    options.body_timeout, options.header_timeout, options.idle_timeout
                 ),
             )
             .replace(

@@ -227,3 +227,110 @@ fn hostile_bearer_2_3_a_form_token_beside_a_valid_header_token_is_refused() {
     );
     assert_eq!(bank.upstream.requests_for("/accounts"), 0);
 }
+
+/// One response read from a raw HTTP/1.1 connection (head and a `Content-Length` body), or
+/// `None` when the connection closed first.
+fn read_response(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => bytes.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&bytes).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(str::to_string)
+        })
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+/// Whether the peer has closed `stream` (a read returns end of file or a reset).
+fn closed_by_peer(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // This client's own read timeout is not the peer closing.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn connect(port: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// Issue 13 §8: a request head trickled in (each byte well within Pingora's 60 s per-read
+/// limit) is cut off once `header_timeout` has passed, and never reaches the upstream.
+#[test]
+fn hostile_a_request_head_trickled_past_header_timeout_is_cut_off() {
+    use std::io::Write;
+    let bank = Bank::start(Options {
+        header_timeout: "1s",
+        ..Options::default()
+    });
+    let mut stream = connect(bank.gateway.plain_port);
+    let head = b"GET /status HTTP/1.1\r\nHost: bank\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n";
+    // Sent over far more than 1 s; the gateway closes the connection before the head ends.
+    let mut cut_off = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !cut_off {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let answer = read_response(&mut stream);
+        assert_eq!(answer, None, "the trickled head was answered");
+    }
+    bank.metrics_showing("fapigate_rejections_total{reason=\"header_timeout\",route=\"none\"} 1");
+    assert_eq!(bank.upstream.requests_for("/status"), 0);
+}
+
+/// Issue 13 §8: a keep-alive connection serves requests that follow one another, and is
+/// closed once it has waited `idle_timeout` for the next (Pingora alone waits 60 s).
+#[test]
+fn hostile_an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    use std::io::Write;
+    let bank = Bank::start(Options {
+        header_timeout: "1s",
+        idle_timeout: "1s",
+        ..Options::default()
+    });
+    let mut stream = connect(bank.gateway.plain_port);
+    let request = b"GET /status HTTP/1.1\r\nHost: bank\r\n\r\n";
+    for _ in 0..3 {
+        stream.write_all(request).unwrap();
+        let response = read_response(&mut stream).expect("answered on the kept-alive connection");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    // Nothing more is sent: the gateway closes the connection well before the 20 s read
+    // timeout of this client.
+    assert!(
+        closed_by_peer(&mut stream),
+        "the idle connection stayed open"
+    );
+    assert_eq!(bank.upstream.requests_for("/status"), 3);
+}
