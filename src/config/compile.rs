@@ -174,6 +174,7 @@ fn listener(
         plain_addr,
         trusted_proxies,
         body_timeout,
+        body_min_rate: listener.body_min_rate.unwrap_or(240),
         header_timeout,
         idle_timeout,
     })

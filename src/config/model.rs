@@ -45,6 +45,9 @@ pub struct Listener {
     pub plain_addr: Option<String>,
     /// How long a request body may take to arrive whole (`"10s"`).
     pub body_timeout: Option<String>,
+    /// The slowest a request body the gateway reads may arrive, in bytes per second, after
+    /// a grace of 2 s (240; 0: no minimum).
+    pub body_min_rate: Option<u64>,
     /// How long a request head may take to arrive whole (`"10s"`).
     pub header_timeout: Option<String>,
     /// How long a keep-alive connection may wait for its next request (`"30s"`).

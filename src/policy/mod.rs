@@ -34,6 +34,9 @@ pub struct Policy {
     pub routes: RouteTable,
 }
 
+/// How long a body may take before `body_min_rate` applies (Kestrel's is 5 s).
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct ListenerPolicy {
     pub addr: SocketAddr,
@@ -43,6 +46,8 @@ pub struct ListenerPolicy {
     pub trusted_proxies: Vec<IpNet>,
     /// The whole request body must arrive within this (408 after).
     pub body_timeout: Duration,
+    /// Bytes per second a body must keep up after [`BODY_RATE_GRACE`] (408 below; 0: none).
+    pub body_min_rate: u64,
     /// The whole request head must arrive within this of the connection opening or of the
     /// next request's first byte; the connection is closed after.
     pub header_timeout: Duration,

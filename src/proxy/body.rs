@@ -155,7 +155,8 @@ pub async fn read(
     if !session.is_body_empty() {
         session.enable_retry_buffering();
         let deadline = tokio::time::Instant::now() + policy.listener.body_timeout;
-        read_whole(session, &mut body, declared, deadline).await?;
+        let min_rate = policy.listener.body_min_rate;
+        read_whole(session, &mut body, declared, deadline, min_rate).await?;
     }
     let json = if needs_json {
         Some(crate::policy::json::parse(&body).map_err(Rejection::BodyJson)?)
@@ -169,17 +170,25 @@ pub async fn read(
 }
 
 /// Reads the rest of the body into `body`, at most [`MAX_BODY`], all of it by `deadline`
-/// (`listener.body_timeout`): a body trickled in to hold the request open gets 408, whatever
-/// the pace of each read.
+/// (`listener.body_timeout`) and, after a grace, at `min_rate` bytes per second at least: a
+/// body trickled in to hold the request open gets 408, whatever the pace of each read.
 async fn read_whole(
     session: &mut Session,
     body: &mut Vec<u8>,
     declared: Option<usize>,
     deadline: tokio::time::Instant,
+    min_rate: u64,
 ) -> Result<(), Rejection> {
+    let started = tokio::time::Instant::now();
     loop {
+        // The bytes received so far keep up with the rate until this moment.
+        let keeps_up = (min_rate > 0).then(|| {
+            let seconds = body.len() as f64 / min_rate as f64;
+            started + crate::policy::BODY_RATE_GRACE + Duration::from_secs_f64(seconds)
+        });
+        let by = keeps_up.map_or(deadline, |at| at.min(deadline));
         // h2 body reads have no timeout of their own.
-        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+        let chunk = match tokio::time::timeout_at(by, session.read_request_body()).await {
             Ok(read) => read.map_err(|_| Rejection::BodyMalformed)?,
             Err(_) => {
                 session.set_keepalive(None);

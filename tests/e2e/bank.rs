@@ -33,6 +33,8 @@ pub struct Options {
     pub dpop_proof_max_age: &'static str,
     /// `listener.body_timeout`.
     pub body_timeout: &'static str,
+    /// `listener.body_min_rate`.
+    pub body_min_rate: u64,
     /// `listener.header_timeout`.
     pub header_timeout: &'static str,
     /// `listener.idle_timeout`.
@@ -64,6 +66,7 @@ impl Default for Options {
             extra: "",
             dpop_proof_max_age: "60s",
             body_timeout: "10s",
+            body_min_rate: 240,
             header_timeout: "10s",
             idle_timeout: "30s",
             log_level: "info",
@@ -328,8 +331,11 @@ timeout = "2s"
                 "127.0.0.1:3\"",
                 &format!(
                     "127.0.0.1:{{PLAIN}}\"\nbody_timeout = \"{}\"\nheader_timeout = \"{}\"\n\
-                     idle_timeout = \"{}\"",
-                    options.body_timeout, options.header_timeout, options.idle_timeout
+                     idle_timeout = \"{}\"\nbody_min_rate = {}",
+                    options.body_timeout,
+                    options.header_timeout,
+                    options.idle_timeout,
+                    options.body_min_rate
                 ),
             )
             .replace(

@@ -121,6 +121,8 @@ fn held_open_replay(bank: &Bank) {
 #[test]
 fn hostile_a_held_open_request_cannot_replay_a_used_proof_memory_store() {
     held_open_replay(&Bank::start(Options {
+        // The body's pace alone must not be what refuses it here.
+        body_min_rate: 0,
         dpop_proof_max_age: "2s",
         max_clock_skew: "1s",
         ..Options::default()
@@ -131,6 +133,7 @@ fn hostile_a_held_open_request_cannot_replay_a_used_proof_memory_store() {
 fn hostile_a_held_open_request_cannot_replay_a_used_proof_redis_store() {
     let redis = crate::support::RedisServer::start();
     held_open_replay(&Bank::start(Options {
+        body_min_rate: 0,
         dpop_proof_max_age: "2s",
         max_clock_skew: "1s",
         redis: Some(redis.url()),
@@ -333,4 +336,27 @@ fn hostile_an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
         "the idle connection stayed open"
     );
     assert_eq!(bank.upstream.requests_for("/status"), 3);
+}
+
+/// Issue 13 §1: past a 2 s grace, a body must keep up `body_min_rate` (240 bytes/s): ten bytes
+/// trickled over six seconds are cut off long before the 30 s `body_timeout`.
+#[test]
+fn hostile_a_body_slower_than_body_min_rate_gets_408() {
+    let bank = Bank::start(Options {
+        body_timeout: "30s",
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    let body = b"x=12345678";
+    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
+    let response = trickle(&bank, &head, body, std::time::Duration::from_millis(600));
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("the request body did not arrive in time"),
+        "{response}"
+    );
+    assert_eq!(bank.upstream.requests_for("/accounts"), 0);
 }
