@@ -54,7 +54,8 @@ impl Engine {
                 url,
                 cluster_nodes,
                 timeout,
-            } => Some(Arc::new(Redis::new(url, cluster_nodes, *timeout)?)),
+                tls,
+            } => Some(Arc::new(Redis::new(url, cluster_nodes, *timeout, tls)?)),
         };
         let tokens = Tokens::new(&policy, metrics.clone(), redis.clone())?;
         let binder = Binder::new(&policy, redis.clone(), local)?;

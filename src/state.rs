@@ -4,6 +4,7 @@
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
 use crate::binding::replay::{FirstUse, ProofRecord, ReplayStore, StoreUnavailable};
+use crate::policy::RedisTls;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -23,6 +24,8 @@ enum Target {
 #[derive(Debug)]
 enum ConnectError {
     Unreachable(String),
+    /// The TLS handshake failed on a certificate: ours or the server's is not trusted.
+    Untrusted(String),
     /// Redis may evict keys (`maxmemory-policy` other than `noeviction`).
     Evicting(String),
 }
@@ -30,7 +33,9 @@ enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Unreachable(e) | ConnectError::Evicting(e) => f.write_str(e),
+            ConnectError::Unreachable(e)
+            | ConnectError::Untrusted(e)
+            | ConnectError::Evicting(e) => f.write_str(e),
         }
     }
 }
@@ -39,27 +44,54 @@ pub struct Redis {
     target: Target,
     connection: tokio::sync::OnceCell<Connection>,
     timeout: Duration,
+    /// The trust configuration, named in a failed handshake's error.
+    tls_files: String,
 }
 
 impl Redis {
     /// A client for a node URL, or for cluster nodes; nothing connects until first use, so a
-    /// gateway starts (not ready) while Redis is down.
-    pub fn new(url: &str, cluster_nodes: &[String], timeout: Duration) -> Result<Redis, String> {
+    /// gateway starts (not ready) while Redis is down. `rediss://` nodes are verified with
+    /// `tls` (its files were checked when the configuration was compiled).
+    pub fn new(
+        url: &str,
+        cluster_nodes: &[String],
+        timeout: Duration,
+        tls: &RedisTls,
+    ) -> Result<Redis, String> {
         let target = if cluster_nodes.is_empty() {
-            Target::Node(redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?)
+            let client = if url.starts_with("rediss://") {
+                redis::Client::build_with_tls(url, certificates(tls)?)
+            } else {
+                redis::Client::open(url)
+            };
+            Target::Node(client.map_err(|e| format!("redis_url: {e}"))?)
         } else {
+            let mut builder = redis::cluster::ClusterClient::builder(cluster_nodes.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(timeout);
+            if cluster_nodes.iter().any(|n| n.starts_with("rediss://")) {
+                builder = builder.certs(certificates(tls)?);
+            }
             Target::Cluster(
-                redis::cluster::ClusterClient::builder(cluster_nodes.to_vec())
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                builder
                     .build()
                     .map_err(|e| format!("redis_cluster_nodes: {e}"))?,
             )
         };
+        let mut files: Vec<String> = Vec::new();
+        if let Some(ca) = &tls.ca_file {
+            files.push(format!("state.redis_ca_file ({})", ca.display()));
+        } else {
+            files.push("the system's root certificates (state.redis_ca_file is not set)".into());
+        }
+        if let Some((cert, _)) = &tls.client {
+            files.push(format!("state.redis_client_cert ({})", cert.display()));
+        }
         Ok(Redis {
             target,
             connection: tokio::sync::OnceCell::new(),
             timeout,
+            tls_files: files.join(" and "),
         })
     }
 
@@ -85,7 +117,7 @@ impl Redis {
         let connection = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| unreachable("Redis did not answer in time".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| classify(&e))?;
         let mut info = redis::cmd("INFO");
         info.arg("memory");
         let reply = tokio::time::timeout(self.timeout, query::<redis::Value>(&connection, info))
@@ -117,14 +149,43 @@ impl Redis {
             .enable_all()
             .build()
             .map_err(|e| format!("state: {e}"))?;
-        match runtime.block_on(self.connect()) {
-            Ok(_) => Ok(()),
+        match runtime.block_on(self.probe()) {
+            Ok(()) => Ok(()),
             Err(ConnectError::Evicting(error)) => Err(format!("state: {error}")),
+            Err(ConnectError::Untrusted(error)) => Err(format!(
+                "state: the TLS handshake with Redis failed ({error}); check {}",
+                self.tls_files
+            )),
             Err(ConnectError::Unreachable(error)) => {
                 tracing::warn!(%error, "Redis is unreachable at start-up; not ready until it is");
                 Ok(())
             }
         }
+    }
+
+    /// One plain connection attempt and `INFO memory`: unlike the reconnecting connection,
+    /// it reports why a TLS handshake failed instead of retrying until the deadline.
+    async fn probe(&self) -> Result<(), ConnectError> {
+        let mut info = redis::cmd("INFO");
+        info.arg("memory");
+        let attempt = async {
+            match &self.target {
+                Target::Node(client) => {
+                    let mut node = client.get_multiplexed_async_connection().await?;
+                    info.query_async::<redis::Value>(&mut node).await
+                }
+                Target::Cluster(client) => {
+                    let mut cluster = client.get_async_connection().await?;
+                    info.query_async::<redis::Value>(&mut cluster).await
+                }
+            }
+        };
+        let patience = self.timeout.max(Duration::from_secs(5));
+        let reply = tokio::time::timeout(patience, attempt)
+            .await
+            .map_err(|_| ConnectError::Unreachable("Redis did not answer in time".into()))?
+            .map_err(|e| classify(&e))?;
+        refuse_eviction(&reply).map_err(ConnectError::Evicting)
     }
 
     pub(crate) async fn run<T: redis::FromRedisValue>(
@@ -255,6 +316,57 @@ fn collect_text(value: &redis::Value, texts: &mut Vec<String>) {
         redis::Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_text(v, texts)),
         _ => {}
     }
+}
+
+fn classify(error: &redis::RedisError) -> ConnectError {
+    match certificate_error(error) {
+        Some(tls) => ConnectError::Untrusted(format!("{error}: {tls}")),
+        None => ConnectError::Unreachable(error.to_string()),
+    }
+}
+
+/// The rustls error under a failed connection, when a certificate was not trusted (by us or
+/// by the server).
+fn certificate_error(error: &redis::RedisError) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(current), inner].into_iter().flatten() {
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::AlertReceived(_)
+                )
+                .then(|| tls.to_string());
+            }
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The roots and client certificate of `[state]`, as the Redis client takes them.
+fn certificates(tls: &RedisTls) -> Result<redis::TlsCertificates, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    let client_tls = match &tls.client {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        None => None,
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 /// The largest value read back from Redis: the gateway's own values (introspection verdicts,

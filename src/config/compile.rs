@@ -2,7 +2,8 @@
 //! mistake in the file; each is reported with the key path it belongs to.
 
 use super::compile_routes::{routes, RouteContext};
-use super::compile_trust::{audit, clients, issuers, response_signing, state};
+use super::compile_state::state;
+use super::compile_trust::{audit, clients, issuers, response_signing};
 use super::files;
 use super::model;
 use super::units::parse_duration;

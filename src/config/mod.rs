@@ -4,6 +4,7 @@
 
 mod compile;
 mod compile_routes;
+mod compile_state;
 mod compile_trust;
 mod files;
 pub mod model;
@@ -272,6 +273,39 @@ mod tests {
         assert_eq!(
             policy.listener.header_timeout,
             std::time::Duration::from_secs(5)
+        );
+    }
+
+    /// Issue 14 §1: plain Redis beyond this machine carries the password and the shared
+    /// state in clear; TLS files are only for `rediss://`.
+    #[test]
+    fn hi_config_plain_redis_to_another_host_needs_redis_insecure() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        let with = |state: &str| format!("{POLICY}\n[state]\nbackend = \"redis\"\n{state}");
+        let error = |state: &str, key: &str| error_of(&with(state), fixture_dir(), key);
+        let remote = "redis_url = \"redis://:pw@redis.bank.internal:6379/0\"";
+        assert_eq!(
+            error(remote, "state.redis_url").as_deref(),
+            Some(
+                "reaches redis.bank.internal without TLS: use rediss://, or set \
+                 redis_insecure = true to send the password and shared state in clear"
+            )
+        );
+        let node = "redis_cluster_nodes = [\"redis://10.0.0.7:6379\"]";
+        assert!(error(node, "state.redis_cluster_nodes[0]").is_some());
+        for fine in [
+            format!("{remote}\nredis_insecure = true"),
+            "redis_url = \"redis://127.0.0.1:6379\"".to_string(),
+            "redis_url = \"redis://localhost\"".to_string(),
+            "redis_url = \"redis+unix:///run/redis.sock\"".to_string(),
+            "redis_url = \"rediss://redis.bank.internal:6380\"".to_string(),
+        ] {
+            assert!(load_str(&with(&fine), fixture_dir()).is_ok(), "{fine}");
+        }
+        let ca = "redis_url = \"redis://127.0.0.1\"\nredis_ca_file = \"tls/ca.crt\"";
+        assert_eq!(
+            error(ca, "state.redis_ca_file").as_deref(),
+            Some("is used only with rediss:// URLs")
         );
     }
 

@@ -167,6 +167,13 @@ pub struct State {
     pub replay_cache_entries: Option<u64>,
     /// The most replay records one DPoP key may hold (default 1/16 of the store).
     pub replay_entries_per_key: Option<u64>,
+    /// PEM roots that `rediss://` servers must chain to (default: the system's roots).
+    pub redis_ca_file: Option<String>,
+    /// A client certificate and key for Redis servers that require one.
+    pub redis_client_cert: Option<String>,
+    pub redis_client_key: Option<String>,
+    /// Allows plain `redis://` to a host that is not this machine.
+    pub redis_insecure: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

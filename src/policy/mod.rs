@@ -233,7 +233,17 @@ pub enum StateBackend {
         url: String,
         cluster_nodes: Vec<String>,
         timeout: Duration,
+        tls: RedisTls,
     },
+}
+
+/// How `rediss://` nodes are verified and what the gateway presents to them.
+#[derive(Debug, Default)]
+pub struct RedisTls {
+    /// PEM roots; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM files).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug)]

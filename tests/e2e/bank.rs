@@ -43,6 +43,8 @@ pub struct Options {
     pub log_level: &'static str,
     /// `[state] replay_entries_per_key`.
     pub replay_entries_per_key: Option<u64>,
+    /// More lines of the `[state]` table (with `redis`).
+    pub state_extra: String,
     /// `[issuer.introspection] token_prefix`.
     pub token_prefix: Option<&'static str>,
 }
@@ -71,6 +73,7 @@ impl Default for Options {
             idle_timeout: "30s",
             log_level: "info",
             replay_entries_per_key: None,
+            state_extra: String::new(),
             token_prefix: None,
         }
     }
@@ -309,7 +312,10 @@ timeout = "2s"
             }
         );
         let mut state = match &options.redis {
-            Some(url) => format!("\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"),
+            Some(url) => format!(
+                "\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{}",
+                options.state_extra
+            ),
             None => String::new(),
         };
         if let Some(per_key) = options.replay_entries_per_key {

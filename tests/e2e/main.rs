@@ -11,6 +11,7 @@ mod hostile;
 mod hostile_timing;
 mod lifecycle;
 mod proxying;
+mod redis_tls;
 mod shared_state;
 mod signing;
 mod support;

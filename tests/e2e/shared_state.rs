@@ -116,25 +116,7 @@ fn dpop_11_1_a_redis_that_may_evict_records_is_refused_at_start_up() {
         redis: Some(redis.url()),
         ..Options::default()
     });
-    // The running bank's configuration, on any free ports, with the evicting Redis.
-    let text = std::fs::read_to_string(&bank.gateway.config).unwrap();
-    let text: String = text
-        .lines()
-        .map(|line| match line.split_once(" = \"127.0.0.1:") {
-            Some((key, _)) if key == "addr" || key == "plain_addr" => {
-                format!("{key} = \"127.0.0.1:0\"\n")
-            }
-            _ => format!("{line}\n"),
-        })
-        .collect::<String>()
-        .replace(&redis.url(), &evicting.url());
-    let config = bank.gateway.config.with_file_name("evicting.toml");
-    std::fs::write(&config, text).unwrap();
-    let output = std::process::Command::new(BINARY)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_with_changes(&bank, |text| text.replace(&redis.url(), &evicting.url()));
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -154,4 +136,53 @@ fn dpop_11_1_one_key_cannot_fill_the_shared_replay_store() {
         ..Options::default()
     });
     crate::hostile::one_key_holds_its_share(&bank, 3);
+}
+
+/// `fapigate run` on the running bank's configuration changed by `change`, on any free ports:
+/// what a start-up that is meant to fail prints.
+pub fn run_with_changes(
+    bank: &Bank,
+    change: impl FnOnce(String) -> String,
+) -> std::process::Output {
+    let text = std::fs::read_to_string(&bank.gateway.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|line| match line.split_once(" = \"127.0.0.1:") {
+            Some((key, _)) if key == "addr" || key == "plain_addr" => {
+                format!("{key} = \"127.0.0.1:0\"\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let config = bank.gateway.config.with_file_name("changed.toml");
+    std::fs::write(&config, change(text)).unwrap();
+    // Output to files (a pipe could fill up), and a gateway that starts after all is stopped
+    // rather than waited for.
+    let (out, err) = (
+        config.with_file_name("changed.out"),
+        config.with_file_name("changed.err"),
+    );
+    let mut child = std::process::Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
 }
