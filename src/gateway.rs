@@ -46,9 +46,11 @@ impl Gateway {
         self.engine.load_full()
     }
 
-    /// Listeners bound, a policy loaded, and the shared state (if any) reachable.
+    /// Listeners bound and a policy loaded. Not the shared state: a Redis blip would take
+    /// every replica out of the load balancer at once, although routes that need no Redis
+    /// (mTLS-bound tokens) still work; its health is `fapigate_shared_state_up`.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.state_ok.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -62,10 +64,10 @@ impl Gateway {
             if ok {
                 tracing::info!("shared state (Redis) reachable again");
             } else {
-                tracing::error!("shared state (Redis) unreachable: DPoP requests get 503, /readyz reports not ready");
+                tracing::error!("shared state (Redis) unreachable: DPoP requests get 503");
             }
         }
-        self.metrics.ready.set(i64::from(self.is_ready()));
+        self.metrics.shared_state_up.set(i64::from(ok));
     }
 
     pub fn next_upstream_slot(&self) -> usize {

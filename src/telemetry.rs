@@ -25,6 +25,10 @@ pub struct Metrics {
     pub introspection_duration: Histogram,
     pub introspection_failures: IntCounterVec,
     pub jwks_refreshes: IntCounterVec,
+    /// Shared-state values not believed (a MAC that fails, another deployment's scope).
+    pub shared_state_rejected: IntCounterVec,
+    /// Whether Redis answered the last health check (1) or not (0).
+    pub shared_state_up: IntGauge,
 }
 
 impl Metrics {
@@ -106,6 +110,19 @@ impl Metrics {
             ),
             &["key_set", "result"],
         )?;
+        let shared_state_rejected = IntCounterVec::new(
+            Opts::new(
+                "fapigate_shared_state_rejected_total",
+                "Values read from the shared state that were not believed, by kind",
+            ),
+            &["kind"],
+        )?;
+        let shared_state_up = IntGauge::new(
+            "fapigate_shared_state_up",
+            "1 when the shared state (Redis) answered the last health check",
+        )?;
+        registry.register(Box::new(shared_state_rejected.clone()))?;
+        registry.register(Box::new(shared_state_up.clone()))?;
         registry.register(Box::new(token_validations.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(introspection_duration.clone()))?;
@@ -130,6 +147,8 @@ impl Metrics {
             introspection_duration,
             introspection_failures,
             jwks_refreshes,
+            shared_state_rejected,
+            shared_state_up,
         })
     }
 

@@ -81,12 +81,12 @@ enum NonceKey {
     Fixed(Nonces),
     Shared {
         redis: Arc<Redis>,
+        /// `fapigate:<namespace>:dpop:nonce-key`: one key per deployment.
+        name: String,
         slot: u64,
         loaded: tokio::sync::OnceCell<Nonces>,
     },
 }
-
-const SHARED_NONCE_KEY: &str = "fapigate:dpop:nonce-key";
 
 impl NonceKey {
     async fn get(&self) -> Result<&Nonces, Rejection> {
@@ -94,6 +94,7 @@ impl NonceKey {
             NonceKey::Fixed(nonces) => Ok(nonces),
             NonceKey::Shared {
                 redis,
+                name,
                 slot,
                 loaded,
             } => {
@@ -104,11 +105,11 @@ impl NonceKey {
                             .map_err(|_| Rejection::StateUnavailable)?;
                         // The first replica to ask sets the key; everyone then reads the same one.
                         redis
-                            .set_new_forever(SHARED_NONCE_KEY, &fresh)
+                            .set_new_forever(name, &fresh)
                             .await
                             .map_err(|_| Rejection::StateUnavailable)?;
                         let key = redis
-                            .get(SHARED_NONCE_KEY)
+                            .get(name)
                             .await
                             .map_err(|_| Rejection::StateUnavailable)?
                             .ok_or(Rejection::StateUnavailable)?;
@@ -168,6 +169,7 @@ impl Binder {
                 }
                 (None, Some(redis)) => NonceKey::Shared {
                     redis: redis.clone(),
+                    name: format!("fapigate:{}:dpop:nonce-key", policy.state_namespace()),
                     slot,
                     loaded: tokio::sync::OnceCell::new(),
                 },

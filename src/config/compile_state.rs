@@ -125,6 +125,31 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
         ),
         replay_cache_entries,
         replay_entries_per_key,
+        verdict_key_file: state
+            .and_then(|s| s.verdict_key_file.as_ref())
+            .and_then(|p| {
+                let path = files::resolve(base, p);
+                errors
+                    .check(
+                        "state.verdict_key_file",
+                        files::read_key_material(&path, 32),
+                    )
+                    .map(|()| path)
+            }),
+        namespace: state.and_then(|s| s.namespace.as_ref()).and_then(|ns| {
+            let fine = !ns.is_empty()
+                && ns.len() <= 64
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+            if !fine {
+                errors.add(
+                    "state.namespace",
+                    "must be 1 to 64 characters of A-Z, a-z, 0-9 and . _ : / -",
+                );
+            }
+            fine.then(|| ns.clone())
+        }),
     }
 }
 
@@ -143,6 +168,8 @@ fn unreachable_state() -> &'static model::State {
         redis_client_cert: None,
         redis_client_key: None,
         redis_insecure: None,
+        verdict_key_file: None,
+        namespace: None,
     };
     &EMPTY
 }

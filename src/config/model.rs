@@ -174,6 +174,10 @@ pub struct State {
     pub redis_client_key: Option<String>,
     /// Allows plain `redis://` to a host that is not this machine.
     pub redis_insecure: Option<bool>,
+    /// The MAC key of shared introspection verdicts (at least 32 bytes; never sent to Redis).
+    pub verdict_key_file: Option<String>,
+    /// The prefix of this deployment's keys in Redis (default: from `public_url`).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

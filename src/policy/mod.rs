@@ -55,6 +55,17 @@ pub struct ListenerPolicy {
     pub idle_timeout: Duration,
 }
 
+impl Policy {
+    /// This deployment's prefix of keys in Redis: `[state] namespace`, or the `public_url`
+    /// authority and path (two deployments with one Redis do not read each other's values).
+    pub fn state_namespace(&self) -> String {
+        self.state.namespace.clone().unwrap_or_else(|| {
+            let url = &self.listener.public_url;
+            format!("{}{}", url.authority, url.base_path)
+        })
+    }
+}
+
 impl ListenerPolicy {
     /// RFC 9440 `Client-Cert` is believed only from these peers (CC-4).
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
@@ -253,6 +264,10 @@ pub struct StatePolicy {
     pub replay_cache_entries: u64,
     /// The most records one DPoP key may hold at a time, in either store.
     pub replay_entries_per_key: u64,
+    /// The MAC key of shared introspection verdicts; without one, verdicts are not shared.
+    pub verdict_key_file: Option<PathBuf>,
+    /// This deployment's prefix in Redis; `None`: derived from `public_url`.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

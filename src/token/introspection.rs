@@ -131,6 +131,16 @@ impl Introspector {
         result
     }
 
+    /// The `iss` of this AS.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The audiences this gateway accepts from this AS.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
     /// The prefix of this AS's opaque tokens, when configured.
     pub fn token_prefix(&self) -> Option<&str> {
         self.token_prefix.as_deref()

@@ -11,6 +11,7 @@ pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub(crate) mod outbound;
+pub mod shared;
 
 use crate::grant::Grant;
 use crate::policy::{KeySet as KeySetPolicy, Policy};
@@ -21,6 +22,7 @@ use jsonwebtoken::Algorithm;
 use jwks::KeySet;
 use jwt::JwtIssuer;
 use sha2::Digest;
+use shared::SharedVerdicts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,14 +116,7 @@ pub struct Tokens {
     metrics: Arc<Metrics>,
     counters: Counters,
     /// Introspection results shared by replicas (in front: the local cache).
-    shared: Option<Arc<Redis>>,
-}
-
-/// An introspection result as replicas share it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SharedVerdict {
-    grant: Option<Grant>,
-    expires_at_ms: u64,
+    shared: Option<SharedVerdicts>,
 }
 
 impl Tokens {
@@ -171,6 +166,22 @@ impl Tokens {
                 keys,
             });
         }
+        // Without a verdict key, nothing Redis says about a token could be believed: verdicts
+        // are then not shared, and each replica asks the AS itself.
+        let shared = match (shared, &policy.state.verdict_key_file) {
+            (Some(redis), Some(path)) => {
+                let secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(SharedVerdicts::new(
+                    redis,
+                    secret.trim_ascii(),
+                    policy.state_namespace(),
+                    metrics
+                        .shared_state_rejected
+                        .with_label_values(&["introspection_verdict"]),
+                ))
+            }
+            _ => None,
+        };
         Ok(Tokens {
             jwt_issuers,
             introspectors,
@@ -258,45 +269,29 @@ impl Tokens {
                 let introspector = self.introspector_for(token).ok_or(TokenError::Invalid(
                     "the access token is not from a known authorization server",
                 ))?;
-                let shared_key = format!("fapigate:introspection:{}", crate::state::hex(key));
-                if let Some(cached) = self.shared_lookup(&shared_key).await {
-                    return Ok(cached);
+                if let Some(shared) = &self.shared {
+                    if let Some(believed) = shared.lookup(key, introspector).await {
+                        return Ok(Cached {
+                            verdict: match believed.grant {
+                                Some(grant) => Verdict::Valid(Arc::new(grant)),
+                                None => Verdict::Inactive,
+                            },
+                            ttl: believed.ttl,
+                            kind: Kind::Opaque,
+                        });
+                    }
                 }
                 let result = self.introspect(introspector, token, now).await;
-                if let (Ok(cached), Some(redis)) = (&result, &self.shared) {
-                    let verdict = SharedVerdict {
-                        grant: match &cached.verdict {
-                            Verdict::Valid(grant) => Some((**grant).clone()),
-                            Verdict::Inactive => None,
-                        },
-                        expires_at_ms: crate::clock::unix_millis() + cached.ttl.as_millis() as u64,
+                if let (Ok(cached), Some(shared)) = (&result, &self.shared) {
+                    let grant = match &cached.verdict {
+                        Verdict::Valid(grant) => Some(&**grant),
+                        Verdict::Inactive => None,
                     };
-                    if let Ok(bytes) = serde_json::to_vec(&verdict) {
-                        // A Redis that cannot store only costs the other replicas an AS call.
-                        let _ = redis.set(&shared_key, &bytes, cached.ttl).await;
-                    }
+                    shared.store(key, introspector, grant, cached.ttl).await;
                 }
                 result
             }
         }
-    }
-
-    async fn shared_lookup(&self, key: &str) -> Option<Cached> {
-        let bytes = self.shared.as_ref()?.get(key).await.ok()??;
-        let shared: SharedVerdict = serde_json::from_slice(&bytes).ok()?;
-        let ttl = Duration::from_millis(
-            shared
-                .expires_at_ms
-                .checked_sub(crate::clock::unix_millis())?,
-        );
-        Some(Cached {
-            verdict: match shared.grant {
-                Some(grant) => Verdict::Valid(Arc::new(grant)),
-                None => Verdict::Inactive,
-            },
-            ttl,
-            kind: Kind::Opaque,
-        })
     }
 
     /// The one AS an opaque token can be from: the one whose `token_prefix` it starts with,

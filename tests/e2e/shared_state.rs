@@ -73,7 +73,7 @@ fn dpop_9_a_nonce_from_one_replica_is_accepted_by_another() {
 }
 
 #[test]
-fn redis_down_gives_503_and_not_ready_then_recovers_without_restart() {
+fn redis_down_gives_503_but_stays_ready_then_recovers_without_restart() {
     let mut redis = RedisServer::start();
     let bank = Bank::start(Options {
         redis: Some(redis.url()),
@@ -82,6 +82,7 @@ fn redis_down_gives_503_and_not_ready_then_recovers_without_restart() {
     });
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
     assert_eq!(bank.dpop_get("/accounts", &token, &key, &[]).status, 200);
+    bank.metrics_showing("fapigate_shared_state_up 1");
     let proof = bank
         .auth
         .proof(&key, "GET", &bank.url("/accounts"), &token, None);
@@ -89,13 +90,12 @@ fn redis_down_gives_503_and_not_ready_then_recovers_without_restart() {
     let down = with_proof(&bank.gateway, &bank.pki, &token, &proof);
     assert_eq!(down.status, 503, "never a pass: {down:?}");
     assert_eq!(down.header("retry-after"), Some("1"));
-    assert!(wait_until(|| admin_get(bank.gateway.admin_port, "/readyz")
-        .0
-        == 503));
+    // Issue 14 §4: the replica stays in the load balancer (routes without Redis still work);
+    // the outage is a gauge.
+    bank.metrics_showing("fapigate_shared_state_up 0");
+    assert_eq!(admin_get(bank.gateway.admin_port, "/readyz").0, 200);
     redis.resume();
-    assert!(wait_until(|| admin_get(bank.gateway.admin_port, "/readyz")
-        .0
-        == 200));
+    bank.metrics_showing("fapigate_shared_state_up 1");
     let pid = bank.gateway.child.id();
     assert!(wait_until(|| {
         let proof = bank
@@ -185,4 +185,60 @@ pub fn run_with_changes(
         stdout: std::fs::read(&out).unwrap_or_default(),
         stderr: std::fs::read(&err).unwrap_or_default(),
     }
+}
+
+/// Issue 14 §2: a verdict edited in Redis is not believed. An opaque token whose consent
+/// covers acc-9 is introspected at one replica; its shared verdict is rewritten to cover
+/// acc-1; the other replica (empty local cache) finds the MAC broken, asks the AS again and
+/// refuses the balances of acc-1.
+#[test]
+fn a_forged_shared_verdict_is_not_believed() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let verdict_key = keys.path().join("verdict.key");
+    write_private(&verdict_key, &"v".repeat(32));
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        public_url: Some(PUBLIC_URL),
+        state_extra: format!("verdict_key_file = \"{}\"\n", verdict_key.display()),
+        ..Options::default()
+    });
+    let replica = bank.replica("replica-b");
+    let consent = serde_json::json!([{"type": "account_information",
+        "actions": ["read_balances"], "accounts": ["acc-9"]}]);
+    let (opaque, key) = bank.dpop_token("tpp-opaque", "ES256", Some(consent));
+    let path = "/accounts/acc-1/balances";
+    assert_eq!(bank.dpop_get(path, &opaque, &key, &[]).status, 403);
+    let name = redis.cli(&["--scan", "--pattern", "fapigate:*:introspection:*"]);
+    assert!(
+        name.starts_with("fapigate:api.bank.test:introspection:"),
+        "{name}"
+    );
+    let value = redis.cli(&["GET", &name]);
+    let forged = value.replace("\"acc-9\"", "\"acc-1\"");
+    assert_ne!(forged, value, "the verdict names the consented account");
+    assert_eq!(redis.cli(&["SET", &name, &forged, "KEEPTTL"]), "OK");
+    let before = bank.auth.introspections();
+    let proof = bank.auth.proof(&key, "GET", &bank.url(path), &opaque, None);
+    let args = [
+        "-H".to_string(),
+        format!("Authorization: DPoP {opaque}"),
+        "-H".to_string(),
+        format!("DPoP: {proof}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let response = curl_tls(&replica, &bank.pki, path, &args);
+    assert_eq!(
+        response.status, 403,
+        "the forged verdict was believed: {response:?}"
+    );
+    assert_eq!(
+        bank.auth.introspections(),
+        before + 1,
+        "the AS was asked again"
+    );
+    metrics_showing(
+        replica.admin_port,
+        "fapigate_shared_state_rejected_total{kind=\"introspection_verdict\"} 1",
+    );
 }

@@ -920,6 +920,20 @@ impl RedisServer {
         format!("redis+unix://{}", self.socket().display())
     }
 
+    /// `redis-cli` against this server: its reply as text.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string()
+    }
+
     /// Starts (again) on the same socket; returns once it answers PING.
     pub fn resume(&mut self) {
         let socket = self.socket();
