@@ -21,6 +21,33 @@ enum Target {
     Cluster(redis::cluster::ClusterClient),
 }
 
+/// When the next connection attempt may run: after each failure the wait doubles, from 100 ms
+/// to at most 5 s, with a jitter of -25% to +25% so replicas do not retry in step.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    fn may_attempt(&self, now: std::time::Instant) -> bool {
+        self.not_before.is_none_or(|at| now >= at)
+    }
+
+    /// Records a failure at `now`; `jitter` is a random byte. Returns the wait.
+    fn failed(&mut self, now: std::time::Instant, jitter: u8) -> Duration {
+        let base = Duration::from_millis(100)
+            .saturating_mul(1 << self.failures.min(6))
+            .min(Duration::from_secs(5));
+        self.failures = self.failures.saturating_add(1);
+        // 0.75 to 1.25 times the base.
+        let base_ms = base.as_millis() as u64;
+        let wait = Duration::from_millis(base_ms * (765 + 2 * u64::from(jitter)) / 1020);
+        self.not_before = Some(now + wait);
+        wait
+    }
+}
+
 #[derive(Debug)]
 enum ConnectError {
     Unreachable(String),
@@ -43,6 +70,8 @@ impl std::fmt::Display for ConnectError {
 pub struct Redis {
     target: Target,
     connection: tokio::sync::OnceCell<Connection>,
+    /// One connection attempt at a time, and none during the backoff after a failure.
+    attempts: tokio::sync::Mutex<Backoff>,
     timeout: Duration,
     /// The trust configuration, named in a failed handshake's error.
     tls_files: String,
@@ -90,6 +119,7 @@ impl Redis {
         Ok(Redis {
             target,
             connection: tokio::sync::OnceCell::new(),
+            attempts: tokio::sync::Mutex::new(Backoff::default()),
             timeout,
             tls_files: files.join(" and "),
         })
@@ -128,17 +158,37 @@ impl Redis {
         Ok(connection)
     }
 
+    /// The connection, made on first use. Fails fast instead of queueing: while one attempt
+    /// runs, and during the backoff after a failed one, callers get `StoreUnavailable` at once,
+    /// so no request waits more than one `redis_timeout`.
     async fn connection(&self) -> Result<Connection, StoreUnavailable> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                self.connect().await.map_err(|error| {
-                    tracing::warn!(%error, "Redis cannot be used");
-                    StoreUnavailable
-                })
-            })
-            .await?;
-        Ok(connection.clone())
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let Ok(mut attempts) = self.attempts.try_lock() else {
+            return Err(StoreUnavailable);
+        };
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let now = std::time::Instant::now();
+        if !attempts.may_attempt(now) {
+            return Err(StoreUnavailable);
+        }
+        match self.connect().await {
+            Ok(connection) => {
+                *attempts = Backoff::default();
+                let _ = self.connection.set(connection.clone());
+                Ok(connection)
+            }
+            Err(error) => {
+                let mut byte = [0u8; 1];
+                let _ = aws_lc_rs::rand::fill(&mut byte);
+                let wait = attempts.failed(std::time::Instant::now(), byte[0]);
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Redis cannot be used");
+                Err(StoreUnavailable)
+            }
+        }
     }
 
     /// At start-up, on a runtime of its own: a Redis that may evict records is a start-up
@@ -426,5 +476,28 @@ impl ReplayStore for RedisReplayStore {
             1 => Ok(FirstUse::First),
             _ => Ok(FirstUse::OverShare),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Issue 14 §4: after failures, attempts wait a doubling, bounded, jittered backoff.
+    #[test]
+    fn failed_connects_back_off_doubling_to_five_seconds_with_jitter() {
+        let now = Instant::now();
+        let mut backoff = Backoff::default();
+        assert!(backoff.may_attempt(now));
+        // A jitter byte of 0 gives 0.75 times the base.
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.failed(now, 0)).collect();
+        let millis: Vec<u128> = waits.iter().map(|w| w.as_millis()).collect();
+        assert_eq!(millis, [75, 150, 300, 600, 1200, 2400, 3750, 3750]);
+        assert!(!backoff.may_attempt(now + Duration::from_millis(3749)));
+        assert!(backoff.may_attempt(now + Duration::from_millis(3750)));
+        let low = Backoff::default().failed(now, 0);
+        let high = Backoff::default().failed(now, 255);
+        assert_eq!((low.as_millis(), high.as_millis()), (75, 125));
     }
 }
