@@ -29,6 +29,10 @@ const FILE_KEYS: &[&str] = &[
     "secret_file",
     "dpop_nonce_secret_file",
     "redis_url_file",
+    "redis_ca_file",
+    "redis_client_cert",
+    "redis_client_key",
+    "verdict_key_file",
 ];
 
 fn text(relative: &str) -> String {
@@ -807,6 +811,10 @@ fn deploy_configmap_configuration_passes_fapigate_check() {
             std::fs::copy(scratch.join("tls/server.crt"), &target).unwrap();
             continue;
         }
+        if key == "state.redis_ca_file" {
+            std::fs::copy(pki.ca(), &target).unwrap();
+            continue;
+        }
         let contents = if key == "listener.tls.key" {
             std::fs::read_to_string(pki.dir.join("tls/server.key")).unwrap()
         } else if key.starts_with("response_signing.") {
@@ -825,7 +833,9 @@ fn deploy_configmap_configuration_passes_fapigate_check() {
         } else if key.ends_with("secret_file") {
             "a-shared-secret-for-the-deployment-test\n".to_string()
         } else if key.ends_with("redis_url_file") {
-            "redis://:password@127.0.0.1:6379/0\n".to_string()
+            "rediss://:password@redis.fapigate.svc:6379/0\n".to_string()
+        } else if key.ends_with("verdict_key_file") {
+            "a-verdict-key-of-at-least-32-bytes-for-the-deployment-test\n".to_string()
         } else {
             panic!("teach this test to make the file of {key} ({file})");
         };
