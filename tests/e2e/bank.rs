@@ -365,12 +365,18 @@ timeout = "2s"
 
     /// Another replica of the same gateway configuration, in its own folder and ports.
     pub fn replica(&self, name: &str) -> Gateway {
+        self.replica_with(name, |text| text)
+    }
+
+    /// A replica whose configuration is this bank's changed by `change`.
+    pub fn replica_with(&self, name: &str, change: impl FnOnce(String) -> String) -> Gateway {
         let dir = self.dir.path().join(name);
         copy_dir(self.dir.path(), &dir);
         let socket = Reserved::new();
         let port = socket.port();
+        let template = change(self.template.clone());
         Gateway::launch(&dir, socket, |admin, plain| {
-            fill(&self.template, port, admin, plain)
+            fill(&template, port, admin, plain)
         })
     }
 

@@ -193,16 +193,7 @@ pub fn run_with_changes(
 /// refuses the balances of acc-1.
 #[test]
 fn a_forged_shared_verdict_is_not_believed() {
-    let redis = RedisServer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let verdict_key = keys.path().join("verdict.key");
-    write_private(&verdict_key, &"v".repeat(32));
-    let bank = Bank::start(Options {
-        redis: Some(redis.url()),
-        public_url: Some(PUBLIC_URL),
-        state_extra: format!("verdict_key_file = \"{}\"\n", verdict_key.display()),
-        ..Options::default()
-    });
+    let (redis, bank, _keys) = bank_sharing_verdicts();
     let replica = bank.replica("replica-b");
     let consent = serde_json::json!([{"type": "account_information",
         "actions": ["read_balances"], "accounts": ["acc-9"]}]);
@@ -239,6 +230,63 @@ fn a_forged_shared_verdict_is_not_believed() {
     );
     metrics_showing(
         replica.admin_port,
+        "fapigate_shared_state_rejected_total{kind=\"introspection_verdict\"} 1",
+    );
+}
+
+/// A bank on a real Redis whose verdicts are shared under a verdict key (kept in the returned
+/// folder).
+fn bank_sharing_verdicts() -> (RedisServer, Bank, tempfile::TempDir) {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let verdict_key = keys.path().join("verdict.key");
+    write_private(&verdict_key, &"v".repeat(32));
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        public_url: Some(PUBLIC_URL),
+        state_extra: format!("verdict_key_file = \"{}\"\n", verdict_key.display()),
+        ..Options::default()
+    });
+    (redis, bank, keys)
+}
+
+/// Issue 14 §2: two gateways on one Redis and one namespace that accept different audiences:
+/// the verdict one shared for its audience is not believed by the other, which asks the AS
+/// itself and refuses a token that is not for it.
+#[test]
+fn a_verdict_shared_for_one_audience_is_not_believed_by_a_gateway_of_another() {
+    let (_redis, bank, _keys) = bank_sharing_verdicts();
+    let other = bank.replica_with("other-audience", |text| {
+        text.replace(
+            &format!("audience = \"{PUBLIC_URL}\""),
+            "audience = \"https://other.bank.test\"",
+        )
+    });
+    let (opaque, key) = bank.dpop_token("tpp-opaque", "ES256", None);
+    assert_eq!(bank.dpop_get("/accounts", &opaque, &key, &[]).status, 200);
+    let before = bank.auth.introspections();
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &opaque, None);
+    let response = with_proof(&other, &bank.pki, &opaque, &proof);
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(
+        response.challenge(),
+        Some(
+            dpop_challenge(
+                "invalid_token",
+                "the access token is not for this resource server"
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        bank.auth.introspections(),
+        before + 1,
+        "the other gateway asked the AS"
+    );
+    metrics_showing(
+        other.admin_port,
         "fapigate_shared_state_rejected_total{kind=\"introspection_verdict\"} 1",
     );
 }
