@@ -43,7 +43,8 @@ pub struct Options {
     pub log_level: &'static str,
     /// `[state] replay_entries_per_key`.
     pub replay_entries_per_key: Option<u64>,
-    /// More lines of the `[state]` table (with `redis`).
+    /// More lines of the `[state]` table: with `redis`, or without it a `backend = "redis"`
+    /// table of these lines (e.g. `redis_cluster_nodes`).
     pub state_extra: String,
     /// `[issuer.introspection] token_prefix`.
     pub token_prefix: Option<&'static str>,
@@ -316,6 +317,10 @@ timeout = "2s"
                 "\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{}",
                 options.state_extra
             ),
+            // Redis reached otherwise (cluster nodes) than by one URL.
+            None if !options.state_extra.is_empty() => {
+                format!("\n[state]\nbackend = \"redis\"\n{}", options.state_extra)
+            }
             None => String::new(),
         };
         if let Some(per_key) = options.replay_entries_per_key {

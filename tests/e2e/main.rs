@@ -11,6 +11,8 @@ mod hostile;
 mod hostile_timing;
 mod lifecycle;
 mod proxying;
+mod redis_cluster;
+mod redis_tcp;
 mod redis_tls;
 mod shared_state;
 mod signing;

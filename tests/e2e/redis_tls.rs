@@ -4,8 +4,7 @@
 use crate::bank::*;
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 /// A `redis-server` that speaks TLS only, with its own CA, and requires client certificates
 /// that chain to `clients_ca`.
@@ -31,67 +30,32 @@ impl TlsRedis {
             std::fs::read(&client_cert).expect("client cert"),
         )
         .expect("clients ca");
-        let log = dir.path().join("redis.log");
-        // Redis cannot take a listening socket from us: a free port is found by binding it,
-        // released, and taken by redis-server; if another process took it meanwhile, Redis
-        // says so and another port is tried. The outcome never depends on timing.
-        for _ in 0..10 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let tls = |name: &str| pki.dir.join("tls").join(name);
-            let mut child = Command::new("redis-server")
-                .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port"])
-                .arg(port.to_string())
-                .arg("--tls-cert-file")
-                .arg(tls("server.crt"))
-                .arg("--tls-key-file")
-                .arg(tls("server.key"))
-                .arg("--tls-ca-cert-file")
-                .arg(&clients_ca)
-                .args([
-                    "--tls-auth-clients",
-                    "yes",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs");
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.contains("Ready to accept connections") {
-                    return TlsRedis {
-                        child,
-                        port,
-                        pki,
-                        _dir: dir,
-                    };
-                }
-                if let Some(status) = child.try_wait().expect("redis status") {
-                    assert!(
-                        text.contains("Address already in use"),
-                        "redis-server exited ({status}):\n{text}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "redis-server did not start:\n{text}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let tls = |name: &str| pki.dir.join("tls").join(name).display().to_string();
+        let (child, port) = crate::redis_tcp::start_on_free_ports(dir.path(), |free| {
+            let port = free();
+            let args = [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &tls("server.crt"),
+                "--tls-key-file",
+                &tls("server.key"),
+                "--tls-ca-cert-file",
+                &clients_ca.display().to_string(),
+                "--tls-auth-clients",
+                "yes",
+            ]
+            .map(str::to_string);
+            (port, args.to_vec())
+        });
+        TlsRedis {
+            child,
+            port,
+            pki,
+            _dir: dir,
         }
-        panic!("no free port for redis-server in ten tries");
     }
 
     fn url(&self) -> String {

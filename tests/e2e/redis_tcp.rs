@@ -1,0 +1,61 @@
+//! `redis-server` on TCP ports, for what a unix socket cannot do (TLS, Cluster).
+
+use crate::support::START_TIMEOUT;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts `redis-server` in `dir` with the arguments `args` makes from free ports (it asks the
+/// given function for each port it needs and returns the client port with the arguments).
+/// Redis cannot take a listening socket from us: free ports are found by binding, released and
+/// taken by redis-server; if another process took one meanwhile, Redis says so and other ports
+/// are tried. The outcome never depends on timing.
+pub fn start_on_free_ports(
+    dir: &Path,
+    args: impl Fn(&mut dyn FnMut() -> u16) -> (u16, Vec<String>),
+) -> (Child, u16) {
+    std::fs::create_dir_all(dir).expect("redis dir");
+    let log = dir.join("redis.log");
+    for _ in 0..10 {
+        let (port, args) = args(&mut free_port);
+        let _ = std::fs::remove_file(&log);
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return (child, port);
+            }
+            if let Some(status) = child.try_wait().expect("redis status") {
+                assert!(
+                    text.contains("Address already in use"),
+                    "redis-server exited ({status}):\n{text}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("no free ports for redis-server in ten tries");
+}
