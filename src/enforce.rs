@@ -55,7 +55,14 @@ impl Engine {
                 cluster_nodes,
                 timeout,
                 tls,
-            } => Some(Arc::new(Redis::new(url, cluster_nodes, *timeout, tls)?)),
+                sentinel,
+            } => Some(Arc::new(Redis::new(
+                url,
+                cluster_nodes,
+                sentinel.as_ref(),
+                *timeout,
+                tls,
+            )?)),
         };
         let tokens = Tokens::new(&policy, metrics.clone(), redis.clone())?;
         let binder = Binder::new(&policy, redis.clone(), local)?;

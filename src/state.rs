@@ -4,7 +4,7 @@
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
 use crate::binding::replay::{FirstUse, ProofRecord, ReplayStore, StoreUnavailable};
-use crate::policy::RedisTls;
+use crate::policy::{RedisTls, SentinelPolicy};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -14,11 +14,15 @@ use std::time::Duration;
 enum Connection {
     Node(ConnectionManager),
     Cluster(ClusterConnection),
+    /// To the master Sentinel named; dropped on a connection error or `READONLY` (a failover)
+    /// so that the next call asks Sentinel again.
+    Sentinel(redis::aio::MultiplexedConnection),
 }
 
 enum Target {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
 }
 
 /// When the next connection attempt may run: after each failure the wait doubles, from 100 ms
@@ -69,7 +73,7 @@ impl std::fmt::Display for ConnectError {
 
 pub struct Redis {
     target: Target,
-    connection: tokio::sync::OnceCell<Connection>,
+    connection: std::sync::RwLock<Option<Connection>>,
     /// One connection attempt at a time, and none during the backoff after a failure.
     attempts: tokio::sync::Mutex<Backoff>,
     timeout: Duration,
@@ -84,10 +88,20 @@ impl Redis {
     pub fn new(
         url: &str,
         cluster_nodes: &[String],
+        sentinel: Option<&SentinelPolicy>,
         timeout: Duration,
         tls: &RedisTls,
     ) -> Result<Redis, String> {
-        let target = if cluster_nodes.is_empty() {
+        let target = if let Some(sentinel) = sentinel {
+            let client = redis::sentinel::SentinelClient::build(
+                sentinel.nodes.clone(),
+                sentinel.master.clone(),
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| format!("redis_sentinel_nodes: {e}"))?;
+            Target::Sentinel(tokio::sync::Mutex::new(client))
+        } else if cluster_nodes.is_empty() {
             let client = if url.starts_with("rediss://") {
                 redis::Client::build_with_tls(url, certificates(tls)?)
             } else {
@@ -118,7 +132,7 @@ impl Redis {
         }
         Ok(Redis {
             target,
-            connection: tokio::sync::OnceCell::new(),
+            connection: std::sync::RwLock::new(None),
             attempts: tokio::sync::Mutex::new(Backoff::default()),
             timeout,
             tls_files: files.join(" and "),
@@ -141,6 +155,12 @@ impl Redis {
                 Target::Cluster(client) => {
                     client.get_async_connection().await.map(Connection::Cluster)
                 }
+                Target::Sentinel(client) => client
+                    .lock()
+                    .await
+                    .get_async_connection()
+                    .await
+                    .map(Connection::Sentinel),
             }
         };
         let unreachable = |e: String| ConnectError::Unreachable(e);
@@ -162,14 +182,14 @@ impl Redis {
     /// runs, and during the backoff after a failed one, callers get `StoreUnavailable` at once,
     /// so no request waits more than one `redis_timeout`.
     async fn connection(&self) -> Result<Connection, StoreUnavailable> {
-        if let Some(connection) = self.connection.get() {
-            return Ok(connection.clone());
+        if let Some(connection) = self.current() {
+            return Ok(connection);
         }
         let Ok(mut attempts) = self.attempts.try_lock() else {
             return Err(StoreUnavailable);
         };
-        if let Some(connection) = self.connection.get() {
-            return Ok(connection.clone());
+        if let Some(connection) = self.current() {
+            return Ok(connection);
         }
         let now = std::time::Instant::now();
         if !attempts.may_attempt(now) {
@@ -178,7 +198,8 @@ impl Redis {
         match self.connect().await {
             Ok(connection) => {
                 *attempts = Backoff::default();
-                let _ = self.connection.set(connection.clone());
+                *self.connection.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(connection.clone());
                 Ok(connection)
             }
             Err(error) => {
@@ -188,6 +209,24 @@ impl Redis {
                 tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Redis cannot be used");
                 Err(StoreUnavailable)
             }
+        }
+    }
+
+    fn current(&self) -> Option<Connection> {
+        self.connection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed command: a Sentinel connection is dropped when the master may have
+    /// moved (the others reconnect by themselves).
+    fn after_failure(&self, connection: &Connection, error: &redis::RedisError) {
+        let moved = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.kind() == redis::ErrorKind::ReadOnly;
+        if matches!(connection, Connection::Sentinel(_)) && moved {
+            *self.connection.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -228,6 +267,10 @@ impl Redis {
                     let mut cluster = client.get_async_connection().await?;
                     info.query_async::<redis::Value>(&mut cluster).await
                 }
+                Target::Sentinel(client) => {
+                    let mut master = client.lock().await.get_async_connection().await?;
+                    info.query_async::<redis::Value>(&mut master).await
+                }
             }
         };
         let patience = self.timeout.max(Duration::from_secs(5));
@@ -248,6 +291,7 @@ impl Redis {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "Redis command failed");
+                self.after_failure(&connection, &error);
                 Err(StoreUnavailable)
             }
             Err(_) => {
@@ -327,6 +371,7 @@ async fn query<T: redis::FromRedisValue>(
     match connection.clone() {
         Connection::Node(mut node) => command.query_async::<T>(&mut node).await,
         Connection::Cluster(mut cluster) => command.query_async::<T>(&mut cluster).await,
+        Connection::Sentinel(mut master) => command.query_async::<T>(&mut master).await,
     }
 }
 

@@ -25,7 +25,12 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 )
             });
             let cluster_nodes = state.redis_cluster_nodes.clone().unwrap_or_default();
-            let url = match (&state.redis_url, from_file, cluster_nodes.is_empty()) {
+            let sentinel = sentinel(state, errors);
+            let url = match (
+                &state.redis_url,
+                from_file,
+                cluster_nodes.is_empty() && sentinel.is_none(),
+            ) {
                 (Some(_), Some(_), _) => {
                     errors.add(
                         "state.redis_url_file",
@@ -39,11 +44,24 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 (None, None, true) => {
                     errors.add(
                         "state.redis_url",
-                        "backend = \"redis\" needs redis_url, redis_url_file or redis_cluster_nodes",
+                        "backend = \"redis\" needs redis_url, redis_url_file, \
+                         redis_cluster_nodes or redis_sentinel_nodes",
                     );
                     String::new()
                 }
             };
+            let ways = [
+                !url.is_empty(),
+                !cluster_nodes.is_empty(),
+                sentinel.is_some(),
+            ];
+            if ways.iter().filter(|w| **w).count() > 1 {
+                errors.add(
+                    "state.redis_url",
+                    "set one of redis_url (or redis_url_file), redis_cluster_nodes and \
+                     redis_sentinel_nodes",
+                );
+            }
             // A node may also be a local socket (a Redis beside the gateway); cluster nodes
             // announce each other by TCP address, so they are TCP only.
             const NODE_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
@@ -69,9 +87,15 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
             if !url.is_empty() {
                 urls.push(("state.redis_url".to_string(), url.as_str()));
             }
+            if let Some(sentinel) = &sentinel {
+                for (i, node) in sentinel.nodes.iter().enumerate() {
+                    urls.push((format!("state.redis_sentinel_nodes[{i}]"), node.as_str()));
+                }
+            }
             let tls = redis_tls(state, &urls, base, errors);
             StateBackend::Redis {
                 tls,
+                sentinel,
                 url,
                 cluster_nodes,
                 timeout: duration(
@@ -160,6 +184,8 @@ fn unreachable_state() -> &'static model::State {
         redis_url: None,
         redis_url_file: None,
         redis_cluster_nodes: None,
+        redis_sentinel_nodes: None,
+        redis_sentinel_master: None,
         redis_timeout: None,
         token_cache_entries: None,
         replay_cache_entries: None,
@@ -238,6 +264,47 @@ fn redis_tls(
         }
     };
     RedisTls { ca_file, client }
+}
+
+/// `redis_sentinel_nodes` with `redis_sentinel_master`: plain `redis://` sentinels (they tell
+/// where the master is; the data goes to the master, over TLS only with `rediss://` nodes,
+/// which Sentinel set-ups here do not support yet).
+fn sentinel(state: &model::State, errors: &mut Errors) -> Option<SentinelPolicy> {
+    let nodes = state.redis_sentinel_nodes.clone().unwrap_or_default();
+    match (nodes.is_empty(), &state.redis_sentinel_master) {
+        (true, None) => None,
+        (true, Some(_)) => {
+            errors.add(
+                "state.redis_sentinel_nodes",
+                "is required with redis_sentinel_master",
+            );
+            None
+        }
+        (false, None) => {
+            errors.add(
+                "state.redis_sentinel_master",
+                "is required with redis_sentinel_nodes",
+            );
+            None
+        }
+        (false, Some(master)) => {
+            for (i, node) in nodes.iter().enumerate() {
+                if !node.starts_with("redis://") {
+                    errors.add(
+                        format!("state.redis_sentinel_nodes[{i}]"),
+                        "must start with redis:// (TLS to Sentinel is not supported yet)",
+                    );
+                }
+            }
+            if master.is_empty() {
+                errors.add("state.redis_sentinel_master", "must not be empty");
+            }
+            Some(SentinelPolicy {
+                nodes,
+                master: master.clone(),
+            })
+        }
+    }
 }
 
 /// The host of a `redis://` or `rediss://` URL, without user information or port.

@@ -310,6 +310,28 @@ mod tests {
     }
 
     #[test]
+    fn hi_config_sentinel_needs_its_master_and_is_the_only_way_to_redis() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        let with = |state: &str| format!("{POLICY}\n[state]\nbackend = \"redis\"\n{state}");
+        let error = |state: &str, key: &str| error_of(&with(state), fixture_dir(), key);
+        let nodes = "redis_sentinel_nodes = [\"redis://127.0.0.1:26379\"]";
+        assert_eq!(
+            error(nodes, "state.redis_sentinel_master").as_deref(),
+            Some("is required with redis_sentinel_nodes")
+        );
+        let both =
+            format!("{nodes}\nredis_sentinel_master = \"m\"\nredis_url = \"redis://127.0.0.1\"");
+        assert!(
+            error(&both, "state.redis_url").is_some_and(|m| m.starts_with("set one of redis_url"))
+        );
+        let tls =
+            "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
+        assert!(error(tls, "state.redis_sentinel_nodes[0]").is_some());
+        let fine = format!("{nodes}\nredis_sentinel_master = \"m\"");
+        assert!(load_str(&with(&fine), fixture_dir()).is_ok());
+    }
+
+    #[test]
     fn lines_are_found_inside_arrays_of_tables() {
         let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";
         let locator = Locator::new(source);

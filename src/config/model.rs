@@ -162,6 +162,9 @@ pub struct State {
     pub redis_url_file: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:port`); when set, cluster mode is used.
     pub redis_cluster_nodes: Option<Vec<String>>,
+    /// Redis Sentinel nodes (`redis://host:port`) and the name of the master they monitor.
+    pub redis_sentinel_nodes: Option<Vec<String>>,
+    pub redis_sentinel_master: Option<String>,
     pub redis_timeout: Option<String>,
     pub token_cache_entries: Option<u64>,
     pub replay_cache_entries: Option<u64>,

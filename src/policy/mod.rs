@@ -245,7 +245,17 @@ pub enum StateBackend {
         cluster_nodes: Vec<String>,
         timeout: Duration,
         tls: RedisTls,
+        /// Redis Sentinel: the master is looked up, and looked up again after a failover.
+        sentinel: Option<SentinelPolicy>,
     },
+}
+
+#[derive(Debug)]
+pub struct SentinelPolicy {
+    /// `redis://host:port` of the sentinels.
+    pub nodes: Vec<String>,
+    /// The monitored master's name.
+    pub master: String,
 }
 
 /// How `rediss://` nodes are verified and what the gateway presents to them.

@@ -177,6 +177,7 @@ mod tests {
         let redis = Redis::new(
             "redis://127.0.0.1:1",
             &[],
+            None,
             Duration::from_millis(10),
             &Default::default(),
         )

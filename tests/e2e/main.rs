@@ -12,6 +12,7 @@ mod hostile_timing;
 mod lifecycle;
 mod proxying;
 mod redis_cluster;
+mod redis_sentinel;
 mod redis_tcp;
 mod redis_tls;
 mod shared_state;

@@ -21,14 +21,25 @@ pub fn start_on_free_ports(
     dir: &Path,
     args: impl Fn(&mut dyn FnMut() -> u16) -> (u16, Vec<String>),
 ) -> (Child, u16) {
+    start_until(dir, "Ready to accept connections", args)
+}
+
+/// [`start_on_free_ports`], for a server whose log says `ready` once it serves (a sentinel
+/// logs its first `+monitor`).
+pub fn start_until(
+    dir: &Path,
+    ready: &str,
+    args: impl Fn(&mut dyn FnMut() -> u16) -> (u16, Vec<String>),
+) -> (Child, u16) {
     std::fs::create_dir_all(dir).expect("redis dir");
     let log = dir.join("redis.log");
     for _ in 0..10 {
         let (port, args) = args(&mut free_port);
         let _ = std::fs::remove_file(&log);
+        // The arguments first: a configuration file must be the first one.
         let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(&args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -40,7 +51,7 @@ pub fn start_on_free_ports(
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Ready to accept connections") {
+            if text.contains(ready) {
                 return (child, port);
             }
             if let Some(status) = child.try_wait().expect("redis status") {
