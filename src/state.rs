@@ -225,7 +225,13 @@ impl Redis {
         let moved = error.is_io_error()
             || error.is_connection_dropped()
             || error.kind() == redis::ErrorKind::ReadOnly;
-        if matches!(connection, Connection::Sentinel(_)) && moved {
+        if moved {
+            self.forget_sentinel_master(connection);
+        }
+    }
+
+    fn forget_sentinel_master(&self, connection: &Connection) {
+        if matches!(connection, Connection::Sentinel(_)) {
             *self.connection.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
@@ -296,6 +302,8 @@ impl Redis {
             }
             Err(_) => {
                 tracing::warn!("Redis command timed out");
+                // A master that stopped answering may have been failed over.
+                self.forget_sentinel_master(&connection);
                 Err(StoreUnavailable)
             }
         }
