@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 struct Cluster {
     nodes: Vec<(Child, u16)>,
+    /// Each node's folder and cluster bus port, to restart it as it was.
+    places: Vec<(std::path::PathBuf, u16)>,
     _dir: tempfile::TempDir,
 }
 
@@ -19,8 +21,12 @@ impl Cluster {
             .tempdir()
             .expect("cluster dir");
         let mut nodes = Vec::new();
+        let mut places = Vec::new();
         for n in 0..3 {
-            nodes.push(start_node(&dir.path().join(format!("node-{n}"))));
+            let place = dir.path().join(format!("node-{n}"));
+            let (child, port, bus) = start_node(&place, None);
+            nodes.push((child, port));
+            places.push((place, bus));
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -33,10 +39,19 @@ impl Cluster {
             .output()
             .expect("redis-cli runs");
         assert!(output.status.success(), "cluster create: {output:?}");
-        let cluster = Cluster { nodes, _dir: dir };
-        // Every node must agree the cluster is up before a client is pointed at it.
+        let cluster = Cluster {
+            nodes,
+            places,
+            _dir: dir,
+        };
+        cluster.wait_until_up();
+        cluster
+    }
+
+    /// Every node must agree the cluster is up before a client is pointed at it.
+    fn wait_until_up(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        for (_, port) in &cluster.nodes {
+        for (_, port) in &self.nodes {
             loop {
                 let info = Command::new("redis-cli")
                     .args(["-p", &port.to_string(), "cluster", "info"])
@@ -49,7 +64,19 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        cluster
+    }
+
+    fn kill(&mut self, n: usize) {
+        let _ = self.nodes[n].0.kill();
+        let _ = self.nodes[n].0.wait();
+    }
+
+    /// Starts node `n` again on its ports, with its cluster configuration.
+    fn restart(&mut self, n: usize) {
+        let (place, bus) = self.places[n].clone();
+        let (child, port, _) = start_node(&place, Some((self.nodes[n].1, bus)));
+        self.nodes[n] = (child, port);
+        self.wait_until_up();
     }
 
     /// How many masters hold a key matching `pattern`.
@@ -85,22 +112,29 @@ impl Drop for Cluster {
     }
 }
 
-/// One cluster-enabled `redis-server`, with its client and cluster bus ports.
-fn start_node(dir: &std::path::Path) -> (Child, u16) {
-    crate::redis_tcp::start_on_free_ports(dir, |free| {
-        let (port, bus) = (free(), free());
+/// One cluster-enabled `redis-server` on free ports, or on `ports` (client, bus) to restart
+/// it: returns it with its client and cluster bus ports. A cluster missing a master keeps
+/// serving the slots of the others (`cluster-require-full-coverage no`).
+fn start_node(dir: &std::path::Path, ports: Option<(u16, u16)>) -> (Child, u16, u16) {
+    let bus = std::cell::Cell::new(0);
+    let (child, port) = crate::redis_tcp::start_on_free_ports(dir, |free| {
+        let (port, bus_port) = ports.unwrap_or_else(|| (free(), free()));
+        bus.set(bus_port);
         let args = [
             "--port".to_string(),
             port.to_string(),
             "--cluster-enabled".into(),
             "yes".into(),
             "--cluster-port".into(),
-            bus.to_string(),
+            bus_port.to_string(),
+            "--cluster-require-full-coverage".into(),
+            "no".into(),
             "--cluster-config-file".into(),
             dir.join("nodes.conf").display().to_string(),
         ];
         (port, args.to_vec())
-    })
+    });
+    (child, port, bus.get())
 }
 
 #[test]
@@ -136,4 +170,62 @@ fn dpop_11_1_2_a_proof_used_at_one_gateway_is_refused_at_another_through_a_redis
         masters_used = cluster.nodes_holding("fapigate:dpop:*");
     }
     assert!(masters_used >= 2, "every record on one master");
+}
+
+/// Issue 14 §3: one master of three killed: proofs whose records live on it get 503 (never a
+/// pass), the others are admitted and still refused as replays at the other gateway; once the
+/// master is back, every key works again without restarting a gateway.
+#[test]
+fn a_killed_cluster_master_fails_its_slots_closed_and_recovers_without_restart() {
+    let mut cluster = Cluster::start();
+    let bank = Bank::start(Options {
+        state_extra: cluster.state(),
+        public_url: Some("https://api.bank.test"),
+        ..Options::default()
+    });
+    let replica = bank.replica("replica-b");
+    let use_and_replay = |token: &str, key: &str| {
+        let proof = bank
+            .auth
+            .proof(key, "GET", &bank.url("/accounts"), token, None);
+        let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", token, Some(&proof));
+        let replayed = accounts_with(&replica, &bank.pki, "DPoP", token, Some(&proof));
+        assert!(
+            [401, 503].contains(&replayed.status),
+            "a replay was accepted: {replayed:?}"
+        );
+        first.status
+    };
+    cluster.kill(0);
+    // Thirty keys: some of their hash tags are on the dead master, some on the live ones (all
+    // thirty on one side would be a 1-in-10^5 event).
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| {
+            let (token, key) = bank.dpop_token("tpp", "ES256", None);
+            use_and_replay(&token, &key)
+        })
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "no key on the dead master: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200),
+        "the live masters did not serve: {statuses:?}"
+    );
+    cluster.restart(0);
+    let keys: Vec<(String, String)> = (0..10)
+        .map(|_| bank.dpop_token("tpp", "ES256", None))
+        .collect();
+    let deadline = Instant::now() + START_TIMEOUT;
+    for (token, key) in &keys {
+        while use_and_replay(token, key) != 200 {
+            assert!(Instant::now() < deadline, "the gateway did not recover");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
