@@ -11,6 +11,7 @@ mod hostile;
 mod hostile_timing;
 mod lifecycle;
 mod proxying;
+mod redis_chaos;
 mod redis_cluster;
 mod redis_sentinel;
 mod redis_tcp;
