@@ -93,6 +93,45 @@ impl Drop for ChaosProxy {
     }
 }
 
+/// Three clients send fresh proofs, each to `a` and `b` at once, until `faults` returns;
+/// the two statuses of every proof.
+pub fn under_load(bank: &Bank, b: &Gateway, faults: impl FnOnce()) -> Vec<(u16, u16)> {
+    let done = AtomicBool::new(false);
+    let outcomes: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                let (token, key) = bank.dpop_token("tpp", "ES256", None);
+                while !done.load(Ordering::Relaxed) {
+                    let proof = bank
+                        .auth
+                        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+                    let (first, second) = std::thread::scope(|both| {
+                        let first = both.spawn(|| {
+                            accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof))
+                        });
+                        let second = both
+                            .spawn(|| accounts_with(b, &bank.pki, "DPoP", &token, Some(&proof)));
+                        (first.join().unwrap().status, second.join().unwrap().status)
+                    });
+                    outcomes.lock().unwrap().push((first, second));
+                }
+            });
+        }
+        faults();
+        done.store(true, Ordering::Relaxed);
+    });
+    outcomes.into_inner().unwrap()
+}
+
+/// How many proofs both gateways admitted: a replay accepted.
+pub fn admitted_twice(outcomes: &[(u16, u16)]) -> usize {
+    outcomes
+        .iter()
+        .filter(|(a, b)| *a == 200 && *b == 200)
+        .count()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -123,29 +162,7 @@ fn dpop_11_1_2_no_replay_is_accepted_while_redis_stalls_resets_and_refuses() {
     let pids = [bank.gateway.child.id(), replica.child.id()];
     let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
 
-    let done = AtomicBool::new(false);
-    let outcomes: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..3 {
-            scope.spawn(|| {
-                let (token, key) = bank.dpop_token("tpp", "ES256", None);
-                while !done.load(Ordering::Relaxed) {
-                    let proof = bank
-                        .auth
-                        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
-                    let (a, b) = std::thread::scope(|both| {
-                        let a = both.spawn(|| {
-                            accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof))
-                        });
-                        let b = both.spawn(|| {
-                            accounts_with(&replica, &bank.pki, "DPoP", &token, Some(&proof))
-                        });
-                        (a.join().unwrap().status, b.join().unwrap().status)
-                    });
-                    outcomes.lock().unwrap().push((a, b));
-                }
-            });
-        }
+    let outcomes = under_load(&bank, &replica, || {
         // The schedule: 20 s of pass, stall, reset and refuse, then a clean pass to end.
         let started = Instant::now();
         let mut step = 0;
@@ -167,14 +184,8 @@ fn dpop_11_1_2_no_replay_is_accepted_while_redis_stalls_resets_and_refuses() {
         }
         proxy.mode.store(PASS, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs(2));
-        done.store(true, Ordering::Relaxed);
     });
-
-    let outcomes = outcomes.into_inner().unwrap();
-    let admitted_twice = outcomes
-        .iter()
-        .filter(|(a, b)| *a == 200 && *b == 200)
-        .count();
+    let admitted_twice = admitted_twice(&outcomes);
     let unanswered = outcomes.iter().filter(|(a, b)| *a == 0 || *b == 0).count();
     let admitted = outcomes
         .iter()

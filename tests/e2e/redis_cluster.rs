@@ -196,7 +196,17 @@ fn a_killed_cluster_master_fails_its_slots_closed_and_recovers_without_restart()
         );
         first.status
     };
-    cluster.kill(0);
+    // The master dies under traffic (every proof sent to both gateways at once).
+    let outcomes = crate::redis_chaos::under_load(&bank, &replica, || {
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.kill(0);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    assert_eq!(
+        crate::redis_chaos::admitted_twice(&outcomes),
+        0,
+        "{outcomes:?}"
+    );
     // Thirty keys: some of their hash tags are on the dead master, some on the live ones (all
     // thirty on one side would be a 1-in-10^5 event).
     let statuses: Vec<u16> = (0..30)

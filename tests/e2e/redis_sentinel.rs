@@ -134,7 +134,7 @@ fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover(
     });
     let replica = bank.replica("replica-b");
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let used_at_a_then_b = |expect_first: u16| {
+    let used_at_a_then_b = |expect_first: u16| -> bool {
         let proof = bank
             .auth
             .proof(&key, "GET", &bank.url("/accounts"), &token, None);
@@ -152,7 +152,14 @@ fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover(
     };
     assert!(used_at_a_then_b(200));
     assert!(cli(sentinel.master, &["dbsize"]).trim() != "0");
-    sentinel.fail_over();
+    // The failover happens under traffic: every proof sent to both gateways at once.
+    let outcomes = crate::redis_chaos::under_load(&bank, &replica, || sentinel.fail_over());
+    assert_eq!(
+        crate::redis_chaos::admitted_twice(&outcomes),
+        0,
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.is_empty());
     // Each gateway finds the new master by itself: at first a proof may get 503 (never 200
     // twice), then it is admitted once and refused at the other gateway.
     until("the gateways using the new master", || {
