@@ -148,19 +148,7 @@ fn hostile_a_body_trickled_past_body_timeout_gets_408() {
         body_timeout: "2s",
         ..Options::default()
     });
-    let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let proof = bank
-        .auth
-        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
-    let body = b"x=12345678";
-    let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
-    let response = trickle(&bank, &head, body, std::time::Duration::from_millis(400));
-    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
-    assert!(
-        response.contains("the request body did not arrive in time"),
-        "{response}"
-    );
-    assert_eq!(bank.upstream.requests_for("/accounts"), 0);
+    trickled_form_gets_408(&bank, 400);
 }
 
 /// A request whose head does not pass is answered without waiting for its body: the body
@@ -346,13 +334,18 @@ fn hostile_a_body_slower_than_body_min_rate_gets_408() {
         body_timeout: "30s",
         ..Options::default()
     });
+    trickled_form_gets_408(&bank, 600);
+}
+
+/// A form body for a fresh, valid proof, trickled a byte every `gap_ms`: 408, not proxied.
+fn trickled_form_gets_408(bank: &Bank, gap_ms: u64) {
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
     let proof = bank
         .auth
         .proof(&key, "GET", &bank.url("/accounts"), &token, None);
     let body = b"x=12345678";
     let head = form_request_head(bank.gateway.port, &token, &proof, body.len());
-    let response = trickle(&bank, &head, body, std::time::Duration::from_millis(600));
+    let response = trickle(bank, &head, body, std::time::Duration::from_millis(gap_ms));
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(
         response.contains("the request body did not arrive in time"),
