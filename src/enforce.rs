@@ -50,19 +50,7 @@ impl Engine {
     pub fn new(policy: Policy, metrics: Arc<Metrics>, local: &LocalState) -> Result<Self, String> {
         let redis = match &policy.state.backend {
             StateBackend::Memory => None,
-            StateBackend::Redis {
-                url,
-                cluster_nodes,
-                timeout,
-                tls,
-                sentinel,
-            } => Some(Arc::new(Redis::new(
-                url,
-                cluster_nodes,
-                sentinel.as_ref(),
-                *timeout,
-                tls,
-            )?)),
+            StateBackend::Redis(redis) => Some(Arc::new(Redis::new(redis)?)),
         };
         let tokens = Tokens::new(&policy, metrics.clone(), redis.clone())?;
         let binder = Binder::new(&policy, redis.clone(), local)?;

@@ -4,7 +4,7 @@
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
 use crate::binding::replay::{FirstUse, ProofRecord, ReplayStore, StoreUnavailable};
-use crate::policy::{RedisTls, SentinelPolicy};
+use crate::policy::{RedisAuth, RedisPolicy, RedisTls, SentinelPolicy};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -85,22 +85,21 @@ impl Redis {
     /// A client for a node URL, or for cluster nodes; nothing connects until first use, so a
     /// gateway starts (not ready) while Redis is down. `rediss://` nodes are verified with
     /// `tls` (its files were checked when the configuration was compiled).
-    pub fn new(
-        url: &str,
-        cluster_nodes: &[String],
-        sentinel: Option<&SentinelPolicy>,
-        timeout: Duration,
-        tls: &RedisTls,
-    ) -> Result<Redis, String> {
+    pub fn new(policy: &RedisPolicy) -> Result<Redis, String> {
+        let RedisPolicy {
+            url,
+            cluster_nodes,
+            timeout,
+            tls,
+            sentinel,
+            auth,
+        } = policy;
+        let (url, sentinel, auth, timeout) =
+            (url.as_str(), sentinel.as_ref(), auth.as_ref(), *timeout);
         let target = if let Some(sentinel) = sentinel {
-            let client = redis::sentinel::SentinelClient::build(
-                sentinel.nodes.clone(),
-                sentinel.master.clone(),
-                None,
-                redis::sentinel::SentinelServerType::Master,
-            )
-            .map_err(|e| format!("redis_sentinel_nodes: {e}"))?;
-            Target::Sentinel(tokio::sync::Mutex::new(client))
+            Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(
+                sentinel, auth, tls,
+            )?))
         } else if cluster_nodes.is_empty() {
             let client = if url.starts_with("rediss://") {
                 redis::Client::build_with_tls(url, certificates(tls)?)
@@ -114,6 +113,12 @@ impl Redis {
                 .response_timeout(timeout);
             if cluster_nodes.iter().any(|n| n.starts_with("rediss://")) {
                 builder = builder.certs(certificates(tls)?);
+            }
+            if let Some(auth) = auth {
+                builder = builder.password(auth.password.clone());
+                if let Some(user) = &auth.username {
+                    builder = builder.username(user.clone());
+                }
             }
             Target::Cluster(
                 builder
@@ -451,6 +456,55 @@ fn certificate_error(error: &redis::RedisError) -> Option<String> {
         cause = current.source();
     }
     None
+}
+
+/// A client that asks the sentinels for the master and connects to it: over TLS, verified
+/// with `tls`, when the sentinels are `rediss://`; with `auth` when the master requires it.
+/// A sentinel's own user and password come from its URL (the first that names one).
+fn sentinel_client(
+    sentinel: &SentinelPolicy,
+    auth: Option<&RedisAuth>,
+    tls: &RedisTls,
+) -> Result<redis::sentinel::SentinelClient, String> {
+    use redis::IntoConnectionInfo;
+    let error = |e: redis::RedisError| format!("redis_sentinel_nodes: {e}");
+    let nodes = sentinel
+        .nodes
+        .iter()
+        .map(|node| node.as_str().into_connection_info().map_err(error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let own_auth = nodes
+        .iter()
+        .find(|n| n.redis.password.is_some())
+        .map(|n| n.redis.clone());
+    let mut builder = redis::sentinel::SentinelClientBuilder::new(
+        nodes.into_iter().map(|n| n.addr),
+        sentinel.master.clone(),
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(error)?;
+    if let Some(own) = own_auth {
+        if let Some(password) = own.password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        if let Some(user) = own.username {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+    }
+    if sentinel.tls {
+        builder = builder
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_certificates(certificates(tls)?)
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certificates(tls)?);
+    }
+    if let Some(auth) = auth {
+        builder = builder.set_client_to_redis_password(auth.password.clone());
+        if let Some(user) = &auth.username {
+            builder = builder.set_client_to_redis_username(user.clone());
+        }
+    }
+    builder.build().map_err(error)
 }
 
 /// The roots and client certificate of `[state]`, as the Redis client takes them.

@@ -13,16 +13,7 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
             let state = state.unwrap_or_else(|| unreachable_state());
             let from_file = state.redis_url_file.as_ref().and_then(|p| {
                 let path = files::resolve(base, p);
-                errors.check(
-                    "state.redis_url_file",
-                    files::refuse_world_readable(&path)
-                        .and_then(|()| files::read(&path))
-                        .and_then(|bytes| {
-                            String::from_utf8(bytes)
-                                .map(|text| text.trim().to_string())
-                                .map_err(|_| format!("{}: is not UTF-8 text", path.display()))
-                        }),
-                )
+                errors.check("state.redis_url_file", secret_text(&path))
             });
             let cluster_nodes = state.redis_cluster_nodes.clone().unwrap_or_default();
             let sentinel = sentinel(state, errors);
@@ -93,9 +84,11 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 }
             }
             let tls = redis_tls(state, &urls, base, errors);
-            StateBackend::Redis {
+            let auth = redis_auth(state, !url.is_empty(), base, errors);
+            StateBackend::Redis(Box::new(RedisPolicy {
                 tls,
                 sentinel,
+                auth,
                 url,
                 cluster_nodes,
                 timeout: duration(
@@ -104,7 +97,7 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                     state.redis_timeout.as_ref(),
                     "500ms",
                 ),
-            }
+            }))
         }
         other => {
             errors.add(
@@ -177,6 +170,19 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
     }
 }
 
+/// The trimmed text of a file that holds a secret (a URL with its password, a password):
+/// refused when others may read it, when it is not text, or when it is empty.
+fn secret_text(path: &Path) -> Result<String, String> {
+    files::refuse_world_readable(path)?;
+    let text = String::from_utf8(files::read(path)?)
+        .map_err(|_| format!("{}: is not UTF-8 text", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{}: is empty", path.display()));
+    }
+    Ok(text.to_string())
+}
+
 /// `backend = "redis"` can only be read from a `[state]` table.
 fn unreachable_state() -> &'static model::State {
     static EMPTY: model::State = model::State {
@@ -186,6 +192,8 @@ fn unreachable_state() -> &'static model::State {
         redis_cluster_nodes: None,
         redis_sentinel_nodes: None,
         redis_sentinel_master: None,
+        redis_password_file: None,
+        redis_username: None,
         redis_timeout: None,
         token_cache_entries: None,
         replay_cache_entries: None,
@@ -266,9 +274,46 @@ fn redis_tls(
     RedisTls { ca_file, client }
 }
 
-/// `redis_sentinel_nodes` with `redis_sentinel_master`: plain `redis://` sentinels (they tell
-/// where the master is; the data goes to the master, over TLS only with `rediss://` nodes,
-/// which Sentinel set-ups here do not support yet).
+/// `redis_password_file` (and `redis_username`): the AUTH of the master Sentinel names or of
+/// the cluster nodes, kept out of this file. A single URL carries its own password, so there
+/// it would be a second source of the same secret.
+fn redis_auth(
+    state: &model::State,
+    single_url: bool,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<RedisAuth> {
+    let Some(file) = &state.redis_password_file else {
+        if state.redis_username.is_some() {
+            errors.add(
+                "state.redis_username",
+                "is used only with redis_password_file",
+            );
+        }
+        return None;
+    };
+    if single_url {
+        errors.add(
+            "state.redis_password_file",
+            "is for redis_sentinel_nodes and redis_cluster_nodes: a single Redis takes its \
+             password in the URL (redis_url_file keeps it out of this file)",
+        );
+        return None;
+    }
+    let path = files::resolve(base, file);
+    let password = errors.check("state.redis_password_file", secret_text(&path))?;
+    if state.redis_username.as_deref() == Some("") {
+        errors.add("state.redis_username", "must not be empty");
+    }
+    Some(RedisAuth {
+        username: state.redis_username.clone(),
+        password,
+    })
+}
+
+/// `redis_sentinel_nodes` with `redis_sentinel_master`: `redis://` sentinels, or `rediss://`
+/// ones, and then the master they name is reached over TLS too (verified like every
+/// `rediss://` node). A sentinel's own password is in its URL.
 fn sentinel(state: &model::State, errors: &mut Errors) -> Option<SentinelPolicy> {
     let nodes = state.redis_sentinel_nodes.clone().unwrap_or_default();
     match (nodes.is_empty(), &state.redis_sentinel_master) {
@@ -288,11 +333,18 @@ fn sentinel(state: &model::State, errors: &mut Errors) -> Option<SentinelPolicy>
             None
         }
         (false, Some(master)) => {
+            let tls = nodes.first().is_some_and(|n| n.starts_with("rediss://"));
+            let scheme = if tls { "rediss://" } else { "redis://" };
             for (i, node) in nodes.iter().enumerate() {
-                if !node.starts_with("redis://") {
+                if !node.starts_with(scheme) {
                     errors.add(
                         format!("state.redis_sentinel_nodes[{i}]"),
-                        "must start with redis:// (TLS to Sentinel is not supported yet)",
+                        if node.starts_with("redis://") || node.starts_with("rediss://") {
+                            "every sentinel must use the same scheme: all redis:// or all \
+                             rediss://"
+                        } else {
+                            "must start with redis:// or rediss://"
+                        },
                     );
                 }
             }
@@ -302,6 +354,7 @@ fn sentinel(state: &model::State, errors: &mut Errors) -> Option<SentinelPolicy>
             Some(SentinelPolicy {
                 nodes,
                 master: master.clone(),
+                tls,
             })
         }
     }

@@ -324,11 +324,70 @@ mod tests {
         assert!(
             error(&both, "state.redis_url").is_some_and(|m| m.starts_with("set one of redis_url"))
         );
-        let tls =
-            "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
-        assert!(error(tls, "state.redis_sentinel_nodes[0]").is_some());
+        let mixed =
+            "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\", \"redis://127.0.0.1:26380\"]\n\
+                     redis_sentinel_master = \"m\"";
+        assert_eq!(
+            error(mixed, "state.redis_sentinel_nodes[1]").as_deref(),
+            Some("every sentinel must use the same scheme: all redis:// or all rediss://")
+        );
         let fine = format!("{nodes}\nredis_sentinel_master = \"m\"");
         assert!(load_str(&with(&fine), fixture_dir()).is_ok());
+        let tls =
+            "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
+        assert!(load_str(&with(tls), fixture_dir()).is_ok());
+    }
+
+    #[test]
+    fn hi_config_a_redis_password_file_is_for_sentinel_and_cluster_and_must_hold_a_password() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path.display().to_string()
+        };
+        let good = file("good", "s3cret\n", 0o600);
+        let empty = file("empty", " \n", 0o600);
+        let readable = file("readable", "s3cret\n", 0o644);
+        let with = |state: &str| format!("{POLICY}\n[state]\nbackend = \"redis\"\n{state}");
+        let error = |state: &str, key: &str| error_of(&with(state), fixture_dir(), key);
+        let sentinel =
+            "redis_sentinel_nodes = [\"redis://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
+        let password = |path: &str| format!("redis_password_file = \"{path}\"");
+        assert!(load_str(
+            &with(&format!("{sentinel}\n{}", password(&good))),
+            fixture_dir()
+        )
+        .is_ok());
+        let cluster = "redis_cluster_nodes = [\"redis://127.0.0.1:7000\"]";
+        let user = "redis_username = \"fapigate\"";
+        assert!(load_str(
+            &with(&format!("{cluster}\n{}\n{user}", password(&good))),
+            fixture_dir()
+        )
+        .is_ok());
+        let single = format!("redis_url = \"redis://127.0.0.1\"\n{}", password(&good));
+        assert!(error(&single, "state.redis_password_file")
+            .is_some_and(|m| m.starts_with("is for redis_sentinel_nodes and redis_cluster_nodes")));
+        assert_eq!(
+            error(
+                &format!("{sentinel}\n{}", password(&empty)),
+                "state.redis_password_file"
+            ),
+            Some(format!("{empty}: is empty"))
+        );
+        assert!(error(
+            &format!("{sentinel}\n{}", password(&readable)),
+            "state.redis_password_file"
+        )
+        .is_some());
+        assert_eq!(
+            error(&format!("{sentinel}\n{user}"), "state.redis_username").as_deref(),
+            Some("is used only with redis_password_file")
+        );
     }
 
     #[test]

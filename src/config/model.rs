@@ -162,9 +162,14 @@ pub struct State {
     pub redis_url_file: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:port`); when set, cluster mode is used.
     pub redis_cluster_nodes: Option<Vec<String>>,
-    /// Redis Sentinel nodes (`redis://host:port`) and the name of the master they monitor.
+    /// Redis Sentinel nodes (`redis://` or `rediss://host:port`) and the name of the master
+    /// they monitor.
     pub redis_sentinel_nodes: Option<Vec<String>>,
     pub redis_sentinel_master: Option<String>,
+    /// The AUTH password (a file) and ACL user of the master Sentinel names or of the cluster
+    /// nodes; a single `redis_url` carries its own.
+    pub redis_password_file: Option<String>,
+    pub redis_username: Option<String>,
     pub redis_timeout: Option<String>,
     pub token_cache_entries: Option<u64>,
     pub replay_cache_entries: Option<u64>,

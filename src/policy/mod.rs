@@ -240,22 +240,45 @@ pub struct IntrospectionPolicy {
 #[derive(Debug)]
 pub enum StateBackend {
     Memory,
-    Redis {
-        url: String,
-        cluster_nodes: Vec<String>,
-        timeout: Duration,
-        tls: RedisTls,
-        /// Redis Sentinel: the master is looked up, and looked up again after a failover.
-        sentinel: Option<SentinelPolicy>,
-    },
+    Redis(Box<RedisPolicy>),
+}
+
+/// How the gateway reaches Redis: one of a node URL, cluster nodes or Sentinel.
+#[derive(Debug)]
+pub struct RedisPolicy {
+    pub url: String,
+    pub cluster_nodes: Vec<String>,
+    pub timeout: Duration,
+    pub tls: RedisTls,
+    /// Redis Sentinel: the master is looked up, and looked up again after a failover.
+    pub sentinel: Option<SentinelPolicy>,
+    /// AUTH for the master Sentinel names or for the cluster nodes.
+    pub auth: Option<RedisAuth>,
+}
+
+/// A Redis user and password (`AUTH`); the password is never printed.
+pub struct RedisAuth {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RedisAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug)]
 pub struct SentinelPolicy {
-    /// `redis://host:port` of the sentinels.
+    /// `redis://` or `rediss://host:port` of the sentinels.
     pub nodes: Vec<String>,
     /// The monitored master's name.
     pub master: String,
+    /// `rediss://` sentinels: the sentinels and the master they name are reached over TLS.
+    pub tls: bool,
 }
 
 /// How `rediss://` nodes are verified and what the gateway presents to them.

@@ -174,13 +174,14 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn verdicts(secret: &[u8]) -> SharedVerdicts {
-        let redis = Redis::new(
-            "redis://127.0.0.1:1",
-            &[],
-            None,
-            Duration::from_millis(10),
-            &Default::default(),
-        )
+        let redis = Redis::new(&crate::policy::RedisPolicy {
+            url: "redis://127.0.0.1:1".into(),
+            cluster_nodes: Vec::new(),
+            timeout: Duration::from_millis(10),
+            tls: Default::default(),
+            sentinel: None,
+            auth: None,
+        })
         .unwrap();
         let counter = prometheus::IntCounter::new("t", "t").unwrap();
         SharedVerdicts::new(Arc::new(redis), secret, "test".into(), counter)

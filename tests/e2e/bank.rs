@@ -206,6 +206,52 @@ pub fn as_config(dir: &Path, as_port: u16, gateway_port: u16, options: &Options)
     })
 }
 
+/// Registers the gateway's introspection client `fapigate` in `as_settings` with
+/// `private_key_jwt` and a fresh ES256 key (kid `gw-1`); returns that key's PEM.
+pub fn private_key_jwt_client(as_settings: &mut Value) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = key.public_key_raw();
+    let b64 = |bytes: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    as_settings["clients"][0] = json!({
+        "client_id": "fapigate",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "gw-1", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65])}]},
+    });
+    key.serialize_pem()
+}
+
+/// A DPoP-bound token from `auth` for `client` (scopes `accounts payments`, with `details`
+/// as its authorization_details), and its DPoP key id.
+pub fn dpop_token(
+    auth: &AuthServer,
+    client: &str,
+    alg: &str,
+    details: Option<Value>,
+) -> (String, String) {
+    let mut request = json!({
+        "client_id": client, "client_secret": "tpp-secret", "dpop": true, "dpop_alg": alg,
+        "scope": "accounts payments",
+    });
+    if let Some(details) = details {
+        request["authorization_details"] = details;
+    }
+    let response = auth.call("/__test/token", request);
+    (
+        response["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string(),
+        response["dpop_key_id"]
+            .as_str()
+            .expect("key id")
+            .to_string(),
+    )
+}
+
 impl Bank {
     pub fn start(options: Options) -> Bank {
         let dir = temp_dir();
@@ -216,19 +262,8 @@ impl Bank {
         AuthServer::generate_keys(&dir.path().join("as-keys.json"), "k1");
         let mut as_settings = as_config(dir.path(), as_port, port, &options);
         let introspection_client = if options.introspection_auth == "private_key_jwt" {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            write_private(&dir.path().join("gw-client.pem"), &key.serialize_pem());
-            let point = key.public_key_raw();
-            let b64 = |bytes: &[u8]| {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            };
-            as_settings["clients"][0] = json!({
-                "client_id": "fapigate",
-                "token_endpoint_auth_method": "private_key_jwt",
-                "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "gw-1", "use": "sig",
-                    "x": b64(&point[1..33]), "y": b64(&point[33..65])}]},
-            });
+            let pem = private_key_jwt_client(&mut as_settings);
+            write_private(&dir.path().join("gw-client.pem"), &pem);
             "auth = \"private_key_jwt\"\nkey = \"gw-client.pem\"\nkey_id = \"gw-1\"".to_string()
         } else {
             "auth = \"client_secret_basic\"\nsecret_file = \"gw-secret.txt\"".to_string()
@@ -387,24 +422,7 @@ timeout = "2s"
 
     /// A DPoP-bound token for `client` with its DPoP key id.
     pub fn dpop_token(&self, client: &str, alg: &str, details: Option<Value>) -> (String, String) {
-        let mut request = json!({
-            "client_id": client, "client_secret": "tpp-secret", "dpop": true, "dpop_alg": alg,
-            "scope": "accounts payments",
-        });
-        if let Some(details) = details {
-            request["authorization_details"] = details;
-        }
-        let response = self.auth.call("/__test/token", request);
-        (
-            response["access_token"]
-                .as_str()
-                .expect("token")
-                .to_string(),
-            response["dpop_key_id"]
-                .as_str()
-                .expect("key id")
-                .to_string(),
-        )
+        dpop_token(&self.auth, client, alg, details)
     }
 
     /// An mTLS-bound token for the certificate at `cert` (PEM).

@@ -104,17 +104,17 @@ struct Mount {
 }
 
 /// The Deployment's pod, its gateway container, and the configuration the ConfigMap gives it.
-struct Deployed {
+pub struct Deployed {
     pod: Yaml,
     container: Yaml,
     mounts: Vec<Mount>,
     config_path: String,
-    config_text: String,
+    pub config_text: String,
     config: toml::Table,
 }
 
 impl Deployed {
-    fn load() -> Deployed {
+    pub fn load() -> Deployed {
         let deployment = object("deployment.yaml", "Deployment", "fapigate");
         let pod = deployment["spec"]["template"]["spec"].clone();
         let container = list(&pod["containers"], "containers")
@@ -172,7 +172,7 @@ impl Deployed {
         }
     }
 
-    fn config_str(&self, dotted: &str) -> &str {
+    pub fn config_str(&self, dotted: &str) -> &str {
         let mut value: Option<&toml::Value> = None;
         for part in dotted.split('.') {
             // `name` or `name[index]`, as `files()` writes key paths.
@@ -773,14 +773,18 @@ fn deploy_example_secrets_hold_placeholders_only() {
 
 // (d) ---------------------------------------------------------------------------------------
 
-/// The ConfigMap's fapigate.toml, with every /etc/fapigate/ path moved into a temp dir whose
-/// files are made the way the Secrets would provide them (mode 0440: defaultMode 0400 plus the
-/// group read fsGroup adds), is accepted by `fapigate check`.
-#[test]
-fn deploy_configmap_configuration_passes_fapigate_check() {
-    let deployed = Deployed::load();
-    let dir = temp_dir();
-    let root = dir.path();
+/// The ConfigMap's fapigate.toml made real under `root`: every /etc/fapigate/ path moved
+/// there, each file made the way its Secret would provide it (mode 0440: defaultMode 0400
+/// plus the group read fsGroup adds), the listener's certificate and the Redis CA from `pki`,
+/// and the upstreams on 127.0.0.1 (at `upstream` when given). `made(key)` may supply a
+/// file's contents instead of the placeholder made here. Returns the configuration's text.
+pub fn materialize(
+    deployed: &Deployed,
+    root: &Path,
+    pki: &Pki,
+    upstream: Option<SocketAddr>,
+    made: impl Fn(&str) -> Option<String>,
+) -> String {
     let prefix = format!("{}/", root.display());
     let relocate = |path: &str| -> std::path::PathBuf {
         let rest = path
@@ -791,31 +795,32 @@ fn deploy_configmap_configuration_passes_fapigate_check() {
 
     let mut config = deployed.config_text.replace("/etc/fapigate/", &prefix);
     // In-cluster upstream names do not resolve here; fapigate resolves them at load time.
-    for upstream in deployed.config["upstream"]
+    for upstream_table in deployed.config["upstream"]
         .as_array()
         .expect("[[upstream]]")
     {
-        for addr in upstream["addrs"].as_array().expect("addrs") {
+        for addr in upstream_table["addrs"].as_array().expect("addrs") {
             let addr = addr.as_str().expect("an address");
             let port = addr.rsplit_once(':').expect("host:port").1;
-            config = config.replace(&format!("\"{addr}\""), &format!("\"127.0.0.1:{port}\""));
+            let here = upstream.map_or(format!("127.0.0.1:{port}"), |a| a.to_string());
+            config = config.replace(&format!("\"{addr}\""), &format!("\"{here}\""));
         }
     }
 
-    let scratch = root.join("scratch");
-    let pki = Pki::new(&scratch);
     for (key, file) in deployed.files() {
         let target = relocate(&file);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         if key == "listener.tls.cert" {
-            std::fs::copy(scratch.join("tls/server.crt"), &target).unwrap();
+            std::fs::copy(pki.dir.join("tls/server.crt"), &target).unwrap();
             continue;
         }
         if key == "state.redis_ca_file" {
             std::fs::copy(pki.ca(), &target).unwrap();
             continue;
         }
-        let contents = if key == "listener.tls.key" {
+        let contents = if let Some(contents) = made(&key) {
+            contents
+        } else if key == "listener.tls.key" {
             std::fs::read_to_string(pki.dir.join("tls/server.key")).unwrap()
         } else if key.starts_with("response_signing.") {
             // response_signing.key, or response_signing.additional_keys[N].key: the alg beside it.
@@ -848,6 +853,18 @@ fn deploy_configmap_configuration_passes_fapigate_check() {
             .unwrap(),
     )
     .unwrap();
+    config
+}
+
+/// The ConfigMap's fapigate.toml, made real in a temp dir ([`materialize`]), is accepted by
+/// `fapigate check`.
+#[test]
+fn deploy_configmap_configuration_passes_fapigate_check() {
+    let deployed = Deployed::load();
+    let dir = temp_dir();
+    let root = dir.path();
+    let pki = Pki::new(&root.join("scratch"));
+    let config = materialize(&deployed, root, &pki, None, |_| None);
     let config_file = root.join("fapigate.toml");
     std::fs::write(&config_file, &config).unwrap();
 

@@ -7,6 +7,7 @@ mod bank;
 mod binding;
 mod config_check;
 mod deploy;
+mod deploy_serving;
 mod hostile;
 mod hostile_timing;
 mod lifecycle;

@@ -10,22 +10,21 @@ use std::time::{Duration, Instant};
 
 const MASTER: &str = "fapigate-master";
 
+/// TLS on every server (certificates from one test CA) and passwords: the master's and the
+/// replica's `requirepass`, and the sentinel's own.
+struct Secure {
+    pki: Pki,
+    password: &'static str,
+    sentinel_password: &'static str,
+}
+
 struct Sentinel {
     servers: Vec<Child>,
     master: u16,
     replica: u16,
     sentinel: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&output.stdout).to_string()
+    secure: Option<Secure>,
+    dir: tempfile::TempDir,
 }
 
 /// Polls `condition` (a state of the Redis servers) until it holds, for START_TIMEOUT.
@@ -37,80 +36,180 @@ fn until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+impl Secure {
+    fn tls_file(&self, name: &str) -> String {
+        self.pki.dir.join("tls").join(name).display().to_string()
+    }
+
+    /// `redis-server` arguments: TLS only, the same password to serve and to replicate.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args = crate::redis_tcp::tls_args(&self.pki, port, &self.pki.ca());
+        args.extend(
+            [
+                "--tls-auth-clients",
+                "no",
+                "--tls-replication",
+                "yes",
+                "--requirepass",
+                self.password,
+                "--masterauth",
+                self.password,
+            ]
+            .map(str::to_string),
+        );
+        args
+    }
+}
+
 impl Sentinel {
     fn start() -> Sentinel {
+        Sentinel::start_with(false)
+    }
+
+    /// With `secure`, every connection is TLS and every server wants a password.
+    fn start_with(secure: bool) -> Sentinel {
         let dir = tempfile::Builder::new()
             .prefix("fapigate-redis-sentinel-")
             .tempdir()
             .expect("sentinel dir");
+        let secure = secure.then(|| Secure {
+            pki: Pki::new(dir.path()),
+            password: "master-password",
+            sentinel_password: "sentinel-password",
+        });
+        let args = |port: u16| match &secure {
+            Some(secure) => secure.server_args(port),
+            None => vec!["--port".into(), port.to_string()],
+        };
         let (master_child, master) = start_on_free_ports(&dir.path().join("master"), |free| {
             let port = free();
-            (port, vec!["--port".into(), port.to_string()])
+            (port, args(port))
         });
         let (replica_child, replica) = start_on_free_ports(&dir.path().join("replica"), |free| {
             let port = free();
-            let args = ["--port", &port.to_string(), "--replicaof", "127.0.0.1"]
-                .map(str::to_string)
-                .to_vec();
-            (port, [args, vec![master.to_string()]].concat())
+            let replica_of = [
+                "--replicaof".to_string(),
+                "127.0.0.1".into(),
+                master.to_string(),
+            ];
+            (port, [args(port), replica_of.to_vec()].concat())
         });
-        until("replication", || {
-            cli(master, &["info", "replication"]).contains("connected_slaves:1")
-        });
-        let conf_dir = dir.path().join("sentinel");
-        std::fs::create_dir_all(&conf_dir).expect("sentinel dir");
-        let conf = conf_dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "sentinel monitor {MASTER} 127.0.0.1 {master} 1\n\
-                 sentinel down-after-milliseconds {MASTER} 1000\n\
-                 sentinel failover-timeout {MASTER} 10000\n"
-            ),
-        )
-        .expect("sentinel.conf");
-        let (sentinel_child, sentinel) = start_until(&conf_dir, "+monitor master", |free| {
-            let port = free();
-            let args = [
-                &conf.display().to_string(),
-                "--sentinel",
-                "--port",
-                &port.to_string(),
-            ]
-            .map(str::to_string);
-            (port, args.to_vec())
-        });
-        until("the sentinel seeing the replica", || {
-            cli(sentinel, &["sentinel", "replicas", MASTER]).contains(&replica.to_string())
-        });
-        Sentinel {
-            servers: vec![master_child, replica_child, sentinel_child],
+        let mut sentinel = Sentinel {
+            servers: vec![master_child, replica_child],
             master,
             replica,
-            sentinel,
-            _dir: dir,
+            sentinel: 0,
+            secure,
+            dir,
+        };
+        until("replication", || {
+            sentinel
+                .cli(master, &["info", "replication"])
+                .contains("connected_slaves:1")
+        });
+        let conf_dir = sentinel.dir.path().join("sentinel");
+        std::fs::create_dir_all(&conf_dir).expect("sentinel dir");
+        let conf = conf_dir.join("sentinel.conf");
+        let mut text = format!(
+            "sentinel monitor {MASTER} 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 10000\n"
+        );
+        if let Some(secure) = &sentinel.secure {
+            text.push_str(&format!(
+                "sentinel auth-pass {MASTER} {}\nrequirepass {}\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                secure.password,
+                secure.sentinel_password,
+                secure.tls_file("server.crt"),
+                secure.tls_file("server.key"),
+                secure.tls_file("ca.crt"),
+            ));
         }
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let tls = sentinel.secure.is_some();
+        let (sentinel_child, port) = start_until(&conf_dir, "+monitor master", |free| {
+            let port = free();
+            let mut args = vec![conf.display().to_string(), "--sentinel".into()];
+            let listen: &[&str] = if tls {
+                &["--port", "0", "--tls-port"]
+            } else {
+                &["--port"]
+            };
+            args.extend(listen.iter().map(|a| a.to_string()));
+            args.push(port.to_string());
+            (port, args)
+        });
+        sentinel.servers.push(sentinel_child);
+        sentinel.sentinel = port;
+        until("the sentinel seeing the replica", || {
+            sentinel
+                .cli(port, &["sentinel", "replicas", MASTER])
+                .contains(&replica.to_string())
+        });
+        sentinel
     }
 
+    /// `redis-cli` against one of the servers, with TLS and its password when secure.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut command = Command::new("redis-cli");
+        command.arg("-p").arg(port.to_string());
+        if let Some(secure) = &self.secure {
+            let password = if port == self.sentinel {
+                secure.sentinel_password
+            } else {
+                secure.password
+            };
+            command
+                .args(["--tls", "--cacert", &secure.tls_file("ca.crt")])
+                .args(["--no-auth-warning", "-a", password]);
+        }
+        let output = command.args(args).output().expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// The `[state]` lines that reach the master through this sentinel.
     fn state(&self) -> String {
-        format!(
-            "redis_sentinel_nodes = [\"redis://127.0.0.1:{}\"]\nredis_sentinel_master = \"{MASTER}\"\n",
-            self.sentinel
-        )
+        match &self.secure {
+            None => format!(
+                "redis_sentinel_nodes = [\"redis://127.0.0.1:{}\"]\nredis_sentinel_master = \"{MASTER}\"\n",
+                self.sentinel
+            ),
+            Some(secure) => {
+                let password = self.dir.path().join("master-password");
+                write_private(&password, &format!("{}\n", secure.password));
+                format!(
+                    "redis_sentinel_nodes = [\"rediss://:{}@127.0.0.1:{}\"]\n\
+                     redis_sentinel_master = \"{MASTER}\"\n\
+                     redis_password_file = \"{}\"\nredis_ca_file = \"{}\"\n",
+                    secure.sentinel_password,
+                    self.sentinel,
+                    password.display(),
+                    secure.tls_file("ca.crt"),
+                )
+            }
+        }
     }
 
     /// Sentinel promotes the replica; returns once it is the master everyone agrees on and the
     /// old master has been turned into its replica (it then refuses writes with READONLY).
     fn fail_over(&self) {
-        assert!(cli(self.sentinel, &["sentinel", "failover", MASTER]).contains("OK"));
+        assert!(self
+            .cli(self.sentinel, &["sentinel", "failover", MASTER])
+            .contains("OK"));
         until("the failover", || {
-            cli(
+            self.cli(
                 self.sentinel,
                 &["sentinel", "get-master-addr-by-name", MASTER],
             )
             .contains(&self.replica.to_string())
-                && cli(self.replica, &["info", "replication"]).contains("role:master")
-                && cli(self.master, &["info", "replication"]).contains("role:slave")
+                && self
+                    .cli(self.replica, &["info", "replication"])
+                    .contains("role:master")
+                && self
+                    .cli(self.master, &["info", "replication"])
+                    .contains("role:slave")
         });
     }
 }
@@ -124,9 +223,28 @@ impl Drop for Sentinel {
     }
 }
 
-#[test]
-fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover() {
-    let sentinel = Sentinel::start();
+/// A proof admitted at `a` and then refused as a replay at `b` (true), or not admitted at `a`
+/// with `expect_first` (false). A replay is never accepted.
+fn used_at_a_then_b(bank: &Bank, b: &Gateway, token: &str, key: &str, expect_first: u16) -> bool {
+    let proof = bank
+        .auth
+        .proof(key, "GET", &bank.url("/accounts"), token, None);
+    let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", token, Some(&proof));
+    if first.status != expect_first {
+        return false;
+    }
+    let replayed = accounts_with(b, &bank.pki, "DPoP", token, Some(&proof));
+    // Refused as a replay, or (while a gateway finds the new master) 503: never a pass.
+    assert!(
+        [401, 503].contains(&replayed.status),
+        "a replay was accepted: {replayed:?}"
+    );
+    replayed.status == 401
+}
+
+/// Two gateways whose shared state is reached through `sentinel`, and a DPoP token with its
+/// key id.
+fn two_gateways(sentinel: &Sentinel) -> (Bank, Gateway, String, String) {
     let bank = Bank::start(Options {
         state_extra: sentinel.state(),
         public_url: Some("https://api.bank.test"),
@@ -134,24 +252,17 @@ fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover(
     });
     let replica = bank.replica("replica-b");
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let used_at_a_then_b = |expect_first: u16| -> bool {
-        let proof = bank
-            .auth
-            .proof(&key, "GET", &bank.url("/accounts"), &token, None);
-        let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof));
-        if first.status != expect_first {
-            return false;
-        }
-        let replayed = accounts_with(&replica, &bank.pki, "DPoP", &token, Some(&proof));
-        // Refused as a replay, or (while a gateway finds the new master) 503: never a pass.
-        assert!(
-            [401, 503].contains(&replayed.status),
-            "a replay was accepted: {replayed:?}"
-        );
-        replayed.status == 401
-    };
+    (bank, replica, token, key)
+}
+
+#[test]
+fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover() {
+    let sentinel = Sentinel::start();
+    let (bank, replica, token, key) = two_gateways(&sentinel);
+    let used_at_a_then_b =
+        |expect_first: u16| used_at_a_then_b(&bank, &replica, &token, &key, expect_first);
     assert!(used_at_a_then_b(200));
-    assert!(cli(sentinel.master, &["dbsize"]).trim() != "0");
+    assert!(sentinel.cli(sentinel.master, &["dbsize"]).trim() != "0");
     // The failover happens under traffic: every proof sent to both gateways at once.
     let outcomes = crate::redis_chaos::under_load(&bank, &replica, || sentinel.fail_over());
     assert_eq!(
@@ -165,7 +276,26 @@ fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover(
     until("the gateways using the new master", || {
         used_at_a_then_b(200)
     });
-    let records = cli(
+    let records = sentinel.cli(
+        sentinel.replica,
+        &["--scan", "--pattern", "fapigate:dpop:*"],
+    );
+    assert!(!records.trim().is_empty(), "no record on the new master");
+}
+
+#[test]
+fn dpop_11_1_2_replays_are_refused_through_sentinel_over_tls_with_passwords() {
+    let sentinel = Sentinel::start_with(true);
+    let (bank, replica, token, key) = two_gateways(&sentinel);
+    assert!(used_at_a_then_b(&bank, &replica, &token, &key, 200));
+    let records = sentinel.cli(sentinel.master, &["--scan", "--pattern", "fapigate:dpop:*"]);
+    assert!(!records.trim().is_empty(), "no record on the TLS master");
+    // After a failover, the new master is also reached over TLS with the password.
+    sentinel.fail_over();
+    until("the gateways using the new master", || {
+        used_at_a_then_b(&bank, &replica, &token, &key, 200)
+    });
+    let records = sentinel.cli(
         sentinel.replica,
         &["--scan", "--pattern", "fapigate:dpop:*"],
     );

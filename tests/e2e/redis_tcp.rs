@@ -1,6 +1,6 @@
 //! `redis-server` on TCP ports, for what a unix socket cannot do (TLS, Cluster).
 
-use crate::support::START_TIMEOUT;
+use crate::support::{Pki, START_TIMEOUT};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,4 +69,23 @@ pub fn start_until(
         }
     }
     panic!("no free ports for redis-server in ten tries");
+}
+
+/// `redis-server` arguments for TLS only on `port`, with `pki`'s server certificate (for
+/// 127.0.0.1) and `clients_ca` as the roots of client certificates.
+pub fn tls_args(pki: &Pki, port: u16, clients_ca: &Path) -> Vec<String> {
+    let tls = |name: &str| pki.dir.join("tls").join(name).display().to_string();
+    [
+        "--port".to_string(),
+        "0".into(),
+        "--tls-port".into(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        tls("server.crt"),
+        "--tls-key-file".into(),
+        tls("server.key"),
+        "--tls-ca-cert-file".into(),
+        clients_ca.display().to_string(),
+    ]
+    .to_vec()
 }

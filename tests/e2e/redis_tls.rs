@@ -30,25 +30,11 @@ impl TlsRedis {
             std::fs::read(&client_cert).expect("client cert"),
         )
         .expect("clients ca");
-        let tls = |name: &str| pki.dir.join("tls").join(name).display().to_string();
         let (child, port) = crate::redis_tcp::start_on_free_ports(dir.path(), |free| {
             let port = free();
-            let args = [
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                &tls("server.crt"),
-                "--tls-key-file",
-                &tls("server.key"),
-                "--tls-ca-cert-file",
-                &clients_ca.display().to_string(),
-                "--tls-auth-clients",
-                "yes",
-            ]
-            .map(str::to_string);
-            (port, args.to_vec())
+            let mut args = crate::redis_tcp::tls_args(&pki, port, &clients_ca);
+            args.extend(["--tls-auth-clients".to_string(), "yes".into()]);
+            (port, args)
         });
         TlsRedis {
             child,

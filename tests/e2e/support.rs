@@ -885,6 +885,20 @@ impl Drop for AuthServer {
     }
 }
 
+/// `redis-cli` reaching its server with `connection` (`-s SOCKET`, or `--tls ... -p PORT`),
+/// running `args`: the reply as text. Fails when redis-cli does.
+pub fn redis_cli(connection: &[String], args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(connection)
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
+}
+
 /// A real `redis-server` (Debian package), without persistence, listening on a unix socket
 /// in its own folder only: no TCP port to race for, and a restart finds the same address.
 pub struct RedisServer {
@@ -922,16 +936,7 @@ impl RedisServer {
 
     /// `redis-cli` against this server: its reply as text.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .arg("-s")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_string()
+        redis_cli(&["-s".into(), self.socket().display().to_string()], args)
     }
 
     /// Starts (again) on the same socket; returns once it answers PING.
