@@ -82,6 +82,18 @@ pub enum Rejection {
     UpstreamFailed,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// The response of a signed route could not be signed or recorded (503): it is withheld
+    /// rather than sent without its evidence.
+    EvidenceUnavailable,
+}
+
+impl From<crate::signing::signer::SignError> for Rejection {
+    fn from(error: crate::signing::signer::SignError) -> Rejection {
+        match error {
+            crate::signing::signer::SignError::Key(_) => Rejection::EvidenceUnavailable,
+            crate::signing::signer::SignError::Body(_) => Rejection::UpstreamFailed,
+        }
+    }
 }
 
 /// A rejection as it goes on the wire.
@@ -121,6 +133,7 @@ impl Rejection {
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::UpstreamFailed => "upstream_failed",
             Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::EvidenceUnavailable => "evidence_unavailable",
         }
     }
 
@@ -148,7 +161,9 @@ impl Rejection {
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
-            Rejection::AuthorizationServerUnavailable | Rejection::StateUnavailable => 503,
+            Rejection::AuthorizationServerUnavailable
+            | Rejection::StateUnavailable
+            | Rejection::EvidenceUnavailable => 503,
             Rejection::ReplayShareExhausted { .. } => 429,
         }
     }
@@ -328,6 +343,13 @@ impl Rejection {
             }
             Rejection::UpstreamFailed => ("bad_gateway", "the upstream service failed"),
             Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
+            Rejection::EvidenceUnavailable => {
+                headers.push(("retry-after", "1".into()));
+                (
+                    "temporarily_unavailable",
+                    "the response cannot be signed or recorded right now",
+                )
+            }
         };
         headers.push(("content-type", "application/json".into()));
         // Every refusal is no-store (RFC 9449 §9 requires it for nonce challenges).

@@ -104,11 +104,12 @@ pub async fn exchange(
     } = answer.ok_or(Rejection::UpstreamFailed)?;
     let status = http::StatusCode::from_u16(status).map_err(|_| Rejection::UpstreamFailed)?;
 
-    // The upstream's headers less hop-by-hop ones, its framing and any signature of its own.
+    // The upstream's headers less hop-by-hop ones (and those its Connection names), its
+    // framing, and any digest or signature of its own: the client must see only what the
+    // gateway computed over the bytes it sends, and the audit record only what was signed.
+    headers::strip_hop_by_hop(&mut headers);
     headers::remove_where(&mut headers, |name| {
-        headers::is_hop_header(name.as_str())
-            || *name == http::header::CONTENT_LENGTH
-            || name.as_str().starts_with("signature")
+        *name == http::header::CONTENT_LENGTH || is_upstream_evidence(name.as_str())
     });
     stamp(&mut headers, ctx);
     let format = route.response_format.unwrap_or(signer.default_format);
@@ -143,9 +144,10 @@ pub async fn exchange(
         )
         .map_err(|error| {
             tracing::error!(%error, route = %route.id, "response signing failed");
-            Rejection::UpstreamFailed
+            Rejection::from(error)
         })?;
     if let Some(audit) = &engine.audit {
+        let sent_digest = crate::signing::digest::content_digest(&body);
         let record = Record {
             time: now,
             interaction_id: ctx.interaction.as_ref().map(|i| i.as_str()).unwrap_or(""),
@@ -155,7 +157,8 @@ pub async fn exchange(
             request_signature_input: text("signature-input", &request_header.headers),
             request_signature: text("signature", &request_header.headers),
             response_status: status.as_u16(),
-            response_digest: text("content-digest", &headers),
+            // The digest of the bytes sent, whatever the format.
+            response_digest: Some(&sent_digest),
             response_signature_input: text("signature-input", &headers),
             response_signature: text("signature", &headers)
                 .or_else(|| text("x-jws-signature", &headers)),
@@ -192,6 +195,21 @@ pub async fn exchange(
         tracing::debug!(%error, "client went away during a signed response");
     }
     Ok(())
+}
+
+/// Fields that would pass for the gateway's evidence: digests (RFC 9530) and signatures
+/// (RFC 9421, UK Open Banking's detached JWS). Only the gateway sets them on a signed route.
+fn is_upstream_evidence(name: &str) -> bool {
+    matches!(
+        name,
+        "content-digest"
+            | "repr-digest"
+            | "want-content-digest"
+            | "want-repr-digest"
+            | "signature"
+            | "signature-input"
+            | "x-jws-signature"
+    )
 }
 
 /// An answer that has no body whatever its framing says (RFC 9110 §6.4.1).

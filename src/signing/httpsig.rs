@@ -7,6 +7,7 @@ use super::base::{
 };
 use super::digest::verify_content_digest;
 use super::keys::{verify_with, HttpSigAlg, SigningKey};
+use super::signer::SignError;
 use crate::token::jwks::KeySet;
 use base64::Engine;
 use sfv::{BareItem, InnerList, ListEntry};
@@ -266,7 +267,7 @@ pub fn sign_response(
     response: &MessageView<'_>,
     request: &RequestBinding<'_>,
     created: u64,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), SignError> {
     let present = |message: &MessageView<'_>, name: &str| message.headers.contains_key(name);
     let mut components = Vec::with_capacity(10);
     components.push(Component::fixed("\"@status\"", "@status", false));
@@ -297,8 +298,9 @@ pub fn sign_response(
             ("signature-input", &signed.input),
         ] {
             let mut identifier = format!("\"{name}\";req;key=");
-            write_sf_string(&mut identifier, &signed.label)
-                .ok_or("the request signature label is not a Structured Field key")?;
+            write_sf_string(&mut identifier, &signed.label).ok_or_else(|| {
+                SignError::Body("the request signature label is not a Structured Field key".into())
+            })?;
             components.push(Component {
                 identifier: Cow::Owned(identifier),
                 name: Cow::Borrowed(name),
@@ -322,13 +324,13 @@ pub fn sign_response(
     params.push_str(&created.to_string());
     params.push_str(";keyid=");
     write_sf_string(&mut params, &key.key_id)
-        .ok_or("the keyid is not a Structured Field string")?;
+        .ok_or_else(|| SignError::Key("the keyid is not a Structured Field string".into()))?;
     params.push_str(";tag=\"");
     params.push_str(RESPONSE_TAG);
     params.push('"');
     let base = build_base(&components, &params, response, Some(&request.message))
-        .map_err(|e| format!("signature base: {e:?}"))?;
-    let signature = key.sign(base.as_bytes(), false)?;
+        .map_err(|e| SignError::Body(format!("signature base: {e:?}")))?;
+    let signature = key.sign(base.as_bytes(), false).map_err(SignError::Key)?;
     let mut value = String::with_capacity(8 + signature.len() * 4 / 3 + 4);
     value.push_str("sig1=:");
     base64::engine::general_purpose::STANDARD.encode_string(&signature, &mut value);

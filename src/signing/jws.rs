@@ -2,6 +2,7 @@
 //! (UKOB-1/2) and Open Finance Brasil JWT bodies (BR-1/2).
 
 use super::keys::SigningKey;
+use super::signer::SignError;
 use base64::Engine;
 
 fn b64url(bytes: &[u8]) -> String {
@@ -13,10 +14,12 @@ fn jws(
     alg: &str,
     header: serde_json::Value,
     payload: &[u8],
-) -> Result<(String, String), String> {
+) -> Result<(String, String), SignError> {
     let protected = b64url(header.to_string().as_bytes());
     let signing_input = format!("{protected}.{}", b64url(payload));
-    let signature = key.sign(signing_input.as_bytes(), true)?;
+    let signature = key
+        .sign(signing_input.as_bytes(), true)
+        .map_err(SignError::Key)?;
     let _ = alg;
     Ok((signing_input, b64url(&signature)))
 }
@@ -30,7 +33,7 @@ pub fn detached(
     trust_anchor: &str,
     now: u64,
     body: &[u8],
-) -> Result<String, String> {
+) -> Result<String, SignError> {
     let header = serde_json::json!({
         "alg": alg,
         "kid": key.key_id,
@@ -47,7 +50,9 @@ pub fn detached(
 }
 
 /// BR-1/2: the body becomes a compact JWS with `iss`, `aud`, `jti`, `iat` and the JSON
-/// payload under `data`.
+/// payload under `data`. The payload is the upstream's bytes verbatim (never re-serialised,
+/// which would round numbers and drop duplicate members); a body that JSON readers could
+/// read differently (duplicate members, inexact numbers: see `policy::json`) is refused.
 pub fn jwt_body(
     key: &SigningKey,
     alg: &str,
@@ -55,20 +60,86 @@ pub fn jwt_body(
     audience: &str,
     now: u64,
     body: &[u8],
-) -> Result<String, String> {
-    let data: serde_json::Value = if body.is_empty() {
-        serde_json::Value::Null
+) -> Result<String, SignError> {
+    let data: &[u8] = if body.is_empty() {
+        b"null"
     } else {
-        serde_json::from_slice(body).map_err(|_| "the upstream body is not JSON".to_string())?
+        crate::policy::json::parse(body).map_err(|error| {
+            SignError::Body(format!(
+                "the jwt format embeds the body as JSON, and {}",
+                error
+                    .describe()
+                    .replacen("the request body", "the upstream's body", 1)
+            ))
+        })?;
+        body
     };
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "iss": issuer,
         "aud": audience,
         "jti": uuid::Uuid::new_v4().to_string(),
         "iat": now,
-        "data": data,
-    });
+    })
+    .to_string()
+    .into_bytes();
+    // `{...}` becomes `{...,"data":<body>}`.
+    claims.pop();
+    claims.extend_from_slice(b",\"data\":");
+    claims.extend_from_slice(data);
+    claims.push(b'}');
     let header = serde_json::json!({"alg": alg, "kid": key.key_id, "typ": "JWT"});
-    let (signing_input, signature) = jws(key, alg, header, claims.to_string().as_bytes())?;
+    let (signing_input, signature) = jws(key, alg, header, &claims)?;
     Ok(format!("{signing_input}.{signature}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims_of(jwt: &str) -> Vec<u8> {
+        let payload = jwt.split('.').nth(1).unwrap();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap()
+    }
+
+    fn key() -> SigningKey {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        SigningKey::from_pkcs8_der(der.as_ref(), "k").unwrap()
+    }
+
+    #[test]
+    fn br_1_the_jwt_body_carries_the_upstream_bytes_verbatim() {
+        let body = br#"{"amount": 123.50, "big": 12345678901234567890, "n": [1e2]}"#;
+        let jwt = jwt_body(&key(), "EdDSA", "bank", "tpp", 7, body).unwrap();
+        let claims = claims_of(&jwt);
+        let text = String::from_utf8(claims).unwrap();
+        assert!(text.ends_with(&format!(
+            ",\"data\":{}}}",
+            std::str::from_utf8(body).unwrap()
+        )));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["iss"], "bank");
+        assert_eq!(value["aud"], "tpp");
+        assert_eq!(value["iat"], 7);
+    }
+
+    #[test]
+    fn br_1_a_body_readers_would_read_differently_is_not_signed() {
+        for body in [
+            &br#"{"a": 1, "a": 2}"#[..],
+            br#"{"amount": 123.500000000000000001}"#,
+            b"not json",
+        ] {
+            assert!(matches!(
+                jwt_body(&key(), "EdDSA", "bank", "tpp", 7, body),
+                Err(SignError::Body(_))
+            ));
+        }
+        let empty = jwt_body(&key(), "EdDSA", "bank", "tpp", 7, b"").unwrap();
+        assert!(String::from_utf8(claims_of(&empty))
+            .unwrap()
+            .ends_with(",\"data\":null}"));
+    }
 }

@@ -14,6 +14,24 @@ static SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
 static SIGNATURE: HeaderName = HeaderName::from_static("signature");
 static X_JWS_SIGNATURE: HeaderName = HeaderName::from_static("x-jws-signature");
 
+/// Why a response could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignError {
+    /// The key could not sign (an HSM that stopped answering): the answer is withheld (503).
+    Key(String),
+    /// The upstream's answer cannot be signed as the route's format requires (502).
+    Body(String),
+}
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignError::Key(e) => write!(f, "the signing key failed: {e}"),
+            SignError::Body(e) => write!(f, "the upstream's answer cannot be signed: {e}"),
+        }
+    }
+}
+
 pub struct ResponseSigner {
     active: SigningKey,
     alg: String,
@@ -77,14 +95,15 @@ impl ResponseSigner {
         request: &RequestBinding<'_>,
         client_id: Option<&str>,
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), SignError> {
         // Field values are moved in, not copied (the conversion still validates them).
-        let value = |text: String| HeaderValue::try_from(text).map_err(|e| e.to_string());
+        let value =
+            |text: String| HeaderValue::try_from(text).map_err(|e| SignError::Body(e.to_string()));
         match format {
             ResponseFormat::HttpSignature => {
-                if !body.is_empty() {
-                    headers.insert(CONTENT_DIGEST.clone(), value(content_digest(body))?);
-                }
+                // The digest of the exact bytes sent, an empty body's included (the upstream's
+                // own was removed before).
+                headers.insert(CONTENT_DIGEST.clone(), value(content_digest(body))?);
                 let view = MessageView {
                     method: None,
                     target_uri: None,

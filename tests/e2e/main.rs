@@ -8,6 +8,7 @@ mod binding;
 mod config_check;
 mod deploy;
 mod deploy_serving;
+mod evidence;
 mod hostile;
 mod hostile_timing;
 mod lifecycle;

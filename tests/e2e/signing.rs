@@ -11,7 +11,7 @@ use std::process::Command;
 
 const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py");
 
-fn python(tool: &str, args: &[&str]) -> (bool, String, String) {
+pub fn python(tool: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new("python3")
         .arg(format!("{PY}/{tool}"))
         .args(args)
@@ -24,7 +24,7 @@ fn python(tool: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn message_file(dir: &Path, name: &str, message: &Value) -> String {
+pub fn message_file(dir: &Path, name: &str, message: &Value) -> String {
     let path = dir.join(name);
     std::fs::write(&path, message.to_string()).unwrap();
     path.to_string_lossy().to_string()
@@ -34,7 +34,7 @@ fn pairs(headers: &[(String, String)]) -> Value {
     Value::Array(headers.iter().map(|(n, v)| json!([n, v])).collect())
 }
 
-fn response_json(response: &Response) -> Value {
+pub fn response_json(response: &Response) -> Value {
     let headers: Vec<(String, String)> = response
         .headers
         .iter()
@@ -47,7 +47,7 @@ fn response_json(response: &Response) -> Value {
     })
 }
 
-fn request_json(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Value {
+pub fn request_json(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Value {
     json!({
         "method": method, "url": url, "headers": pairs(headers),
         "body_b64": base64::engine::general_purpose::STANDARD.encode(body.as_bytes()),
@@ -55,7 +55,7 @@ fn request_json(method: &str, url: &str, headers: &[(String, String)], body: &st
 }
 
 /// The gateway's public key `rs-1`, as served at its JWKS endpoint.
-fn gateway_jwk(bank: &Bank) -> PathBuf {
+pub fn gateway_jwk(bank: &Bank) -> PathBuf {
     let jwks = bank.request("/.well-known/jwks.json", &[]);
     assert_eq!(jwks.status, 200);
     assert_eq!(
@@ -75,7 +75,7 @@ fn gateway_jwk(bank: &Bank) -> PathBuf {
     path
 }
 
-fn verify_response(bank: &Bank, response: &Response, request: &Value) -> (bool, String) {
+pub fn verify_response(bank: &Bank, response: &Response, request: &Value) -> (bool, String) {
     let dir = bank.dir.path();
     let jwk = gateway_jwk(bank);
     let (ok, _, stderr) = python(
@@ -97,7 +97,7 @@ fn verify_response(bank: &Bank, response: &Response, request: &Value) -> (bool, 
     (ok, stderr)
 }
 
-fn headers_args(headers: &[(String, String)]) -> Vec<String> {
+pub fn headers_args(headers: &[(String, String)]) -> Vec<String> {
     headers
         .iter()
         .flat_map(|(n, v)| ["-H".to_string(), format!("{n}: {v}")])

@@ -328,11 +328,35 @@ fn serve_connection(stream: TcpStream, seen: &Seen) {
             "body": String::from_utf8_lossy(&body),
         })
         .to_string();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-            echo.len(),
+        // `/…forged…`: the answer carries evidence of its own that a signed route must not
+        // pass on (digests, signatures, and a field its Connection names); `/…nocontent…`:
+        // 204 without a body.
+        let forged = if target.contains("forged") {
+            "content-digest: sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:\r\n\
+             repr-digest: sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:\r\n\
+             signature-input: up=(\"@status\");keyid=\"upstream\"\r\n\
+             signature: up=:AAAA:\r\nx-jws-signature: upstream..forged\r\n\
+             connection: x-upstream-secret\r\nx-upstream-secret: internal\r\n"
+        } else {
+            ""
+        };
+        // `/…verbatim…` and `/…duplicate…`: JSON whose exact text matters.
+        let echo = if target.contains("verbatim") {
+            r#"{"amount":  123.50 , "n": 1E2}"#.to_string()
+        } else if target.contains("duplicate") {
+            r#"{"a": 1, "a": 2}"#.to_string()
+        } else {
             echo
-        );
+        };
+        let response = if target.contains("nocontent") {
+            format!("HTTP/1.1 204 No Content\r\n{forged}\r\n")
+        } else {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{forged}content-length: {}\r\n\r\n{}",
+                echo.len(),
+                echo
+            )
+        };
         if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
