@@ -131,7 +131,7 @@ fn run() -> Result<(), String> {
         };
         let (passed, total) = demo.walk_through().await?;
         if let Some(path) = &generated.audit {
-            match fapigate::signing::audit::verify(path) {
+            match fapigate::audit::chain::verify(path, &Default::default()).map(|v| v.records) {
                 Ok(count) => println!(
                     "\nAudit trail {}: {count} records, hash chain intact",
                     shown(path)

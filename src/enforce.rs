@@ -2,16 +2,16 @@
 //! architecture: route, credential, token, binding (from the head), then the body's checks,
 //! request signature and authorization at the moment of the decision.
 
+use crate::audit::AuditTrail;
 use crate::binding::{Binder, Bound, LocalState};
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
 use crate::policy::authorize::{authorize, Denial, RequestView};
 use crate::policy::routes::{AuthMode, Route};
-use crate::policy::{FsyncPolicy, StateBackend};
+use crate::policy::StateBackend;
 use crate::policy::{Policy, RouteMatch};
 use crate::reject::Rejection;
 use crate::request::RequestFacts;
-use crate::signing::audit::AuditLog;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::{verify_request, SignedRequest, VerifiedSignature};
 use crate::signing::signer::ResponseSigner;
@@ -35,7 +35,7 @@ pub struct Engine {
     /// Keys of clients that sign requests, by client_id.
     pub clients: HashMap<String, Arc<KeySet>>,
     pub signer: Option<ResponseSigner>,
-    pub audit: Option<AuditLog>,
+    pub audit: Option<Arc<AuditTrail>>,
     /// Shared state for `[state] backend = "redis"`.
     pub redis: Option<Arc<Redis>>,
     /// The RFC 9728 protected resource metadata document.
@@ -67,10 +67,14 @@ impl Engine {
             .as_ref()
             .map(ResponseSigner::new)
             .transpose()?;
-        let audit = policy
-            .audit
-            .as_ref()
-            .map(|a| AuditLog::new(&a.path, a.fsync == FsyncPolicy::EveryRecord));
+        let audit = match &policy.audit {
+            Some(audit) => local.audit.trail_for(
+                audit,
+                signer.as_ref().map(ResponseSigner::checkpoint_key),
+                &metrics,
+            )?,
+            None => None,
+        };
         let resource_metadata = resource_metadata(&policy).to_string();
         let series = policy
             .routes

@@ -6,6 +6,7 @@
 //! the lifecycle (reload, drain).
 
 pub mod admin;
+pub mod audit;
 pub mod binding;
 pub mod clock;
 pub mod config;

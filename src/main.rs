@@ -41,8 +41,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of an audit file; exit 1 naming the first broken line.
-    Verify { file: PathBuf },
+    /// Check the hash chain of an audit file (and, given them, every line's MAC, every
+    /// checkpoint's signature and an exported head); exit 1 naming the first bad line.
+    Verify {
+        file: PathBuf,
+        /// The `audit.key_file`: every line's HMAC is checked.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The gateway's published JWKS: every checkpoint's signature is checked.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// A head logged by an `audit checkpoint` line: the file must still contain it.
+        #[arg(long)]
+        head: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,7 +68,7 @@ fn main() -> ExitCode {
                 match fapigate::telemetry::Metrics::new()
                     .map_err(|e| e.to_string())
                     .and_then(|m| {
-                        let local = fapigate::binding::LocalState::new(&policy)?;
+                        let local = fapigate::binding::LocalState::for_check(&policy)?;
                         fapigate::enforce::Engine::new(policy, std::sync::Arc::new(m), &local)
                     }) {
                     Ok(_) => {
@@ -95,10 +107,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => match fapigate::signing::audit::verify(&file) {
-            Ok(count) => {
-                println!("{}: ok: {count} records, chain intact", file.display());
+            command:
+                AuditCommand::Verify {
+                    file,
+                    key,
+                    jwks,
+                    head,
+                },
+        } => match verify_audit(&file, key.as_deref(), jwks.as_deref(), head.as_deref()) {
+            Ok(summary) => {
+                println!("{}: ok: {summary}", file.display());
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -146,4 +164,48 @@ fn summary(policy: &fapigate::policy::Policy) -> String {
         plural(policy.upstreams.len(), "upstream"),
         plural(policy.routes.len(), "route"),
     )
+}
+
+/// `fapigate audit verify`: the chain, and what the options name.
+fn verify_audit(
+    file: &std::path::Path,
+    key: Option<&std::path::Path>,
+    jwks: Option<&std::path::Path>,
+    head: Option<&str>,
+) -> Result<String, String> {
+    use fapigate::audit::chain;
+    let key = key.map(chain::MacKey::load).transpose()?;
+    let jwks = jwks
+        .map(|path| {
+            let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&text)
+                .map_err(|e| format!("{}: not a JWKS: {e}", path.display()))
+        })
+        .transpose()?;
+    let checks = chain::Checks {
+        key: key.as_ref(),
+        jwks: jwks.as_ref(),
+        head,
+    };
+    let verified = chain::verify(file, &checks)?;
+    Ok(format!(
+        "{} records ({} checkpoints), chain intact; MACs {}, checkpoint signatures {}{}",
+        verified.records,
+        verified.checkpoints,
+        if key.is_some() {
+            "verified"
+        } else {
+            "not checked (no --key)"
+        },
+        if jwks.is_some() {
+            "verified"
+        } else {
+            "not checked (no --jwks)"
+        },
+        if head.is_some() {
+            ", exported head present"
+        } else {
+            ""
+        },
+    ))
 }

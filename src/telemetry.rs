@@ -3,8 +3,8 @@
 //! secret: only short hashes and the interaction id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub audit_records: IntCounter,
+    pub audit_checkpoints: IntCounter,
     pub ready: IntGauge,
     pub token_validations: IntCounterVec,
     pub token_cache: IntCounterVec,
@@ -70,6 +72,14 @@ impl Metrics {
                 "Configuration reloads, by result",
             ),
             &["result"],
+        )?;
+        let audit_records = IntCounter::new(
+            "fapigate_audit_records_total",
+            "Signed exchanges written to the audit trail",
+        )?;
+        let audit_checkpoints = IntCounter::new(
+            "fapigate_audit_checkpoints_total",
+            "Signed checkpoints written to the audit trail (each logs the head to hold)",
         )?;
         let ready = IntGauge::new(
             "fapigate_ready",
@@ -133,6 +143,8 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(audit_records.clone()))?;
+        registry.register(Box::new(audit_checkpoints.clone()))?;
         registry.register(Box::new(ready.clone()))?;
         Ok(Metrics {
             registry,
@@ -141,6 +153,8 @@ impl Metrics {
             upstream_duration,
             rejections,
             reloads,
+            audit_records,
+            audit_checkpoints,
             ready,
             token_validations,
             token_cache,

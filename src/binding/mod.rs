@@ -37,6 +37,8 @@ pub struct LocalState {
     window: Duration,
     capacity: u64,
     per_key: u64,
+    /// The audit trail, one writer per file for the process's life.
+    pub audit: crate::audit::Trails,
 }
 
 impl LocalState {
@@ -53,7 +55,17 @@ impl LocalState {
             window,
             capacity,
             per_key,
+            audit: crate::audit::Trails::default(),
         }))
+    }
+
+    /// For `fapigate check`: the same, but no audit file is opened or locked (a running
+    /// gateway holds it).
+    pub fn for_check(policy: &Policy) -> Result<Arc<LocalState>, String> {
+        let mut local =
+            Arc::into_inner(LocalState::new(policy)?).ok_or("the local state is shared already")?;
+        local.audit = crate::audit::Trails::dry();
+        Ok(Arc::new(local))
     }
 }
 

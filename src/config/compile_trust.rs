@@ -340,7 +340,55 @@ pub(super) fn audit(audit: &model::Audit, base: &Path, errors: &mut Errors) -> O
             return None;
         }
     };
-    Some(AuditPolicy { path, fsync })
+    let key_file = audit.key_file.as_ref().and_then(|p| {
+        let path = files::resolve(base, p);
+        errors
+            .check("audit.key_file", files::read_key_material(&path, 32))
+            .map(|()| path)
+    });
+    let checkpoint_every = audit.checkpoint_every.unwrap_or(1000);
+    if checkpoint_every == 0 {
+        errors.add("audit.checkpoint_every", "must be at least 1");
+    }
+    let checkpoint_interval = duration(
+        errors,
+        "audit.checkpoint_interval",
+        audit.checkpoint_interval.as_ref(),
+        "60s",
+    );
+    if checkpoint_interval.is_zero() {
+        errors.add("audit.checkpoint_interval", "must be more than 0s");
+    }
+    let queue = audit.queue.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&queue) {
+        errors.add("audit.queue", "must be 1 to 1000000");
+    }
+    let wait_max = duration(errors, "audit.wait_max", audit.wait_max.as_ref(), "1s");
+    let on_full = match audit.on_full.as_deref().unwrap_or("wait") {
+        "wait" => OnFull::Wait(wait_max),
+        "refuse" => {
+            if audit.wait_max.is_some() {
+                errors.add("audit.wait_max", "is used only with on_full = \"wait\"");
+            }
+            OnFull::Refuse
+        }
+        other => {
+            errors.add(
+                "audit.on_full",
+                format!("\"{other}\" is not one of \"wait\", \"refuse\""),
+            );
+            OnFull::Refuse
+        }
+    };
+    Some(AuditPolicy {
+        path,
+        fsync,
+        key_file,
+        checkpoint_every,
+        checkpoint_interval,
+        queue: queue as usize,
+        on_full,
+    })
 }
 
 pub(super) fn clients(

@@ -391,6 +391,45 @@ mod tests {
     }
 
     #[test]
+    fn ms2_priv_audit_settings_name_their_key() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "too short\n").unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let audit = |extra: &str| {
+            format!(
+                "{POLICY}\n[audit]\npath = \"{}\"\n{extra}",
+                dir.path().join("audit.jsonl").display()
+            )
+        };
+        let error = |extra: &str, key: &str| error_of(&audit(extra), fixture_dir(), key);
+        assert!(load_str(&audit("on_full = \"refuse\"\nqueue = 8"), fixture_dir()).is_ok());
+        assert_eq!(
+            error("on_full = \"drop\"", "audit.on_full").as_deref(),
+            Some("\"drop\" is not one of \"wait\", \"refuse\"")
+        );
+        assert_eq!(
+            error("on_full = \"refuse\"\nwait_max = \"2s\"", "audit.wait_max").as_deref(),
+            Some("is used only with on_full = \"wait\"")
+        );
+        assert!(error(
+            &format!("key_file = \"{}\"", short.display()),
+            "audit.key_file"
+        )
+        .is_some());
+        assert_eq!(
+            error("checkpoint_every = 0", "audit.checkpoint_every").as_deref(),
+            Some("must be at least 1")
+        );
+        assert_eq!(
+            error("queue = 0", "audit.queue").as_deref(),
+            Some("must be 1 to 1000000")
+        );
+    }
+
+    #[test]
     fn lines_are_found_inside_arrays_of_tables() {
         let source = "[a]\nx = 1\n\n[[route]]\nid = \"one\"\n\n[[route]]\nid = \"two\"\nupstream = \"nope\"\n";
         let locator = Locator::new(source);

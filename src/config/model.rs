@@ -220,6 +220,14 @@ pub struct PublishedKey {
 pub struct Audit {
     pub path: String,
     pub fsync: Option<String>,
+    /// The HMAC-SHA-256 key of every line (at least 32 bytes).
+    pub key_file: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval: Option<String>,
+    pub queue: Option<u64>,
+    /// `"wait"` (up to `wait_max`) or `"refuse"`.
+    pub on_full: Option<String>,
+    pub wait_max: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

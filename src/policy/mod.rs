@@ -344,6 +344,23 @@ pub enum FsyncPolicy {
 pub struct AuditPolicy {
     pub path: PathBuf,
     pub fsync: FsyncPolicy,
+    /// The HMAC key of every line (`audit.key_file`).
+    pub key_file: Option<PathBuf>,
+    /// A signed checkpoint after this many records, or this long after the last one.
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// Records waiting for the writer, at most.
+    pub queue: usize,
+    pub on_full: OnFull,
+}
+
+/// What a signed request does when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Waits for a place this long at most, then 503.
+    Wait(Duration),
+    /// 503 at once.
+    Refuse,
 }
 
 #[derive(Debug)]

@@ -6,10 +6,10 @@
 //! timeout.
 
 use super::{add_dpop_nonce, headers, peer_for, stamp, RequestContext};
+use crate::audit::Record;
 use crate::enforce::Engine;
 use crate::policy::routes::Route;
 use crate::reject::Rejection;
-use crate::signing::audit::Record;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::RequestBinding;
 use bytes::Bytes;
@@ -82,6 +82,15 @@ pub async fn exchange(
     // RFC 9110 §9.2.2: only an idempotent request is sent again, and only when a pooled
     // connection failed before any of the answer arrived (a payment is never made twice).
     let idempotent = session.req_header().method.is_idempotent();
+    // A place for the record before the upstream acts: a full trail refuses now (503), never
+    // after a payment was made.
+    let slot = match &engine.audit {
+        Some(audit) => Some(audit.reserve().await.map_err(|error| {
+            tracing::error!(%error, route = %route.id, "signed request refused: the audit trail cannot take it");
+            Rejection::EvidenceUnavailable
+        })?),
+        None => None,
+    };
     let mut answer = None;
     for attempt in 0..2 {
         let request = build(session);
@@ -146,7 +155,7 @@ pub async fn exchange(
             tracing::error!(%error, route = %route.id, "response signing failed");
             Rejection::from(error)
         })?;
-    if let Some(audit) = &engine.audit {
+    if let Some(slot) = slot {
         let sent_digest = crate::signing::digest::content_digest(&body);
         let record = Record {
             time: now,
@@ -163,10 +172,12 @@ pub async fn exchange(
             response_signature: text("signature", &headers)
                 .or_else(|| text("x-jws-signature", &headers)),
         };
-        // The upstream has already acted (a payment may be made): the response goes out
-        // even if the evidence cannot be written, and the failure is loud.
-        if let Err(error) = audit.append(&record) {
-            tracing::error!(%error, "audit record could not be written");
+        // The upstream has acted, but a signed response never leaves without its record:
+        // the client gets 503 and the failure is loud.
+        if let Err(error) = slot.record(&record).await {
+            tracing::error!(%error, route = %route.id, interaction_id = record.interaction_id,
+                "signed response withheld: its audit record was not written");
+            return Err(Rejection::EvidenceUnavailable);
         }
     }
     let no_body = bodiless(is_head, status.as_u16());

@@ -24,6 +24,13 @@ fn jws(
     Ok((signing_input, b64url(&signature)))
 }
 
+/// A compact JWS of `payload` (the audit trail's checkpoints).
+pub fn compact(key: &SigningKey, alg: &str, payload: &[u8]) -> Result<String, SignError> {
+    let header = serde_json::json!({"alg": alg, "kid": key.key_id, "typ": "JWT"});
+    let (signing_input, signature) = jws(key, alg, header, payload)?;
+    Ok(format!("{signing_input}.{signature}"))
+}
+
 /// UKOB-1/2: `header..signature` over the exact body, payload base64url-encoded in the
 /// signing input (no `b64` header, OBIE v3.1.4 and later).
 pub fn detached(

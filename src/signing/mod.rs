@@ -2,7 +2,6 @@
 //! HTTP Signatures profile), the UK and Brazil response formats, the gateway's keys, and the
 //! audit trail. Pure functions over bytes and headers; the proxy feeds them.
 
-pub mod audit;
 pub mod base;
 pub mod digest;
 pub mod httpsig;

@@ -33,7 +33,7 @@ impl std::fmt::Display for SignError {
 }
 
 pub struct ResponseSigner {
-    active: SigningKey,
+    active: std::sync::Arc<SigningKey>,
     alg: String,
     pub default_format: ResponseFormat,
     pub max_body: u64,
@@ -68,7 +68,7 @@ impl ResponseSigner {
         }
         let jwks = serde_json::json!({ "keys": keys }).to_string();
         Ok(ResponseSigner {
-            active,
+            active: std::sync::Arc::new(active),
             alg: policy.alg.clone(),
             default_format: policy.format,
             max_body: policy.max_body,
@@ -77,6 +77,14 @@ impl ResponseSigner {
             trust_anchor: policy.trust_anchor.clone(),
             jwks,
         })
+    }
+
+    /// The active key, for the audit trail's checkpoints.
+    pub fn checkpoint_key(&self) -> crate::audit::CheckpointKey {
+        crate::audit::CheckpointKey {
+            key: self.active.clone(),
+            alg: jose_alg(&self.active, &self.alg),
+        }
     }
 
     /// The public JWKS served at `jwks_path` (and printed by `fapigate jwks`).

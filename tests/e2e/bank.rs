@@ -48,6 +48,8 @@ pub struct Options {
     pub state_extra: String,
     /// `[issuer.introspection] token_prefix`.
     pub token_prefix: Option<&'static str>,
+    /// More lines of the `[audit]` table (with `signing`); `keys/audit.key` is a 32-byte key.
+    pub audit_extra: &'static str,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             replay_entries_per_key: None,
             state_extra: String::new(),
             token_prefix: None,
+            audit_extra: "",
         }
     }
 }
@@ -306,6 +309,10 @@ timeout = "2s"
             let keys = dir.path().join("keys");
             std::fs::create_dir_all(&keys).unwrap();
             std::fs::create_dir_all(dir.path().join("audit")).unwrap();
+            write_private(
+                &keys.join("audit.key"),
+                "an-audit-mac-key-of-32-bytes-or-more\n",
+            );
             AuthServer::generate_keys(&keys.join("gw-set.json"), "gw");
             let jose = if options.signing_alg == "ed25519" {
                 "EdDSA"
@@ -328,10 +335,15 @@ timeout = "2s"
             .unwrap();
         }
         let extra = if options.signing {
-            let signing = SIGNING.replace(
-                "alg = \"ed25519\"",
-                &format!("alg = \"{}\"", options.signing_alg),
-            );
+            let signing = SIGNING
+                .replace(
+                    "alg = \"ed25519\"",
+                    &format!("alg = \"{}\"", options.signing_alg),
+                )
+                .replace(
+                    "fsync = \"every-record\"\n",
+                    &format!("fsync = \"every-record\"\n{}\n", options.audit_extra),
+                );
             format!("{extra}{signing}")
         } else {
             extra

@@ -2,6 +2,7 @@
 //! HTTP upstream, a real authorization server (oidc-provider, `tests/as`), curl and openssl as
 //! clients, all on 127.0.0.1. One test binary, so the gateway is built once.
 
+mod audit_trail;
 mod authorization;
 mod bank;
 mod binding;

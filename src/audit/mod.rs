@@ -1,0 +1,193 @@
+//! The audit trail of signed exchanges (MS2-PRIV): what a bank shows when a TPP disputes a
+//! payment. No bodies and no tokens: digests and signatures only.
+//!
+//! One trail per process and file, kept across reloads (requests still running on the old
+//! engine and new ones on the next append to the same chain). A signed request takes a place
+//! in the trail's bounded queue before the upstream is called, so the disk being slow turns
+//! into waiting or a 503 before anything happens, never into a response without its record;
+//! the response is released once its record is written (and synced, with
+//! `fsync = "every-record"`).
+
+pub mod chain;
+mod writer;
+
+use crate::policy::{AuditPolicy, FsyncPolicy, OnFull};
+use crate::signing::keys::SigningKey;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+pub use writer::{head_file_path, HeadFile};
+
+#[derive(serde::Serialize)]
+pub struct Record<'a> {
+    pub time: u64,
+    pub interaction_id: &'a str,
+    pub route: &'a str,
+    pub client_id: Option<&'a str>,
+    pub request_digest: Option<&'a str>,
+    pub request_signature_input: Option<&'a str>,
+    pub request_signature: Option<&'a str>,
+    pub response_status: u16,
+    pub response_digest: Option<&'a str>,
+    pub response_signature_input: Option<&'a str>,
+    pub response_signature: Option<&'a str>,
+}
+
+/// The key that signs checkpoints (the response-signing key) and its JOSE algorithm.
+#[derive(Clone)]
+pub struct CheckpointKey {
+    pub key: Arc<SigningKey>,
+    pub alg: &'static str,
+}
+
+/// Why a signed exchange cannot be recorded: its response is withheld (503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditError {
+    /// The queue stayed full (`on_full = "refuse"`, or longer than `wait_max`).
+    Full,
+    /// The record could not be written.
+    Write(String),
+}
+
+impl std::fmt::Display for AuditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditError::Full => f.write_str("the audit queue is full"),
+            AuditError::Write(e) => write!(f, "the audit record was not written: {e}"),
+        }
+    }
+}
+
+pub struct AuditTrail {
+    path: PathBuf,
+    queue: tokio::sync::mpsc::Sender<writer::Message>,
+    on_full: OnFull,
+    checkpoint_key: Arc<Mutex<Option<CheckpointKey>>>,
+    /// The settings the writer was started with, to tell a reload that changes them.
+    settings: String,
+}
+
+/// A place in the queue, held while the upstream is called.
+pub struct Slot<'a>(tokio::sync::mpsc::Permit<'a, writer::Message>);
+
+impl AuditTrail {
+    /// Takes a place in the queue: waits up to `wait_max`, or (`refuse`) not at all.
+    pub async fn reserve(&self) -> Result<Slot<'_>, AuditError> {
+        let permit = match self.on_full {
+            OnFull::Refuse => self.queue.try_reserve().map_err(|_| AuditError::Full)?,
+            OnFull::Wait(bound) => tokio::time::timeout(bound, self.queue.reserve())
+                .await
+                .map_err(|_| AuditError::Full)?
+                .map_err(|_| AuditError::Write("the audit writer stopped".into()))?,
+        };
+        Ok(Slot(permit))
+    }
+}
+
+impl Slot<'_> {
+    /// Hands the record to the writer and waits until it is written.
+    pub async fn record(self, record: &Record<'_>) -> Result<(), AuditError> {
+        let fields = match serde_json::to_value(record) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => return Err(AuditError::Write("the record is not a JSON object".into())),
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.0.send(writer::Message::Record { fields, done });
+        match written.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(AuditError::Write(error)),
+            Err(_) => Err(AuditError::Write("the audit writer stopped".into())),
+        }
+    }
+}
+
+/// The process's trails: the one for a file is made once and handed to every engine after.
+#[derive(Default)]
+pub struct Trails {
+    current: Mutex<Option<Arc<AuditTrail>>>,
+    /// `fapigate check`: the settings are checked, no file is opened or locked.
+    dry: bool,
+}
+
+impl Trails {
+    pub fn dry() -> Trails {
+        Trails {
+            current: Mutex::new(None),
+            dry: true,
+        }
+    }
+
+    /// The trail for `policy`: the running one when it writes the same file (its checkpoint
+    /// key follows the reload), otherwise a new writer. `None` for a dry run.
+    pub fn trail_for(
+        &self,
+        policy: &AuditPolicy,
+        checkpoint_key: Option<CheckpointKey>,
+        metrics: &crate::telemetry::Metrics,
+    ) -> Result<Option<Arc<AuditTrail>>, String> {
+        let key = policy
+            .key_file
+            .as_ref()
+            .map(|path| chain::MacKey::load(path))
+            .transpose()?;
+        if self.dry {
+            return Ok(None);
+        }
+        let settings = format!("{policy:?}");
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(trail) = current.as_ref().filter(|t| t.path == policy.path) {
+            if trail.settings != settings {
+                tracing::warn!(
+                    "audit settings changed: the running writer of {} keeps its own until a \
+                     restart (one chain per file)",
+                    policy.path.display()
+                );
+            }
+            *trail
+                .checkpoint_key
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = checkpoint_key;
+            return Ok(Some(trail.clone()));
+        }
+        let shared_key = Arc::new(Mutex::new(checkpoint_key));
+        let writer = writer::Writer::open(writer::Settings {
+            path: policy.path.clone(),
+            fsync_every_batch: policy.fsync == FsyncPolicy::EveryRecord,
+            key,
+            checkpoint_every: policy.checkpoint_every,
+            checkpoint_interval: policy.checkpoint_interval,
+            checkpoint_key: shared_key.clone(),
+            records: metrics.audit_records.clone(),
+            checkpoints: metrics.audit_checkpoints.clone(),
+        })?;
+        let (queue, receiver) = tokio::sync::mpsc::channel(policy.queue);
+        std::thread::Builder::new()
+            .name("fapigate-audit".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| format!("audit writer: {e}"))?;
+        spawn_ticker(queue.downgrade(), policy.checkpoint_interval);
+        let trail = Arc::new(AuditTrail {
+            path: policy.path.clone(),
+            queue,
+            on_full: policy.on_full,
+            checkpoint_key: shared_key,
+            settings,
+        });
+        *current = Some(trail.clone());
+        Ok(Some(trail))
+    }
+}
+
+/// Wakes the writer now and then so that a checkpoint is written on time when traffic stops;
+/// ends with the trail.
+fn spawn_ticker(queue: tokio::sync::mpsc::WeakSender<writer::Message>, interval: Duration) {
+    let every = interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let _ = std::thread::Builder::new()
+        .name("fapigate-audit-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(queue) = queue.upgrade() else { return };
+            // A full queue will be written (and checked for a checkpoint) anyway.
+            let _ = queue.try_send(writer::Message::Tick);
+        });
+}

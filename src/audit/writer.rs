@@ -1,0 +1,288 @@
+//! The one writer of an audit file: a thread of its own that takes records from a bounded
+//! queue, appends them in batches (one `fsync` per batch with `fsync = "every-record"`, before
+//! any of the batch's requests is answered), writes a signed checkpoint every N records or T
+//! seconds, and keeps `<file>.head` (its last line's number and hash) so that a start-up needs
+//! no scan and a file cut short is found. The file is locked: a second process cannot write it.
+
+use super::chain::{self, MacKey, GENESIS};
+use super::CheckpointKey;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(super) enum Message {
+    Record {
+        fields: serde_json::Map<String, serde_json::Value>,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Time passed: a checkpoint may be due.
+    Tick,
+}
+
+/// The most records written in one batch (one write, one fsync).
+const BATCH: usize = 256;
+/// The head file's fixed size: it is rewritten in place, never truncated.
+const HEAD_BYTES: usize = 160;
+
+pub fn head_file_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+/// `<file>.head`: the number and hash of the file's last line, and the file's length then.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeadFile {
+    pub seq: u64,
+    pub head: String,
+    pub len: u64,
+}
+
+impl HeadFile {
+    pub fn read(path: &Path) -> Option<HeadFile> {
+        let text = std::fs::read_to_string(head_file_path(path)).ok()?;
+        let value: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+        Some(HeadFile {
+            seq: value.get("seq")?.as_u64()?,
+            head: value.get("head")?.as_str()?.to_string(),
+            len: value.get("len")?.as_u64()?,
+        })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut text =
+            serde_json::json!({"seq": self.seq, "head": self.head, "len": self.len}).to_string();
+        while text.len() < HEAD_BYTES - 1 {
+            text.push(' ');
+        }
+        text.push('\n');
+        text.into_bytes()
+    }
+}
+
+pub(super) struct Settings {
+    pub path: PathBuf,
+    pub fsync_every_batch: bool,
+    pub key: Option<MacKey>,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_key: Arc<Mutex<Option<CheckpointKey>>>,
+    pub records: prometheus::IntCounter,
+    pub checkpoints: prometheus::IntCounter,
+}
+
+pub(super) struct Writer {
+    settings: Settings,
+    file: std::fs::File,
+    head_file: std::fs::File,
+    seq: u64,
+    prev: String,
+    len: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    /// Opens and locks the file and finds where the chain goes on (from the head file, or by
+    /// reading the file once when there is none).
+    pub fn open(settings: Settings) -> Result<Writer, String> {
+        let path = &settings.path;
+        let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(at)?;
+        lock(&file).map_err(|e| format!("audit.path ({}): {e}", path.display()))?;
+        let len = file.metadata().map_err(at)?.len();
+        let (seq, prev) = match HeadFile::read(path) {
+            Some(head) => {
+                if head.len != len {
+                    // Going on from the recorded head keeps the damage visible: the next
+                    // line's `prev` will not match what is now the last line.
+                    tracing::error!(
+                        file = %path.display(),
+                        recorded = head.len,
+                        found = len,
+                        "the audit file changed since this gateway last wrote it (cut short or \
+                         written by someone else): `fapigate audit verify` will name the line"
+                    );
+                }
+                (head.seq, head.head)
+            }
+            None => scan(path)?,
+        };
+        let head_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(head_file_path(path))
+            .map_err(at)?;
+        Ok(Writer {
+            settings,
+            file,
+            head_file,
+            seq,
+            prev,
+            len,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+        })
+    }
+
+    /// Runs until every sender is gone, then writes a last checkpoint.
+    pub fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Message>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+        }
+        if self.since_checkpoint > 0 {
+            let mut buffer = Vec::new();
+            self.checkpoint(&mut buffer);
+            if let Err(error) = self.commit(&buffer, true) {
+                tracing::error!(%error, "the last audit checkpoint could not be written");
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Message>) {
+        let mut buffer = Vec::with_capacity(batch.len() * 512);
+        let mut waiting = Vec::with_capacity(batch.len());
+        let (seq, prev) = (self.seq, self.prev.clone());
+        for message in batch {
+            if let Message::Record { fields, done } = message {
+                self.append(&mut buffer, fields);
+                self.since_checkpoint += 1;
+                waiting.push(done);
+            }
+        }
+        let due = self.since_checkpoint >= self.settings.checkpoint_every
+            || (self.since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
+        if due {
+            self.checkpoint(&mut buffer);
+        }
+        if buffer.is_empty() {
+            return;
+        }
+        let outcome = self.commit(&buffer, self.settings.fsync_every_batch || due);
+        if outcome.is_err() {
+            // Nothing of the batch counts as written: the next one goes on from before it.
+            (self.seq, self.prev) = (seq, prev);
+        }
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "audit records could not be written");
+        } else {
+            self.settings.records.inc_by(waiting.len() as u64);
+        }
+        for done in waiting {
+            let _ = done.send(outcome.clone());
+        }
+    }
+
+    fn append(&mut self, buffer: &mut Vec<u8>, fields: serde_json::Map<String, serde_json::Value>) {
+        self.seq += 1;
+        let line = chain::seal(fields, self.seq, &self.prev, self.settings.key.as_ref());
+        self.prev = chain::hash_line(&line);
+        buffer.extend_from_slice(line.as_bytes());
+        buffer.push(b'\n');
+    }
+
+    /// A checkpoint line attesting every line before it, signed when a key is set; its hash
+    /// is logged so that a system outside this machine can hold it.
+    fn checkpoint(&mut self, buffer: &mut Vec<u8>) {
+        let time = crate::clock::unix_seconds();
+        let (count, head) = (self.seq, self.prev.clone());
+        let payload = chain::checkpoint_payload(count, &head, time);
+        let mut fields = serde_json::Map::new();
+        fields.insert("time".into(), time.into());
+        fields.insert(
+            "checkpoint".into(),
+            serde_json::json!({"count": count, "head": head}),
+        );
+        let signer = self
+            .settings
+            .checkpoint_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(signer) = signer {
+            match crate::signing::jws::compact(
+                &signer.key,
+                signer.alg,
+                payload.to_string().as_bytes(),
+            ) {
+                Ok(jws) => {
+                    fields.insert("jws".into(), jws.into());
+                }
+                Err(error) => tracing::error!(%error, "the audit checkpoint could not be signed"),
+            }
+        }
+        self.append(buffer, fields);
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.settings.checkpoints.inc();
+        tracing::info!(
+            audit_file = %self.settings.path.display(),
+            audit_seq = self.seq,
+            audit_head = %self.prev,
+            "audit checkpoint"
+        );
+    }
+
+    fn commit(&mut self, buffer: &[u8], sync: bool) -> Result<(), String> {
+        let at = |e: std::io::Error| format!("{}: {e}", self.settings.path.display());
+        self.file.write_all(buffer).map_err(at)?;
+        if sync {
+            self.file.sync_data().map_err(at)?;
+        }
+        self.len += buffer.len() as u64;
+        let head = HeadFile {
+            seq: self.seq,
+            head: self.prev.clone(),
+            len: self.len,
+        };
+        // The head is a hint for the next start and for `verify`; a failure to keep it is
+        // logged, not a lost record.
+        if let Err(error) = self.head_file.write_all_at(&head.bytes(), 0) {
+            tracing::warn!(%error, "the audit head file could not be written");
+        }
+        Ok(())
+    }
+}
+
+/// The line count and last line's hash of a file written before head files existed.
+fn scan(path: &Path) -> Result<(u64, String), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut count = 0;
+    let mut prev = GENESIS.to_string();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        if line.is_empty() {
+            continue;
+        }
+        count += 1;
+        prev = chain::hash_line(&line);
+    }
+    Ok((count, prev))
+}
+
+fn lock(file: &std::fs::File) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows; no memory is passed.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err("the file is in use by another fapigate process (one writer per audit file)".into())
+    }
+}
