@@ -44,7 +44,9 @@ enum AuditCommand {
     /// Check the hash chain of an audit file (and, given them, every line's MAC, every
     /// checkpoint's signature and an exported head); exit 1 naming the first bad line.
     Verify {
-        file: PathBuf,
+        /// The files of one chain, oldest first (rotated files, then the current one).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// The `audit.key_file`: every line's HMAC is checked.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -109,18 +111,19 @@ fn main() -> ExitCode {
         Command::Audit {
             command:
                 AuditCommand::Verify {
-                    file,
+                    files,
                     key,
                     jwks,
                     head,
                 },
-        } => match verify_audit(&file, key.as_deref(), jwks.as_deref(), head.as_deref()) {
+        } => match verify_audit(&files, key.as_deref(), jwks.as_deref(), head.as_deref()) {
             Ok(summary) => {
-                println!("{}: ok: {summary}", file.display());
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("{}: ok: {summary}", names.join(", "));
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!("{}: {error}", file.display());
+                eprintln!("{error}");
                 ExitCode::FAILURE
             }
         },
@@ -168,7 +171,7 @@ fn summary(policy: &fapigate::policy::Policy) -> String {
 
 /// `fapigate audit verify`: the chain, and what the options name.
 fn verify_audit(
-    file: &std::path::Path,
+    files: &[PathBuf],
     key: Option<&std::path::Path>,
     jwks: Option<&std::path::Path>,
     head: Option<&str>,
@@ -187,7 +190,8 @@ fn verify_audit(
         jwks: jwks.as_ref(),
         head,
     };
-    let verified = chain::verify(file, &checks)?;
+    let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let verified = chain::verify_files(&files, &checks)?;
     Ok(format!(
         "{} records ({} checkpoints), chain intact; MACs {}, checkpoint signatures {}{}",
         verified.records,

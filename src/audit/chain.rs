@@ -100,12 +100,51 @@ pub struct Verified {
     pub checkpoints: u64,
 }
 
-/// Checks the whole chain, and whatever `checks` asks; on failure names the first bad line
-/// (1-based). A `<file>.head` beside the file (the writer's record of its last line) must
-/// match the file's end, or lines were removed from it.
+/// Checks the whole chain of one file, and whatever `checks` asks (see [`verify_files`]).
 pub fn verify(path: &Path, checks: &Checks<'_>) -> Result<Verified, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut expected = GENESIS.to_string();
+    verify_files(&[path], checks)
+}
+
+/// Checks the chain through `paths`, oldest first (rotated files, then the current one):
+/// each file's first line must link to the last line of the file before it. On failure names
+/// the file and its first bad line (1-based). A `<file>.head` beside a file (its writer's
+/// record of the last line) must match the file's end, or lines were removed from it.
+pub fn verify_files(paths: &[&Path], checks: &Checks<'_>) -> Result<Verified, String> {
+    let mut total = Verified {
+        records: 0,
+        checkpoints: 0,
+    };
+    let mut last: Option<String> = None;
+    let mut exported_seen = false;
+    for path in paths {
+        let (verified, end, seen) = verify_one(path, checks, last.as_deref())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        total.records += verified.records;
+        total.checkpoints += verified.checkpoints;
+        exported_seen |= seen;
+        last = Some(end);
+    }
+    if let Some(head) = checks.head {
+        if !exported_seen {
+            return Err(format!(
+                "the exported head {head} is not in the file: lines were removed from its end \
+                 or it was rewritten"
+            ));
+        }
+    }
+    Ok(total)
+}
+
+/// One file: what it holds, its last line's hash, and whether the exported head is in it.
+/// `start` is the previous file's last hash; without one, a first line that says it follows
+/// a rotated file is taken at its word.
+fn verify_one(
+    path: &Path,
+    checks: &Checks<'_>,
+    start: Option<&str>,
+) -> Result<(Verified, String, bool), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut expected = start.unwrap_or(GENESIS).to_string();
     let mut verified = Verified {
         records: 0,
         checkpoints: 0,
@@ -116,6 +155,18 @@ pub fn verify(path: &Path, checks: &Checks<'_>) -> Result<Verified, String> {
         let at = |what: &str| format!("line {number}: {what}");
         let line = line.map_err(|e| at(&e.to_string()))?;
         let value: serde_json::Value = serde_json::from_str(&line).map_err(|_| at("not JSON"))?;
+        let link = value
+            .get("rotated_from")
+            .and_then(|r| r.get("head"))
+            .and_then(|h| h.as_str());
+        if number == 1 && start.is_none() {
+            if let Some(link) = link {
+                expected = link.to_string();
+            }
+        }
+        if link.is_some_and(|l| l != expected) || (link.is_some() && number != 1) {
+            return Err(at("its link to the rotated file before it is wrong"));
+        }
         if value.get("prev").and_then(|p| p.as_str()) != Some(expected.as_str()) {
             return Err(at(
                 "the chain is broken (a line before it was edited, removed or reordered)",
@@ -156,14 +207,6 @@ pub fn verify(path: &Path, checks: &Checks<'_>) -> Result<Verified, String> {
         exported_seen |= checks.head == Some(expected.as_str());
         verified.records = number;
     }
-    if let Some(head) = checks.head {
-        if !exported_seen {
-            return Err(format!(
-                "the exported head {head} is not in the file: lines were removed from its end \
-                 or it was rewritten"
-            ));
-        }
-    }
     if let Some(recorded) = super::writer::HeadFile::read(path) {
         if recorded.seq != verified.records || recorded.head != expected {
             return Err(format!(
@@ -175,7 +218,7 @@ pub fn verify(path: &Path, checks: &Checks<'_>) -> Result<Verified, String> {
             ));
         }
     }
-    Ok(verified)
+    Ok((verified, expected, exported_seen))
 }
 
 /// The payload of a checkpoint's JWS, once its signature verifies with a key of `jwks`.
@@ -230,14 +273,14 @@ mod tests {
         std::fs::write(&path, edited).unwrap();
         assert!(verify(&path, &Checks::default())
             .unwrap_err()
-            .starts_with("line 3:"));
+            .contains("audit.jsonl: line 3:"));
 
         let mut deleted = lines.clone();
         deleted.remove(1);
         std::fs::write(&path, deleted.join("\n") + "\n").unwrap();
         assert!(verify(&path, &Checks::default())
             .unwrap_err()
-            .starts_with("line 2:"));
+            .contains("audit.jsonl: line 2:"));
 
         let mut reordered = lines.clone();
         reordered.swap(2, 3);
@@ -262,12 +305,40 @@ mod tests {
             verify(&path, &Checks::default()).is_ok(),
             "the chain alone holds"
         );
-        assert_eq!(
-            verify(&path, &checks).unwrap_err(),
-            "line 1: its MAC does not verify (the line was written without the key)"
-        );
+        assert!(verify(&path, &checks)
+            .unwrap_err()
+            .ends_with("line 1: its MAC does not verify (the line was written without the key)"));
         write(&path, None, 3);
-        assert_eq!(verify(&path, &checks).unwrap_err(), "line 1: has no MAC");
+        assert!(verify(&path, &checks)
+            .unwrap_err()
+            .ends_with("line 1: has no MAC"));
+    }
+
+    #[test]
+    fn ms2_priv_rotated_files_verify_as_one_chain_and_a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        let lines = write(&old, None, 3);
+        let mut rotated = fields(9);
+        rotated.insert(
+            "rotated_from".into(),
+            serde_json::json!({"file": "a.jsonl", "seq": 3, "head": hash_line(&lines[2])}),
+        );
+        let first = seal(rotated, 1, &hash_line(&lines[2]), None);
+        let second = seal(fields(10), 2, &hash_line(&first), None);
+        std::fs::write(&new, format!("{first}\n{second}\n")).unwrap();
+        let both = verify_files(&[&old, &new], &Checks::default()).unwrap();
+        assert_eq!(both.records, 5);
+        // Alone, the new file is taken at its word about the file before it.
+        assert!(verify(&new, &Checks::default()).is_ok());
+        // Out of order, or with a file missing in between: the link is named.
+        let third = dir.path().join("c.jsonl");
+        write(&third, None, 2);
+        let error = verify_files(&[&third, &new], &Checks::default()).unwrap_err();
+        assert!(
+            error.ends_with("b.jsonl: line 1: its link to the rotated file before it is wrong"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -157,6 +157,8 @@ impl Trails {
             checkpoint_every: policy.checkpoint_every,
             checkpoint_interval: policy.checkpoint_interval,
             checkpoint_key: shared_key.clone(),
+            rotate_size: policy.rotate_size,
+            rotate_daily: policy.rotate_daily,
             records: metrics.audit_records.clone(),
             checkpoints: metrics.audit_checkpoints.clone(),
         })?;

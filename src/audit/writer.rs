@@ -69,6 +69,8 @@ pub(super) struct Settings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub checkpoint_key: Arc<Mutex<Option<CheckpointKey>>>,
+    pub rotate_size: Option<u64>,
+    pub rotate_daily: bool,
     pub records: prometheus::IntCounter,
     pub checkpoints: prometheus::IntCounter,
 }
@@ -82,6 +84,12 @@ pub(super) struct Writer {
     len: u64,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The UTC day the current file was opened.
+    day: u64,
+}
+
+fn utc_day() -> u64 {
+    crate::clock::unix_seconds() / 86_400
 }
 
 impl Writer {
@@ -90,13 +98,7 @@ impl Writer {
     pub fn open(settings: Settings) -> Result<Writer, String> {
         let path = &settings.path;
         let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(at)?;
-        lock(&file).map_err(|e| format!("audit.path ({}): {e}", path.display()))?;
+        let (file, head_file) = open_files(path)?;
         let len = file.metadata().map_err(at)?.len();
         let (seq, prev) = match HeadFile::read(path) {
             Some(head) => {
@@ -115,13 +117,8 @@ impl Writer {
             }
             None => scan(path)?,
         };
-        let head_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(head_file_path(path))
-            .map_err(at)?;
         Ok(Writer {
+            day: utc_day(),
             settings,
             file,
             head_file,
@@ -155,6 +152,9 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: Vec<Message>) {
+        if let Err(error) = self.rotate_if_due() {
+            tracing::error!(%error, "the audit file could not be rotated; writing on to it");
+        }
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut waiting = Vec::with_capacity(batch.len());
         let (seq, prev) = (self.seq, self.prev.clone());
@@ -174,7 +174,8 @@ impl Writer {
         if buffer.is_empty() {
             return;
         }
-        let outcome = self.commit(&buffer, self.settings.fsync_every_batch || due);
+        let sync = self.settings.fsync_every_batch || due;
+        let outcome = self.commit(&buffer, sync);
         if outcome.is_err() {
             // Nothing of the batch counts as written: the next one goes on from before it.
             (self.seq, self.prev) = (seq, prev);
@@ -260,6 +261,103 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Past `rotate_size`, or on a new UTC day: the file (and its head file) is renamed with
+    /// the time, and a new file begins with a line that links to the old one's last line, so
+    /// the chain runs on across files.
+    fn rotate_if_due(&mut self) -> Result<(), String> {
+        let by_size = self.settings.rotate_size.is_some_and(|max| self.len >= max);
+        let by_day = self.settings.rotate_daily && utc_day() != self.day && self.seq > 0;
+        if !(by_size || by_day) {
+            return Ok(());
+        }
+        let mut closing = Vec::new();
+        if self.since_checkpoint > 0 {
+            self.checkpoint(&mut closing);
+        }
+        self.commit(&closing, true)?;
+        let path = self.settings.path.clone();
+        let stamp = rotation_stamp(crate::clock::unix_seconds());
+        // Never over an earlier rotated file (two rotations within one second): `-001`...
+        // sorts after the plain stamp, so the names stay in chain order.
+        let old = (0..1000)
+            .map(|n| {
+                let mut name = path.as_os_str().to_owned();
+                match n {
+                    0 => name.push(format!(".{stamp}")),
+                    n => name.push(format!(".{stamp}-{n:03}")),
+                }
+                PathBuf::from(name)
+            })
+            .find(|candidate| !candidate.exists())
+            .ok_or("no free name for the rotated audit file")?;
+        let at = |e: std::io::Error| format!("{}: {e}", path.display());
+        std::fs::rename(&path, &old).map_err(at)?;
+        std::fs::rename(head_file_path(&path), head_file_path(&old)).map_err(at)?;
+        let (file, head_file) = open_files(&path)?;
+        (self.file, self.head_file) = (file, head_file);
+        let (seq, head) = (self.seq, self.prev.clone());
+        self.seq = 0;
+        self.len = 0;
+        self.day = utc_day();
+        let mut fields = serde_json::Map::new();
+        fields.insert("time".into(), crate::clock::unix_seconds().into());
+        fields.insert(
+            "rotated_from".into(),
+            serde_json::json!({
+                "file": old.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "seq": seq,
+                "head": head,
+            }),
+        );
+        let mut opening = Vec::new();
+        self.append(&mut opening, fields);
+        self.commit(&opening, true)?;
+        tracing::info!(audit_file = %path.display(), rotated_to = %old.display(), "audit file rotated");
+        Ok(())
+    }
+}
+
+/// `YYYYmmddTHHMMSSZ` of a Unix time, for rotated file names (sortable).
+fn rotation_stamp(unix: u64) -> String {
+    let (days, seconds) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// The audit file (appended to, locked) and its head file.
+fn open_files(path: &Path) -> Result<(std::fs::File, std::fs::File), String> {
+    let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(at)?;
+    lock(&file).map_err(|e| format!("audit.path ({}): {e}", path.display()))?;
+    let head_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(head_file_path(path))
+        .map_err(at)?;
+    Ok((file, head_file))
+}
+
 /// The line count and last line's hash of a file written before head files existed.
 fn scan(path: &Path) -> Result<(u64, String), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -284,5 +382,17 @@ fn lock(file: &std::fs::File) -> Result<(), String> {
         Ok(())
     } else {
         Err("the file is in use by another fapigate process (one writer per audit file)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation_stamp;
+
+    #[test]
+    fn rotated_files_are_named_by_their_utc_time() {
+        assert_eq!(rotation_stamp(0), "19700101T000000Z");
+        assert_eq!(rotation_stamp(1_700_000_000), "20231114T221320Z");
+        assert_eq!(rotation_stamp(951_782_400), "20000229T000000Z");
     }
 }

@@ -268,8 +268,44 @@ pub(super) fn response_signing(
             ),
         );
     }
+    let hsm = if signing.key.starts_with("pkcs11:") {
+        let uri = errors.check(
+            "response_signing.key",
+            super::pkcs11_uri::parse(&signing.key, base),
+        );
+        let pin = match &signing.pin_file {
+            Some(pin) => {
+                let path = files::resolve(base, pin);
+                errors
+                    .check(
+                        "response_signing.pin_file",
+                        files::read_key_material(&path, 1),
+                    )
+                    .map(|()| path)
+            }
+            None => {
+                errors.add(
+                    "response_signing.pin_file",
+                    "is required when the key is a pkcs11: URI",
+                );
+                None
+            }
+        };
+        uri.zip(pin)
+    } else {
+        if signing.pin_file.is_some() {
+            errors.add(
+                "response_signing.pin_file",
+                "is used only when the key is a pkcs11: URI",
+            );
+        }
+        errors.check(
+            "response_signing.key",
+            files::read_signing_key(&files::resolve(base, &signing.key)),
+        );
+        None
+    };
     let key = files::resolve(base, &signing.key);
-    errors.check("response_signing.key", files::read_signing_key(&key));
     if signing.key_id.is_empty() {
         errors.add("response_signing.key_id", "must not be empty");
     }
@@ -300,6 +336,7 @@ pub(super) fn response_signing(
         additional_keys.push((path, published.key_id.clone(), published.alg.clone()));
     }
     Some(ResponseSigningPolicy {
+        hsm,
         additional_keys,
         issuer: signing
             .issuer
@@ -380,7 +417,16 @@ pub(super) fn audit(audit: &model::Audit, base: &Path, errors: &mut Errors) -> O
             OnFull::Refuse
         }
     };
+    let rotate_size = audit
+        .rotate_size
+        .as_deref()
+        .and_then(|s| errors.check("audit.rotate_size", parse_size(s)));
+    if rotate_size.is_some_and(|s| s < 64 * 1024) {
+        errors.add("audit.rotate_size", "must be at least 64KiB");
+    }
     Some(AuditPolicy {
+        rotate_size,
+        rotate_daily: audit.rotate_daily.unwrap_or(false),
         path,
         fsync,
         key_file,

@@ -8,6 +8,7 @@ mod compile_state;
 mod compile_trust;
 mod files;
 pub mod model;
+mod pkcs11_uri;
 pub mod units;
 
 pub use files::{read_certificates, read_private_key, refuse_world_readable};

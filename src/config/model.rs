@@ -205,6 +205,8 @@ pub struct ResponseSigning {
     pub issuer: Option<String>,
     /// UK Open Banking `tan` (trust anchor) of detached JWS.
     pub trust_anchor: Option<String>,
+    /// The user PIN of the PKCS#11 token when `key` is a `pkcs11:` URI.
+    pub pin_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +230,9 @@ pub struct Audit {
     /// `"wait"` (up to `wait_max`) or `"refuse"`.
     pub on_full: Option<String>,
     pub wait_max: Option<String>,
+    /// A new file once this one holds this much (`"100MiB"`), and/or at each UTC day.
+    pub rotate_size: Option<String>,
+    pub rotate_daily: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -324,7 +324,10 @@ impl ResponseFormat {
 #[derive(Debug)]
 pub struct ResponseSigningPolicy {
     pub format: ResponseFormat,
+    /// A key file; unused when `hsm` names the key.
     pub key: PathBuf,
+    /// The key in a PKCS#11 token, and the file holding the token's user PIN.
+    pub hsm: Option<(Pkcs11Uri, PathBuf)>,
     pub key_id: String,
     pub alg: String,
     pub max_body: u64,
@@ -332,6 +335,18 @@ pub struct ResponseSigningPolicy {
     pub additional_keys: Vec<(PathBuf, String, String)>,
     pub issuer: String,
     pub trust_anchor: String,
+}
+
+/// An RFC 7512 `pkcs11:` URI: which token and object, and the module that reaches them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Uri {
+    /// As written, for messages.
+    pub text: String,
+    pub module: PathBuf,
+    pub token: Option<String>,
+    pub serial: Option<String>,
+    pub object: Option<String>,
+    pub id: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +367,9 @@ pub struct AuditPolicy {
     /// Records waiting for the writer, at most.
     pub queue: usize,
     pub on_full: OnFull,
+    /// A new file (the old one renamed with its time) past this size, and at each UTC day.
+    pub rotate_size: Option<u64>,
+    pub rotate_daily: bool,
 }
 
 /// What a signed request does when the audit queue is full.

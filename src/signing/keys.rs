@@ -41,6 +41,8 @@ enum Pair {
     Ed25519(Ed25519KeyPair),
     P256(EcdsaKeyPair),
     Rsa(RsaKeyPair),
+    /// In a PKCS#11 token: it signs, the gateway never holds the private key.
+    Hsm(super::pkcs11::HsmKey),
 }
 
 pub struct SigningKey {
@@ -75,6 +77,23 @@ impl SigningKey {
         })
     }
 
+    /// The key an RFC 7512 URI names in a PKCS#11 token, logged in with the PIN in
+    /// `pin_file`.
+    pub fn from_hsm(
+        uri: &crate::policy::Pkcs11Uri,
+        pin_file: &Path,
+        key_id: &str,
+    ) -> Result<SigningKey, String> {
+        crate::config::refuse_world_readable(pin_file)?;
+        let pin = std::fs::read_to_string(pin_file)
+            .map_err(|e| format!("{}: {e}", pin_file.display()))?;
+        let key = super::pkcs11::HsmKey::open(uri, pin.trim())?;
+        Ok(SigningKey {
+            key_id: key_id.to_string(),
+            pair: Pair::Hsm(key),
+        })
+    }
+
     pub fn from_pkcs8_der(der: &[u8], key_id: &str) -> Option<SigningKey> {
         pair_from_der(der).map(|pair| SigningKey {
             key_id: key_id.to_string(),
@@ -83,20 +102,25 @@ impl SigningKey {
     }
 
     fn kty(&self) -> &'static str {
-        match self.pair {
+        match &self.pair {
             Pair::Ed25519(_) => "OKP",
             Pair::P256(_) => "EC",
             Pair::Rsa(_) => "RSA",
+            Pair::Hsm(key) => match key.kind {
+                super::pkcs11::HsmKind::Ed25519 => "OKP",
+                super::pkcs11::HsmKind::P256 => "EC",
+                super::pkcs11::HsmKind::Rsa => "RSA",
+            },
         }
     }
 
     /// Whether this key can produce signatures of `alg` (an RFC 9421 or JOSE name).
     pub fn supports(&self, alg: &str) -> bool {
         matches!(
-            (&self.pair, alg),
-            (Pair::Ed25519(_), "ed25519" | "EdDSA")
-                | (Pair::P256(_), "ecdsa-p256-sha256" | "ES256")
-                | (Pair::Rsa(_), "rsa-pss-sha512" | "PS256")
+            (self.kty(), alg),
+            ("OKP", "ed25519" | "EdDSA")
+                | ("EC", "ecdsa-p256-sha256" | "ES256")
+                | ("RSA", "rsa-pss-sha512" | "PS256")
         )
     }
 
@@ -121,6 +145,7 @@ impl SigningKey {
                     .map_err(|_| "RSA signing failed".to_string())?;
                 Ok(out)
             }
+            Pair::Hsm(key) => key.sign(message, jose),
         }
     }
 
@@ -148,6 +173,11 @@ impl SigningKey {
                     "kty": "RSA", "kid": self.key_id, "use": "sig",
                     "n": b64.encode(n), "e": b64.encode(e),
                 })
+            }
+            Pair::Hsm(key) => {
+                let mut jwk = key.public.clone();
+                jwk["kid"] = self.key_id.clone().into();
+                jwk
             }
         }
     }

@@ -7,4 +7,5 @@ pub mod digest;
 pub mod httpsig;
 pub mod jws;
 pub mod keys;
+pub mod pkcs11;
 pub mod signer;

@@ -53,7 +53,11 @@ fn jose_alg(key: &SigningKey, configured: &str) -> &'static str {
 
 impl ResponseSigner {
     pub fn new(policy: &ResponseSigningPolicy) -> Result<Self, String> {
-        let active = SigningKey::load(&policy.key, &policy.key_id)?;
+        let active = match &policy.hsm {
+            Some((uri, pin)) => SigningKey::from_hsm(uri, pin, &policy.key_id)
+                .map_err(|e| format!("response_signing.key: {e}"))?,
+            None => SigningKey::load(&policy.key, &policy.key_id)?,
+        };
         if !active.supports(&policy.alg) {
             return Err(format!(
                 "response_signing.alg: the key in {} cannot sign {}",

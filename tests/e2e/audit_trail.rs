@@ -268,3 +268,72 @@ fn ms2_priv_one_audit_file_has_one_writer() {
         assert!(ok && out.contains("1 records"), "{out}{err}");
     }
 }
+
+#[test]
+fn ms2_priv_rotated_audit_files_verify_as_one_chain() {
+    let bank = Bank::start(Options {
+        signing: true,
+        audit_extra: "key_file = \"keys/audit.key\"\nrotate_size = \"64KiB\"",
+        ..Options::default()
+    });
+    let jwks = jwks_file(&bank);
+    // About 400 bytes a line: 400 records fill two 64 KiB files and begin a third.
+    std::thread::scope(|scope| {
+        for client in 0..4 {
+            let bank = &bank;
+            scope.spawn(move || {
+                for i in 0..100 {
+                    let response = bank.request(&format!("/uk/statements/{client}-{i}"), &[]);
+                    assert_eq!(response.status, 200);
+                }
+            });
+        }
+    });
+    let folder = bank.dir.path().join("audit");
+    let mut rotated: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("audit.jsonl.") && !name.ends_with(".head")
+        })
+        .collect();
+    rotated.sort();
+    assert!(rotated.len() >= 2, "{rotated:?}");
+    let mut files = rotated.clone();
+    files.push(audit_file(&bank));
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let key = bank.dir.path().join("keys/audit.key").display().to_string();
+    let jwks = jwks.display().to_string();
+    let mut args: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
+    args.extend(["--key", key.as_str(), "--jwks", jwks.as_str()]);
+    let (ok, out, err) = verify(&files[0], &args);
+    assert!(ok, "{err}");
+    let records: usize = files
+        .iter()
+        .map(|f| {
+            lines(f)
+                .iter()
+                .filter(|l| !is_checkpoint(l) && !l.contains("\"rotated_from\":"))
+                .count()
+        })
+        .sum();
+    assert_eq!(records, 400, "{out}");
+    // Each new file begins with a line that links to the one before.
+    for file in &files[1..] {
+        assert!(
+            lines(file)[0].contains("\"rotated_from\":"),
+            "{}",
+            file.display()
+        );
+    }
+    // A file left out is named.
+    let mut gap: Vec<&str> = vec![names[2].as_str()];
+    gap.extend(["--key", key.as_str()]);
+    let (ok, _, err) = verify(&files[0], &gap);
+    assert!(!ok);
+    assert!(
+        err.contains("line 1: its link to the rotated file before it is wrong"),
+        "{err}"
+    );
+}

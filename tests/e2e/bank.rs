@@ -50,6 +50,11 @@ pub struct Options {
     pub token_prefix: Option<&'static str>,
     /// More lines of the `[audit]` table (with `signing`); `keys/audit.key` is a 32-byte key.
     pub audit_extra: &'static str,
+    /// `[response_signing]` lines instead of `key = "keys/response-signing.json"` (a
+    /// `pkcs11:` key and its `pin_file`).
+    pub response_key: Option<String>,
+    /// Environment variables of the gateway processes.
+    pub gateway_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -79,6 +84,8 @@ impl Default for Options {
             state_extra: String::new(),
             token_prefix: None,
             audit_extra: "",
+            response_key: None,
+            gateway_env: Vec::new(),
         }
     }
 }
@@ -189,6 +196,7 @@ pub struct Bank {
     template: String,
     public_url: String,
     pub signing_alg: &'static str,
+    env: Vec<(String, String)>,
 }
 
 pub fn as_config(dir: &Path, as_port: u16, gateway_port: u16, options: &Options) -> Value {
@@ -344,6 +352,10 @@ timeout = "2s"
                     "fsync = \"every-record\"\n",
                     &format!("fsync = \"every-record\"\n{}\n", options.audit_extra),
                 );
+            let signing = match &options.response_key {
+                Some(lines) => signing.replace("key = \"keys/response-signing.json\"", lines),
+                None => signing,
+            };
             format!("{extra}{signing}")
         } else {
             extra
@@ -400,9 +412,10 @@ timeout = "2s"
                 "public_url = \"https://127.0.0.1:{PORT}\"",
                 &format!("public_url = \"{public_url}\""),
             );
-        let gateway = Gateway::launch(dir.path(), socket, |admin, plain| {
-            fill(&template, port, admin, plain)
-        });
+        let gateway =
+            Gateway::launch_with_env(dir.path(), socket, &options.gateway_env, |admin, plain| {
+                fill(&template, port, admin, plain)
+            });
         Bank {
             gateway,
             auth,
@@ -412,6 +425,7 @@ timeout = "2s"
             template,
             public_url,
             signing_alg: options.signing_alg,
+            env: options.gateway_env,
         }
     }
 
@@ -427,7 +441,7 @@ timeout = "2s"
         let socket = Reserved::new();
         let port = socket.port();
         let template = change(self.template.clone());
-        Gateway::launch(&dir, socket, |admin, plain| {
+        Gateway::launch_with_env(&dir, socket, &self.env, |admin, plain| {
             fill(&template, port, admin, plain)
         })
     }

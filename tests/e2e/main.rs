@@ -12,6 +12,7 @@ mod deploy_serving;
 mod evidence;
 mod hostile;
 mod hostile_timing;
+mod hsm;
 mod lifecycle;
 mod proxying;
 mod redis_chaos;

@@ -460,6 +460,16 @@ impl Gateway {
     /// and `htu`) and the configuration `text(admin_port, plain_port)` returns; both ports
     /// are 0, and the ones bound are read from the gateway's ready file.
     pub fn launch(dir: &Path, socket: Reserved, text: impl FnOnce(u16, u16) -> String) -> Gateway {
+        Gateway::launch_with_env(dir, socket, &[], text)
+    }
+
+    /// [`Gateway::launch`] with more environment variables (e.g. `SOFTHSM2_CONF`).
+    pub fn launch_with_env(
+        dir: &Path,
+        socket: Reserved,
+        env: &[(String, String)],
+        text: impl FnOnce(u16, u16) -> String,
+    ) -> Gateway {
         let config = dir.join("fapigate.toml");
         std::fs::write(&config, text(0, 0)).expect("config");
         let log = dir.join("gateway.log");
@@ -479,6 +489,7 @@ impl Gateway {
             .arg(&config)
             .arg("--ready-file")
             .arg(&ready)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::from(
                 std::fs::File::create(&stderr).expect("err file"),
