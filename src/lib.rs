@@ -21,6 +21,8 @@ pub mod policy;
 pub mod proxy;
 pub mod reject;
 pub mod request;
+#[cfg(test)]
+mod requirements;
 pub mod server;
 pub mod signing;
 pub mod sockets;

@@ -430,6 +430,15 @@ fn quoted(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_that_cannot_sign_withholds_the_response_with_503() {
+        use crate::signing::signer::SignError;
+        let key = Rejection::from(SignError::Key("the HSM did not sign".into()));
+        assert_eq!((key.status(), key.reason()), (503, "evidence_unavailable"));
+        let body = Rejection::from(SignError::Body("not JSON".into()));
+        assert_eq!((body.status(), body.reason()), (502, "upstream_failed"));
+    }
+
     use super::*;
     use crate::policy::Alg;
     use std::time::Duration;

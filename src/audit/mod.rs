@@ -193,3 +193,85 @@ fn spawn_ticker(queue: tokio::sync::mpsc::WeakSender<writer::Message>, interval:
             let _ = queue.try_send(writer::Message::Tick);
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(dir: &std::path::Path, on_full: OnFull) -> AuditPolicy {
+        AuditPolicy {
+            path: dir.join("audit.jsonl"),
+            fsync: FsyncPolicy::Interval,
+            key_file: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            queue: 1,
+            on_full,
+            rotate_size: None,
+            rotate_daily: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn ms2_priv_a_full_queue_refuses_or_waits_its_bound_before_the_upstream_is_called() {
+        let metrics = crate::telemetry::Metrics::new().unwrap();
+        for (on_full, waits) in [
+            (OnFull::Refuse, Duration::ZERO),
+            (
+                OnFull::Wait(Duration::from_millis(50)),
+                Duration::from_millis(50),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let trails = Trails::default();
+            let trail = trails
+                .trail_for(&policy(dir.path(), on_full), None, &metrics)
+                .unwrap()
+                .unwrap();
+            // The one place is held (a signed request waiting for its upstream).
+            let held = trail.reserve().await.unwrap();
+            let started = std::time::Instant::now();
+            assert_eq!(trail.reserve().await.err(), Some(AuditError::Full));
+            assert!(started.elapsed() >= waits);
+            // Once it is used, the next request gets a place, and both are written.
+            let record = Record {
+                time: 1,
+                interaction_id: "i",
+                route: "r",
+                client_id: None,
+                request_digest: None,
+                request_signature_input: None,
+                request_signature: None,
+                response_status: 200,
+                response_digest: None,
+                response_signature_input: None,
+                response_signature: None,
+            };
+            held.record(&record).await.unwrap();
+            trail
+                .reserve()
+                .await
+                .unwrap()
+                .record(&record)
+                .await
+                .unwrap();
+            let verified = chain::verify(&dir.path().join("audit.jsonl"), &Default::default());
+            assert_eq!(verified.unwrap().records, 2);
+        }
+    }
+
+    #[test]
+    fn ms2_priv_a_reload_keeps_the_writer_of_the_same_file() {
+        let metrics = crate::telemetry::Metrics::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let trails = Trails::default();
+        let policy = policy(dir.path(), OnFull::Refuse);
+        let first = trails.trail_for(&policy, None, &metrics).unwrap().unwrap();
+        let again = trails.trail_for(&policy, None, &metrics).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Trails::dry()
+            .trail_for(&policy, None, &metrics)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -19,7 +19,8 @@ struct SoftHsm {
 }
 
 impl SoftHsm {
-    /// A fresh token with an Ed25519 key `rs-ed` and a P-256 key `rs-p256`.
+    /// A fresh token with an Ed25519 key `rs-ed`, a P-256 key `rs-p256` and an RSA key
+    /// `rs-rsa`.
     fn start() -> SoftHsm {
         let dir = tempfile::Builder::new()
             .prefix("fapigate-softhsm-")
@@ -50,7 +51,11 @@ impl SoftHsm {
                 "so-5309",
             ],
         );
-        for (kind, label) in [("EC:edwards25519", "rs-ed"), ("EC:prime256v1", "rs-p256")] {
+        for (kind, label) in [
+            ("EC:edwards25519", "rs-ed"),
+            ("EC:prime256v1", "rs-p256"),
+            ("rsa:2048", "rs-rsa"),
+        ] {
             hsm.run(
                 "pkcs11-tool",
                 &[
@@ -119,7 +124,11 @@ fn signed_statement(bank: &Bank) -> (Response, serde_json::Value) {
 #[test]
 fn hs2_resp_rs_responses_are_signed_by_keys_that_live_in_softhsm2() {
     let hsm = SoftHsm::start();
-    for (label, alg) in [("rs-ed", "ed25519"), ("rs-p256", "ecdsa-p256-sha256")] {
+    for (label, alg) in [
+        ("rs-ed", "ed25519"),
+        ("rs-p256", "ecdsa-p256-sha256"),
+        ("rs-rsa", "rsa-pss-sha512"),
+    ] {
         let bank = Bank::start(Options {
             signing: true,
             signing_alg: alg,
