@@ -5,7 +5,6 @@
 //! refused even when a header is present too (BEARER-2), and so are two `Authorization`
 //! headers.
 
-use crate::reject::Rejection;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
@@ -52,16 +51,37 @@ pub fn is_form(content_type: Option<&str>) -> bool {
         })
 }
 
-fn token_elsewhere() -> Rejection {
-    Rejection::InvalidRequest {
-        description: "access tokens are accepted in the Authorization header only",
+/// Why the request's credentials cannot be read (RFC 6750 `invalid_request`, 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialError {
+    /// A token in the query or a form body (SP2-RS-2, BEARER-2.3).
+    TokenElsewhere,
+    /// Two `Authorization` headers (BEARER-2).
+    TwoAuthorizations,
+    /// An `Authorization` value that is not `scheme token68`.
+    Malformed,
+}
+
+impl CredentialError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CredentialError::TokenElsewhere => {
+                "access tokens are accepted in the Authorization header only"
+            }
+            CredentialError::TwoAuthorizations => "more than one Authorization header",
+            CredentialError::Malformed => "malformed Authorization header",
+        }
     }
+}
+
+fn token_elsewhere() -> CredentialError {
+    CredentialError::TokenElsewhere
 }
 
 /// RFC 6750 §2.2: a form body (`form`, of an `application/x-www-form-urlencoded` request)
 /// that carries an access token is refused, even beside a header. Judged once the body is
 /// read, which happens only after the header credential passed.
-pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), Rejection> {
+pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), CredentialError> {
     let in_form = form
         .map(String::from_utf8_lossy)
         .is_some_and(|body| has_access_token_parameter(&body));
@@ -72,7 +92,10 @@ pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), Rejection> {
 }
 
 /// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
-pub fn extract(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Credential>, Rejection> {
+pub fn extract(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Credential>, CredentialError> {
     if query.is_some_and(has_access_token_parameter) {
         return Err(token_elsewhere());
     }
@@ -81,14 +104,10 @@ pub fn extract(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Creden
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Rejection::InvalidRequest {
-            description: "more than one Authorization header",
-        });
+        return Err(CredentialError::TwoAuthorizations);
     }
-    let malformed = Rejection::InvalidRequest {
-        description: "malformed Authorization header",
-    };
-    let text = value.to_str().map_err(|_| malformed.clone())?;
+    let malformed = CredentialError::Malformed;
+    let text = value.to_str().map_err(|_| malformed)?;
     let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
@@ -155,11 +174,11 @@ mod tests {
         for query in ["access_token=abc", "a=1&access_token=abc", "access_token"] {
             assert!(matches!(
                 extract(&headers(&["Bearer x"]), Some(query)),
-                Err(Rejection::InvalidRequest { .. })
+                Err(CredentialError::TokenElsewhere)
             ));
             assert!(matches!(
                 extract(&HeaderMap::new(), Some(query)),
-                Err(Rejection::InvalidRequest { .. })
+                Err(CredentialError::TokenElsewhere)
             ));
         }
         assert!(extract(&HeaderMap::new(), Some("not_access_token=1")).is_ok());
@@ -169,7 +188,7 @@ mod tests {
     fn bearer_2_3_a_form_body_token_is_refused_even_with_a_header() {
         assert!(matches!(
             refuse_form_token(Some(b"a=1&access_token=abc")),
-            Err(Rejection::InvalidRequest { .. })
+            Err(CredentialError::TokenElsewhere)
         ));
         assert!(refuse_form_token(Some(b"a=1&b=2")).is_ok());
         assert!(is_form(Some(
@@ -182,18 +201,16 @@ mod tests {
     fn bearer_2_two_authorization_headers_are_refused() {
         assert!(matches!(
             extract(&headers(&["Bearer a", "DPoP b"]), None),
-            Err(Rejection::InvalidRequest { .. })
+            Err(CredentialError::TwoAuthorizations)
         ));
     }
 
     #[test]
     fn malformed_and_foreign_credentials() {
         for bad in ["Bearer", "Bearer a b", "DPoP ===", "Bearer a,b"] {
-            assert!(
-                matches!(
-                    extract(&headers(&[bad]), None),
-                    Err(Rejection::InvalidRequest { .. })
-                ),
+            assert_eq!(
+                extract(&headers(&[bad]), None),
+                Err(CredentialError::Malformed),
                 "{bad}"
             );
         }

@@ -225,7 +225,7 @@ impl<'e> Enforcer<'e> {
             });
         }
         let credential = credential::extract(head.headers, head.query)
-            .map_err(on_route)?
+            .map_err(|e| on_route(e.into()))?
             .ok_or_else(|| on_route(Rejection::NoCredentials))?;
         // A DPoP request's proof is checked before its token: without a valid proof for this
         // token, nothing reaches the AS.
@@ -233,7 +233,7 @@ impl<'e> Enforcer<'e> {
             .engine
             .binder
             .proof(policy, &credential, head)
-            .map_err(on_route)?;
+            .map_err(|e| on_route(e.into()))?;
         // The stages below hold large futures (AS calls, key fetches): boxed, they are built
         // only by requests that reach them, and do not inflate every request's state.
         let grant = Box::pin(self.engine.tokens.validate(&credential.token, head.now))
@@ -245,7 +245,7 @@ impl<'e> Enforcer<'e> {
                 .bind(policy, &credential, &grant, proof, head),
         )
         .await
-        .map_err(on_route)?;
+        .map_err(|e| on_route(e.into()))?;
         Ok(Authenticated {
             route: route_index,
             params,
@@ -300,7 +300,7 @@ impl<'e> Enforcer<'e> {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         credential::refuse_form_token(facts.raw_body.filter(|_| credential::is_form(content_type)))
-            .map_err(on_route)?;
+            .map_err(|e| on_route(e.into()))?;
         if facts.now != judged_at {
             self.engine
                 .tokens
@@ -329,7 +329,7 @@ impl<'e> Enforcer<'e> {
         // Last: only an admitted request uses up its proof.
         Box::pin(self.engine.binder.record(&mut bound, facts.now))
             .await
-            .map_err(on_route)?;
+            .map_err(|e| on_route(e.into()))?;
         Ok(Admission {
             route: route_index,
             params,

@@ -11,6 +11,7 @@ pub mod binding;
 pub mod clock;
 pub mod config;
 pub mod credential;
+pub mod encoding;
 pub mod enforce;
 #[doc(hidden)]
 pub mod fuzzing;

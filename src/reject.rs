@@ -9,6 +9,15 @@ use crate::policy::path::PathError;
 use crate::policy::{Profile, ProfileKind};
 use http::Method;
 
+/// `Retry-After` (seconds) when the replay store or nonce key cannot answer: Redis heals or
+/// fails over within a second or two, and the gateway's own backoff starts at 100 ms.
+const RETRY_STATE: u64 = 1;
+/// When the AS or its keys cannot be reached: its timeout is 2 s by default, so a retry
+/// sooner would most likely meet the same outage.
+const RETRY_AUTHORIZATION_SERVER: u64 = 5;
+/// When the audit trail cannot take a record (a full queue drains in milliseconds).
+const RETRY_EVIDENCE: u64 = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// The path could be read in more than one way (see `policy::path`).
@@ -85,6 +94,36 @@ pub enum Rejection {
     /// The response of a signed route could not be signed or recorded (503): it is withheld
     /// rather than sent without its evidence.
     EvidenceUnavailable,
+}
+
+impl From<crate::binding::BindingError> for Rejection {
+    fn from(error: crate::binding::BindingError) -> Rejection {
+        use crate::binding::BindingError;
+        match error {
+            BindingError::Unbound {
+                scheme,
+                description,
+            } => Rejection::InvalidToken {
+                scheme,
+                description,
+            },
+            BindingError::Downgrade => Rejection::DpopDowngrade,
+            BindingError::Proof(check) => Rejection::InvalidDpopProof(check),
+            BindingError::NonceRequired { nonce } => Rejection::UseDpopNonce { nonce },
+            BindingError::ShareExhausted { retry_after } => {
+                Rejection::ReplayShareExhausted { retry_after }
+            }
+            BindingError::StateUnavailable => Rejection::StateUnavailable,
+        }
+    }
+}
+
+impl From<crate::credential::CredentialError> for Rejection {
+    fn from(error: crate::credential::CredentialError) -> Rejection {
+        Rejection::InvalidRequest {
+            description: error.describe(),
+        }
+    }
 }
 
 impl From<crate::signing::signer::SignError> for Rejection {
@@ -321,7 +360,7 @@ impl Rejection {
                 ("invalid_token", description)
             }
             Rejection::StateUnavailable => {
-                headers.push(("retry-after", "1".into()));
+                headers.push(("retry-after", RETRY_STATE.to_string()));
                 (
                     "temporarily_unavailable",
                     "the proof cannot be checked for replay right now",
@@ -335,7 +374,7 @@ impl Rejection {
                 )
             }
             Rejection::AuthorizationServerUnavailable => {
-                headers.push(("retry-after", "5".into()));
+                headers.push(("retry-after", RETRY_AUTHORIZATION_SERVER.to_string()));
                 (
                     "temporarily_unavailable",
                     "the access token cannot be checked right now",
@@ -344,7 +383,7 @@ impl Rejection {
             Rejection::UpstreamFailed => ("bad_gateway", "the upstream service failed"),
             Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
             Rejection::EvidenceUnavailable => {
-                headers.push(("retry-after", "1".into()));
+                headers.push(("retry-after", RETRY_EVIDENCE.to_string()));
                 (
                     "temporarily_unavailable",
                     "the response cannot be signed or recorded right now",

@@ -531,9 +531,7 @@ fn certificates(tls: &RedisTls) -> Result<redis::TlsCertificates, String> {
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Hex of a key hash, for Redis key names.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::encoding::hex;
 
 /// DPoP replay records shared by every replica, and each key's count of them.
 pub struct RedisReplayStore {

@@ -16,7 +16,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const MAC_FIELD: &str = ",\"mac\":\"";
 
 pub fn hash_line(line: &str) -> String {
-    crate::state::hex(&sha2::Sha256::digest(line.as_bytes()))
+    crate::encoding::hex(&sha2::Sha256::digest(line.as_bytes()))
 }
 
 /// The MAC key of `audit.key_file`.
@@ -41,7 +41,7 @@ impl MacKey {
     }
 
     fn tag(&self, text: &str) -> String {
-        crate::state::hex(hmac::sign(&self.0, text.as_bytes()).as_ref())
+        crate::encoding::hex(hmac::sign(&self.0, text.as_bytes()).as_ref())
     }
 }
 

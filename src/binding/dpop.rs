@@ -234,9 +234,7 @@ fn public_key(
         }
         (Algorithm::PS256, "RSA", _) => {
             let n = member("n")?;
-            // SP2-CRY-4: RSA keys of at least 2048 bits.
-            let bits = n.trim_end_matches('=').len() * 6;
-            if bits < 2040 {
+            if crate::encoding::rsa_modulus_bits(n)? < crate::encoding::MIN_RSA_BITS {
                 return None;
             }
             DecodingKey::from_rsa_components(n, member("e")?).ok()

@@ -18,7 +18,6 @@ pub mod thumbprint;
 use crate::credential::{Credential, Scheme};
 use crate::grant::Grant;
 use crate::policy::{Policy, ProfileKind};
-use crate::reject::Rejection;
 use crate::request::RequestFacts;
 use crate::state::{Redis, RedisReplayStore};
 use dpop::{DpopCheck, ProofContext, ValidProof};
@@ -27,6 +26,26 @@ use nonce::{NonceCheck, Nonces};
 use replay::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why the binding stage refused a request; `reject` renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingError {
+    /// The token's binding does not match how it was presented (`invalid_token`).
+    Unbound {
+        scheme: Scheme,
+        description: &'static str,
+    },
+    /// A DPoP-bound token under `Bearer` (DPOP-7.2-1).
+    Downgrade,
+    /// A DPoP proof failed a check of RFC 9449 §4.3.
+    Proof(DpopCheck),
+    /// A nonce is required (DPOP-9): this one to retry with.
+    NonceRequired { nonce: String },
+    /// The key used its share of the replay store.
+    ShareExhausted { retry_after: u64 },
+    /// The replay store or the nonce key cannot answer: fail closed.
+    StateUnavailable,
+}
 
 /// Per-process state that must outlive configuration reloads: the replay records (a reload
 /// must not make a used proof usable again) and the generated nonce key (nonces handed out
@@ -101,7 +120,7 @@ enum NonceKey {
 }
 
 impl NonceKey {
-    async fn get(&self) -> Result<&Nonces, Rejection> {
+    async fn get(&self) -> Result<&Nonces, BindingError> {
         match self {
             NonceKey::Fixed(nonces) => Ok(nonces),
             NonceKey::Shared {
@@ -114,17 +133,17 @@ impl NonceKey {
                     .get_or_try_init(|| async {
                         let mut fresh = [0u8; 32];
                         aws_lc_rs::rand::fill(&mut fresh)
-                            .map_err(|_| Rejection::StateUnavailable)?;
+                            .map_err(|_| BindingError::StateUnavailable)?;
                         // The first replica to ask sets the key; everyone then reads the same one.
                         redis
                             .set_new_forever(name, &fresh)
                             .await
-                            .map_err(|_| Rejection::StateUnavailable)?;
+                            .map_err(|_| BindingError::StateUnavailable)?;
                         let key = redis
                             .get(name)
                             .await
-                            .map_err(|_| Rejection::StateUnavailable)?
-                            .ok_or(Rejection::StateUnavailable)?;
+                            .map_err(|_| BindingError::StateUnavailable)?
+                            .ok_or(BindingError::StateUnavailable)?;
                         Ok(Nonces::new(&key, *slot))
                     })
                     .await
@@ -218,8 +237,8 @@ impl Binder {
         grant: &Grant,
         proof: Option<ValidProof>,
         facts: &RequestFacts<'_>,
-    ) -> Result<Bound, Rejection> {
-        let invalid = |scheme, description| Rejection::InvalidToken {
+    ) -> Result<Bound, BindingError> {
+        let invalid = |scheme, description| BindingError::Unbound {
             scheme,
             description,
         };
@@ -240,7 +259,7 @@ impl Binder {
                     ));
                 }
                 if credential.scheme == Scheme::Bearer {
-                    return Err(Rejection::DpopDowngrade);
+                    return Err(BindingError::Downgrade);
                 }
                 if grant
                     .token_type
@@ -252,7 +271,7 @@ impl Binder {
                         "the access token is not a DPoP token",
                     ));
                 }
-                let proof = proof.ok_or(Rejection::InvalidDpopProof(DpopCheck::Missing))?;
+                let proof = proof.ok_or(BindingError::Proof(DpopCheck::Missing))?;
                 self.dpop(proof, jkt, facts).await
             }
             (None, Some(x5t)) => {
@@ -284,20 +303,20 @@ impl Binder {
         policy: &Policy,
         credential: &Credential,
         facts: &RequestFacts<'_>,
-    ) -> Result<Option<ValidProof>, Rejection> {
+    ) -> Result<Option<ValidProof>, BindingError> {
         if credential.scheme != Scheme::Dpop {
             return Ok(None);
         }
         let mut proofs = facts.headers.get_all("dpop").iter();
         let proof = proofs
             .next()
-            .ok_or(Rejection::InvalidDpopProof(DpopCheck::Missing))?;
+            .ok_or(BindingError::Proof(DpopCheck::Missing))?;
         if proofs.next().is_some() {
-            return Err(Rejection::InvalidDpopProof(DpopCheck::Multiple));
+            return Err(BindingError::Proof(DpopCheck::Multiple));
         }
         let proof = proof
             .to_str()
-            .map_err(|_| Rejection::InvalidDpopProof(DpopCheck::Malformed))?;
+            .map_err(|_| BindingError::Proof(DpopCheck::Malformed))?;
         let target_uri = policy.listener.public_url.join(facts.path);
         let context = ProofContext {
             method: facts.method.as_str(),
@@ -310,7 +329,7 @@ impl Binder {
         };
         dpop::verify(proof, &context)
             .map(Some)
-            .map_err(Rejection::InvalidDpopProof)
+            .map_err(BindingError::Proof)
     }
 
     async fn dpop(
@@ -318,9 +337,9 @@ impl Binder {
         valid: ValidProof,
         bound_jkt: &str,
         facts: &RequestFacts<'_>,
-    ) -> Result<Bound, Rejection> {
+    ) -> Result<Bound, BindingError> {
         if valid.jkt != bound_jkt {
-            return Err(Rejection::InvalidToken {
+            return Err(BindingError::Unbound {
                 scheme: Scheme::Dpop,
                 description: DpopCheck::KeyBinding.describe(),
             });
@@ -341,7 +360,7 @@ impl Binder {
     }
 
     /// RFC 9449 §8: the proof's nonce at time `now`; `Some` is a fresh nonce for the response.
-    async fn nonce(&self, nonce: Option<&str>, now: u64) -> Result<Option<String>, Rejection> {
+    async fn nonce(&self, nonce: Option<&str>, now: u64) -> Result<Option<String>, BindingError> {
         let Some(key) = &self.nonces else {
             return Ok(None);
         };
@@ -349,7 +368,7 @@ impl Binder {
         match nonces.check(nonce, now) {
             NonceCheck::Current => Ok(None),
             NonceCheck::Previous => Ok(Some(nonces.current(now))),
-            NonceCheck::Refused => Err(Rejection::UseDpopNonce {
+            NonceCheck::Refused => Err(BindingError::NonceRequired {
                 nonce: nonces.current(now),
             }),
         }
@@ -359,13 +378,13 @@ impl Binder {
     /// must not let a proof or a nonce be judged as it was when the head arrived), then writes
     /// its replay record: the last step of admission, so a request refused for any other
     /// reason never takes room in the store (DPOP-11.1-2/3).
-    pub async fn record(&self, bound: &mut Bound, now: u64) -> Result<(), Rejection> {
+    pub async fn record(&self, bound: &mut Bound, now: u64) -> Result<(), BindingError> {
         let Some(proof) = &bound.proof else {
             return Ok(());
         };
         if now != bound.judged_at {
             if proof.iat < now.saturating_sub(self.max_age.as_secs()) {
-                return Err(Rejection::InvalidDpopProof(DpopCheck::Iat));
+                return Err(BindingError::Proof(DpopCheck::Iat));
             }
             bound.fresh_nonce = self.nonce(proof.nonce.as_deref(), now).await?;
         }
@@ -380,11 +399,11 @@ impl Binder {
         };
         match self.replay.first_use(record, ttl).await {
             Ok(FirstUse::First) => Ok(()),
-            Ok(FirstUse::Replayed) => Err(Rejection::InvalidDpopProof(DpopCheck::Replay)),
-            Ok(FirstUse::OverShare) => Err(Rejection::ReplayShareExhausted {
+            Ok(FirstUse::Replayed) => Err(BindingError::Proof(DpopCheck::Replay)),
+            Ok(FirstUse::OverShare) => Err(BindingError::ShareExhausted {
                 retry_after: self.window.as_secs().max(1),
             }),
-            Err(_) => Err(Rejection::StateUnavailable),
+            Err(_) => Err(BindingError::StateUnavailable),
         }
     }
 }

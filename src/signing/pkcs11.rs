@@ -140,7 +140,7 @@ impl HsmKey {
                         _ => {}
                     }
                 }
-                if n.len() < 256 {
+                if n.iter().skip_while(|b| **b == 0).count() * 8 < crate::encoding::MIN_RSA_BITS {
                     return Err("the PKCS#11 RSA key is shorter than 2048 bits".into());
                 }
                 serde_json::json!({"kty": "RSA", "use": "sig", "n": b64.encode(n), "e": b64.encode(e)})

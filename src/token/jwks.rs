@@ -234,12 +234,7 @@ fn parse_key(jwk: &Jwk) -> Option<Key> {
             |a| a == Algorithm::EdDSA
         }
         AlgorithmParameters::RSA(rsa) => {
-            use base64::Engine;
-            let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(rsa.n.trim_end_matches('='))
-                .ok()?;
-            let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
-            if bits < 2048 {
+            if crate::encoding::rsa_modulus_bits(&rsa.n)? < crate::encoding::MIN_RSA_BITS {
                 return None;
             }
             // PS512 verifies RFC 9421 rsa-pss-sha512 request signatures of clients.

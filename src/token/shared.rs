@@ -6,8 +6,9 @@
 //! the token's `exp`. A value that fails any check is ignored (and counted): the AS is asked.
 
 use super::introspection::Introspector;
+use crate::encoding::hex;
 use crate::grant::Grant;
-use crate::state::{hex, Redis};
+use crate::state::Redis;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use std::sync::Arc;

@@ -1,0 +1,43 @@
+//! Small encodings and key-size rules every stage shares, kept out of the stages so that none
+//! borrows them from another (the audit trail and the token cache used to take `hex` from the
+//! Redis module).
+
+use base64::Engine;
+
+/// SP2-CRY-4: the smallest RSA key accepted or used.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Lowercase hex, for hashes in keys, logs and the audit trail.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The size in bits of an RSA modulus given as a JWK `n` (base64url), leading zero bytes
+/// not counted; `None` when it is not base64url.
+pub fn rsa_modulus_bits(n: &str) -> Option<usize> {
+    let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n.trim_end_matches('='))
+        .ok()?;
+    Some(modulus.iter().skip_while(|b| **b == 0).count() * 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sp2_cry_4_modulus_bits_ignore_leading_zeros() {
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut n = vec![0u8];
+        n.extend([0xffu8; 256]);
+        assert_eq!(rsa_modulus_bits(&b64.encode(&n)), Some(2048));
+        assert_eq!(rsa_modulus_bits(&b64.encode([0xffu8; 255])), Some(2040));
+        assert_eq!(rsa_modulus_bits("not base64!"), None);
+    }
+}
