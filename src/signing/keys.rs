@@ -42,7 +42,7 @@ enum Pair {
     P256(EcdsaKeyPair),
     Rsa(RsaKeyPair),
     /// In a PKCS#11 token: it signs, the gateway never holds the private key.
-    Hsm(super::pkcs11::HsmKey),
+    Hsm(std::sync::Arc<super::pkcs11::HsmKey>),
 }
 
 pub struct SigningKey {
@@ -87,7 +87,7 @@ impl SigningKey {
         crate::config::refuse_world_readable(pin_file)?;
         let pin = std::fs::read_to_string(pin_file)
             .map_err(|e| format!("{}: {e}", pin_file.display()))?;
-        let key = super::pkcs11::HsmKey::open(uri, pin.trim())?;
+        let key = super::pkcs11::HsmKey::shared(uri, pin.trim())?;
         Ok(SigningKey {
             key_id: key_id.to_string(),
             pair: Pair::Hsm(key),

@@ -14,7 +14,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use sha2::Digest;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HsmKind {
@@ -35,7 +36,25 @@ pub struct HsmKey {
 /// The OID of P-256 in DER (`CKA_EC_PARAMS`).
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
+/// The keys opened by this process, by URI. A reload gets the same key and session back:
+/// a second context would find the library initialised already, and dropping the first
+/// would close its session, and logging out one session logs out every session of the
+/// process on that token. So they live as long as the process.
+static OPENED: OnceLock<Mutex<HashMap<String, Arc<HsmKey>>>> = OnceLock::new();
+
 impl HsmKey {
+    /// The key `uri` names: the one this process opened already, or [`HsmKey::open`]ed now.
+    pub fn shared(uri: &Pkcs11Uri, pin: &str) -> Result<Arc<HsmKey>, String> {
+        let opened = OPENED.get_or_init(Default::default);
+        let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = opened.get(&uri.text) {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(HsmKey::open(uri, pin)?);
+        opened.insert(uri.text.clone(), key.clone());
+        Ok(key)
+    }
+
     /// Opens the module, logs in to the token the URI names with `pin` and finds its private
     /// key and public half. Every failure names what to check; the PIN is never printed.
     pub fn open(uri: &Pkcs11Uri, pin: &str) -> Result<HsmKey, String> {

@@ -146,6 +146,13 @@ fn hs2_resp_rs_responses_are_signed_by_keys_that_live_in_softhsm2() {
         assert!(response.header("signature").is_some());
         let (ok, why) = verify_response(&bank, &response, &request);
         assert!(ok, "{alg}: {why}");
+        // A reload keeps the token's session: responses are still signed by it.
+        bank.gateway.signal("HUP");
+        bank.metrics_showing("fapigate_config_reloads_total{result=\"ok\"} 1");
+        let (response, request) = signed_statement(&bank);
+        assert_eq!(response.status, 200, "after a reload: {response:?}");
+        let (ok, why) = verify_response(&bank, &response, &request);
+        assert!(ok, "{alg} after a reload: {why}");
         // The detached JWS format signs through the token too (EdDSA / ES256).
         assert!(bank
             .request("/uk/statements/1", &[])
