@@ -14,6 +14,31 @@ pub struct Confirmation {
     pub x5t_s256: Option<String>,
 }
 
+/// How a token is sender-constrained: exactly one method (IA-4), or the reason it is not.
+/// A new binding method is a new variant here, and the compiler lists what must handle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderBinding<'a> {
+    /// RFC 9449: a DPoP key, by its JWK thumbprint.
+    Dpop { jkt: &'a str },
+    /// RFC 8705: a client certificate, by its SHA-256 thumbprint.
+    Mtls { x5t_s256: &'a str },
+    /// No binding: a plain bearer token (SP2-RS-6 refuses it).
+    Unbound,
+    /// Bound to both a key and a certificate (IA-4 refuses it).
+    Both,
+}
+
+impl Confirmation {
+    pub fn binding(&self) -> SenderBinding<'_> {
+        match (self.jkt.as_deref(), self.x5t_s256.as_deref()) {
+            (Some(jkt), None) => SenderBinding::Dpop { jkt },
+            (None, Some(x5t_s256)) => SenderBinding::Mtls { x5t_s256 },
+            (None, None) => SenderBinding::Unbound,
+            (Some(_), Some(_)) => SenderBinding::Both,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Grant {
     pub issuer: String,

@@ -16,7 +16,7 @@ pub mod replay;
 pub mod thumbprint;
 
 use crate::credential::{Credential, Scheme};
-use crate::grant::Grant;
+use crate::grant::{Grant, SenderBinding};
 use crate::policy::{Policy, ProfileKind};
 use crate::request::RequestFacts;
 use crate::state::{Redis, RedisReplayStore};
@@ -242,16 +242,16 @@ impl Binder {
             scheme,
             description,
         };
-        match (&grant.cnf.jkt, &grant.cnf.x5t_s256) {
-            (None, None) => Err(invalid(
+        match grant.cnf.binding() {
+            SenderBinding::Unbound => Err(invalid(
                 credential.scheme,
                 "the access token is not sender-constrained",
             )),
-            (Some(_), Some(_)) => Err(invalid(
+            SenderBinding::Both => Err(invalid(
                 credential.scheme,
                 "the access token is bound to both a DPoP key and a certificate",
             )),
-            (Some(jkt), None) => {
+            SenderBinding::Dpop { jkt } => {
                 if policy.profile.kind == ProfileKind::Fapi1Advanced {
                     return Err(invalid(
                         credential.scheme,
@@ -274,7 +274,7 @@ impl Binder {
                 let proof = proof.ok_or(BindingError::Proof(DpopCheck::Missing))?;
                 self.dpop(proof, jkt, facts).await
             }
-            (None, Some(x5t)) => {
+            SenderBinding::Mtls { x5t_s256: x5t } => {
                 if credential.scheme == Scheme::Dpop {
                     return Err(invalid(
                         Scheme::Dpop,
@@ -286,7 +286,7 @@ impl Binder {
                         Scheme::Bearer,
                         "no client certificate was presented",
                     )),
-                    Some(cert) if cert.x5t_s256.encoded() != *x5t => Err(invalid(
+                    Some(cert) if cert.x5t_s256.encoded() != x5t => Err(invalid(
                         Scheme::Bearer,
                         "the client certificate does not match the access token",
                     )),
