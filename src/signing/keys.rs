@@ -114,6 +114,16 @@ impl SigningKey {
         }
     }
 
+    /// The JOSE algorithm this key signs JWS with (SP2-CRY-2: EdDSA, ES256 or PS256): the
+    /// key type decides it, so a JWS never names an algorithm its key cannot make.
+    pub fn jose_alg(&self) -> &'static str {
+        match self.kty() {
+            "OKP" => "EdDSA",
+            "EC" => "ES256",
+            _ => "PS256",
+        }
+    }
+
     /// Whether this key can produce signatures of `alg` (an RFC 9421 or JOSE name).
     pub fn supports(&self, alg: &str) -> bool {
         matches!(

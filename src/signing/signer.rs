@@ -34,21 +34,12 @@ impl std::fmt::Display for SignError {
 
 pub struct ResponseSigner {
     active: std::sync::Arc<SigningKey>,
-    alg: String,
     pub default_format: ResponseFormat,
     pub max_body: u64,
     pub jwks_path: String,
     issuer: String,
     trust_anchor: String,
     jwks: String,
-}
-
-fn jose_alg(key: &SigningKey, configured: &str) -> &'static str {
-    match configured {
-        "PS256" | "rsa-pss-sha512" if key.supports("PS256") => "PS256",
-        "EdDSA" | "ed25519" if key.supports("EdDSA") => "EdDSA",
-        _ => "ES256",
-    }
 }
 
 impl ResponseSigner {
@@ -73,7 +64,6 @@ impl ResponseSigner {
         let jwks = serde_json::json!({ "keys": keys }).to_string();
         Ok(ResponseSigner {
             active: std::sync::Arc::new(active),
-            alg: policy.alg.clone(),
             default_format: policy.format,
             max_body: policy.max_body,
             jwks_path: policy.jwks_path.clone(),
@@ -87,7 +77,7 @@ impl ResponseSigner {
     pub fn checkpoint_key(&self) -> crate::audit::CheckpointKey {
         crate::audit::CheckpointKey {
             key: self.active.clone(),
-            alg: jose_alg(&self.active, &self.alg),
+            alg: self.active.jose_alg(),
         }
     }
 
@@ -127,7 +117,7 @@ impl ResponseSigner {
                 headers.insert(SIGNATURE.clone(), value(signature)?);
             }
             ResponseFormat::JwsDetached => {
-                let alg = jose_alg(&self.active, &self.alg);
+                let alg = self.active.jose_alg();
                 let jws = jws::detached(
                     &self.active,
                     alg,
@@ -139,7 +129,7 @@ impl ResponseSigner {
                 headers.insert(X_JWS_SIGNATURE.clone(), value(jws)?);
             }
             ResponseFormat::Jwt => {
-                let alg = jose_alg(&self.active, &self.alg);
+                let alg = self.active.jose_alg();
                 let jwt = jws::jwt_body(
                     &self.active,
                     alg,
