@@ -17,13 +17,22 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The size in bits of an RSA modulus given as a JWK `n` (base64url), leading zero bytes
-/// not counted; `None` when it is not base64url.
+/// The size in bits of an RSA modulus given as a JWK `n` (base64url), leading zeros not
+/// counted; `None` when it is not base64url.
 pub fn rsa_modulus_bits(n: &str) -> Option<usize> {
     let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(n.trim_end_matches('='))
         .ok()?;
-    Some(modulus.iter().skip_while(|b| **b == 0).count() * 8)
+    Some(significant_bits(&modulus))
+}
+
+/// The bits of a big-endian unsigned integer, leading zeros not counted.
+pub fn significant_bits(bytes: &[u8]) -> usize {
+    let digits: Vec<&u8> = bytes.iter().skip_while(|b| **b == 0).collect();
+    match digits.first() {
+        None => 0,
+        Some(top) => (digits.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
 }
 
 #[cfg(test)]
@@ -38,6 +47,9 @@ mod tests {
         n.extend([0xffu8; 256]);
         assert_eq!(rsa_modulus_bits(&b64.encode(&n)), Some(2048));
         assert_eq!(rsa_modulus_bits(&b64.encode([0xffu8; 255])), Some(2040));
+        let mut short = vec![0x01u8];
+        short.extend([0u8; 255]);
+        assert_eq!(rsa_modulus_bits(&b64.encode(&short)), Some(2041));
         assert_eq!(rsa_modulus_bits("not base64!"), None);
     }
 }

@@ -192,24 +192,24 @@ fn verify_audit(
     };
     let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
     let verified = chain::verify_files(&files, &checks)?;
+    let signatures = match (jwks.is_some(), verified.checkpoints) {
+        (false, _) => "not checked (no --jwks)",
+        (true, 0) => "none to check (no checkpoint yet)",
+        (true, _) => "verified",
+    };
+    let macs = if key.is_some() {
+        "verified"
+    } else {
+        "not checked (no --key)"
+    };
+    let exported = if head.is_some() {
+        ", exported head present"
+    } else {
+        ""
+    };
     Ok(format!(
-        "{} records ({} checkpoints), chain intact; MACs {}, checkpoint signatures {}{}",
-        verified.records,
-        verified.checkpoints,
-        if key.is_some() {
-            "verified"
-        } else {
-            "not checked (no --key)"
-        },
-        if jwks.is_some() {
-            "verified"
-        } else {
-            "not checked (no --jwks)"
-        },
-        if head.is_some() {
-            ", exported head present"
-        } else {
-            ""
-        },
+        "{} records ({} checkpoints), chain intact; MACs {macs}, checkpoint signatures \
+         {signatures}{exported}; {} records after the last checkpoint",
+        verified.records, verified.checkpoints, verified.unattested,
     ))
 }

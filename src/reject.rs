@@ -91,9 +91,12 @@ pub enum Rejection {
     UpstreamFailed,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
-    /// The response of a signed route could not be signed or recorded (503): it is withheld
-    /// rather than sent without its evidence.
+    /// The audit trail cannot take a signed request (503, before the upstream is called).
     EvidenceUnavailable,
+    /// The upstream answered, but its response could not be signed or recorded: it is
+    /// withheld (502, and no `Retry-After`: the upstream may have acted, a retry could act
+    /// twice).
+    EvidenceFailed,
 }
 
 impl From<crate::binding::BindingError> for Rejection {
@@ -129,7 +132,7 @@ impl From<crate::credential::CredentialError> for Rejection {
 impl From<crate::signing::signer::SignError> for Rejection {
     fn from(error: crate::signing::signer::SignError) -> Rejection {
         match error {
-            crate::signing::signer::SignError::Key(_) => Rejection::EvidenceUnavailable,
+            crate::signing::signer::SignError::Key(_) => Rejection::EvidenceFailed,
             crate::signing::signer::SignError::Body(_) => Rejection::UpstreamFailed,
         }
     }
@@ -173,6 +176,7 @@ impl Rejection {
             Rejection::UpstreamFailed => "upstream_failed",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::EvidenceUnavailable => "evidence_unavailable",
+            Rejection::EvidenceFailed => "evidence_failed",
         }
     }
 
@@ -198,7 +202,7 @@ impl Rejection {
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::HeadersTooLarge => 431,
-            Rejection::UpstreamFailed => 502,
+            Rejection::UpstreamFailed | Rejection::EvidenceFailed => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::AuthorizationServerUnavailable
             | Rejection::StateUnavailable
@@ -386,9 +390,13 @@ impl Rejection {
                 headers.push(("retry-after", RETRY_EVIDENCE.to_string()));
                 (
                     "temporarily_unavailable",
-                    "the response cannot be signed or recorded right now",
+                    "the request cannot be recorded right now",
                 )
             }
+            Rejection::EvidenceFailed => (
+                "bad_gateway",
+                "the upstream answered, but its response could not be signed or recorded",
+            ),
         };
         headers.push(("content-type", "application/json".into()));
         // Every refusal is no-store (RFC 9449 §9 requires it for nonce challenges).
@@ -473,7 +481,12 @@ mod tests {
     fn a_key_that_cannot_sign_withholds_the_response_with_503() {
         use crate::signing::signer::SignError;
         let key = Rejection::from(SignError::Key("the HSM did not sign".into()));
-        assert_eq!((key.status(), key.reason()), (503, "evidence_unavailable"));
+        assert_eq!((key.status(), key.reason()), (502, "evidence_failed"));
+        let rendered = key.render(&profile(ProfileKind::Fapi2), None);
+        assert!(rendered
+            .headers
+            .iter()
+            .all(|(name, _)| *name != "retry-after"));
         let body = Rejection::from(SignError::Body("not JSON".into()));
         assert_eq!((body.status(), body.reason()), (502, "upstream_failed"));
     }

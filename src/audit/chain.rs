@@ -98,6 +98,8 @@ pub struct Checks<'a> {
 pub struct Verified {
     pub records: u64,
     pub checkpoints: u64,
+    /// Lines after the last checkpoint: chained (and MACed), not yet attested by a signature.
+    pub unattested: u64,
 }
 
 /// Checks the whole chain of one file, and whatever `checks` asks (see [`verify_files`]).
@@ -113,6 +115,7 @@ pub fn verify_files(paths: &[&Path], checks: &Checks<'_>) -> Result<Verified, St
     let mut total = Verified {
         records: 0,
         checkpoints: 0,
+        unattested: 0,
     };
     let mut last: Option<String> = None;
     let mut exported_seen = false;
@@ -121,6 +124,11 @@ pub fn verify_files(paths: &[&Path], checks: &Checks<'_>) -> Result<Verified, St
             .map_err(|e| format!("{}: {e}", path.display()))?;
         total.records += verified.records;
         total.checkpoints += verified.checkpoints;
+        total.unattested = if verified.checkpoints > 0 {
+            verified.unattested
+        } else {
+            total.unattested + verified.unattested
+        };
         exported_seen |= seen;
         last = Some(end);
     }
@@ -143,13 +151,19 @@ fn verify_one(
     checks: &Checks<'_>,
     start: Option<&str>,
 ) -> Result<(Verified, String, bool), String> {
+    // The head first: a writer appends lines before it updates the head, so a live file is
+    // at least as long as its head says.
+    let recorded = super::writer::HeadFile::read(path);
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut expected = start.unwrap_or(GENESIS).to_string();
     let mut verified = Verified {
         records: 0,
         checkpoints: 0,
+        unattested: 0,
     };
     let mut exported_seen = false;
+    let mut bytes = 0u64;
+    let mut hash_at_recorded = None;
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let number = index as u64 + 1;
         let at = |what: &str| format!("line {number}: {what}");
@@ -202,13 +216,19 @@ fn verify_one(
                 }
             }
             verified.checkpoints += 1;
+            verified.unattested = 0;
         }
         expected = hash_line(&line);
         exported_seen |= checks.head == Some(expected.as_str());
         verified.records = number;
+        verified.unattested += u64::from(value.get("checkpoint").is_none());
+        bytes += line.len() as u64 + 1;
+        if recorded.as_ref().is_some_and(|r| r.seq == number) {
+            hash_at_recorded = Some(expected.clone());
+        }
     }
-    if let Some(recorded) = super::writer::HeadFile::read(path) {
-        if recorded.seq != verified.records || recorded.head != expected {
+    if let Some(recorded) = recorded {
+        if bytes < recorded.len || hash_at_recorded.as_deref() != Some(recorded.head.as_str()) {
             return Err(format!(
                 "the file ends at line {} but its writer recorded line {} ({}): lines were \
                  removed from its end, or it was rewritten",

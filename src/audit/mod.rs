@@ -67,6 +67,9 @@ pub struct AuditTrail {
     settings: String,
 }
 
+/// How long a signed response waits for its record to be written.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A place in the queue, held while the upstream is called.
 pub struct Slot<'a>(tokio::sync::mpsc::Permit<'a, writer::Message>);
 
@@ -93,10 +96,14 @@ impl Slot<'_> {
         };
         let (done, written) = tokio::sync::oneshot::channel();
         self.0.send(writer::Message::Record { fields, done });
-        match written.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(AuditError::Write(error)),
-            Err(_) => Err(AuditError::Write("the audit writer stopped".into())),
+        // A disk that hangs (a stalled network volume) must not hold the request forever.
+        match tokio::time::timeout(ACK_TIMEOUT, written).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(AuditError::Write(error)),
+            Ok(Err(_)) => Err(AuditError::Write("the audit writer stopped".into())),
+            Err(_) => Err(AuditError::Write(format!(
+                "not written within {ACK_TIMEOUT:?}"
+            ))),
         }
     }
 }

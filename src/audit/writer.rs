@@ -97,10 +97,13 @@ impl Writer {
     /// reading the file once when there is none).
     pub fn open(settings: Settings) -> Result<Writer, String> {
         let path = &settings.path;
-        let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
         let (file, head_file) = open_files(path)?;
-        let len = file.metadata().map_err(at)?.len();
+        // A line cut off by a crash (no newline) was never acknowledged: it goes.
+        let len = drop_torn_line(&file, path)?;
         let (seq, prev) = match HeadFile::read(path) {
+            // A crash between writing lines and the head: the lines after it that continue
+            // the chain are adopted.
+            Some(head) if head.len < len => adopt_tail(path, head)?,
             Some(head) => {
                 if head.len != len {
                     // Going on from the recorded head keeps the damage visible: the next
@@ -144,9 +147,12 @@ impl Writer {
         }
         if self.since_checkpoint > 0 {
             let mut buffer = Vec::new();
-            self.checkpoint(&mut buffer);
-            if let Err(error) = self.commit(&buffer, true) {
-                tracing::error!(%error, "the last audit checkpoint could not be written");
+            let (seq, head) = self.checkpoint(&mut buffer);
+            match self.commit(&buffer, true) {
+                Ok(()) => self.exported(seq, &head),
+                Err(error) => {
+                    tracing::error!(%error, "the last audit checkpoint could not be written")
+                }
             }
         }
     }
@@ -157,7 +163,7 @@ impl Writer {
         }
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut waiting = Vec::with_capacity(batch.len());
-        let (seq, prev) = (self.seq, self.prev.clone());
+        let (seq, prev, since) = (self.seq, self.prev.clone(), self.since_checkpoint);
         for message in batch {
             if let Message::Record { fields, done } = message {
                 self.append(&mut buffer, fields);
@@ -168,9 +174,11 @@ impl Writer {
         let due = self.since_checkpoint >= self.settings.checkpoint_every
             || (self.since_checkpoint > 0
                 && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
-        if due {
-            self.checkpoint(&mut buffer);
-        }
+        let checkpoint = if due {
+            Some(self.checkpoint(&mut buffer))
+        } else {
+            None
+        };
         if buffer.is_empty() {
             return;
         }
@@ -178,12 +186,16 @@ impl Writer {
         let outcome = self.commit(&buffer, sync);
         if outcome.is_err() {
             // Nothing of the batch counts as written: the next one goes on from before it.
-            (self.seq, self.prev) = (seq, prev);
+            (self.seq, self.prev, self.since_checkpoint) = (seq, prev, since);
         }
-        if let Err(error) = &outcome {
-            tracing::error!(%error, "audit records could not be written");
-        } else {
-            self.settings.records.inc_by(waiting.len() as u64);
+        match &outcome {
+            Err(error) => tracing::error!(%error, "audit records could not be written"),
+            Ok(()) => {
+                self.settings.records.inc_by(waiting.len() as u64);
+                if let Some((seq, head)) = checkpoint {
+                    self.exported(seq, &head);
+                }
+            }
         }
         for done in waiting {
             let _ = done.send(outcome.clone());
@@ -198,9 +210,9 @@ impl Writer {
         buffer.push(b'\n');
     }
 
-    /// A checkpoint line attesting every line before it, signed when a key is set; its hash
-    /// is logged so that a system outside this machine can hold it.
-    fn checkpoint(&mut self, buffer: &mut Vec<u8>) {
+    /// A checkpoint line attesting every line before it, signed when a key is set. Returns
+    /// its line number and hash, to be logged ([`Writer::exported`]) once it is on disk.
+    fn checkpoint(&mut self, buffer: &mut Vec<u8>) -> (u64, String) {
         let time = crate::clock::unix_seconds();
         let (count, head) = (self.seq, self.prev.clone());
         let payload = chain::checkpoint_payload(count, &head, time);
@@ -231,20 +243,34 @@ impl Writer {
         self.append(buffer, fields);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        (self.seq, self.prev.clone())
+    }
+
+    /// A checkpoint is on disk: its hash is logged so that a system outside this machine can
+    /// hold it.
+    fn exported(&self, seq: u64, head: &str) {
         self.settings.checkpoints.inc();
         tracing::info!(
             audit_file = %self.settings.path.display(),
-            audit_seq = self.seq,
-            audit_head = %self.prev,
+            audit_seq = seq,
+            audit_head = %head,
             "audit checkpoint"
         );
     }
 
+    /// Appends `buffer` (synced with `sync`). On failure the file is cut back to its last
+    /// good length, so that no partial or unacknowledged line stays in the chain.
     fn commit(&mut self, buffer: &[u8], sync: bool) -> Result<(), String> {
         let at = |e: std::io::Error| format!("{}: {e}", self.settings.path.display());
-        self.file.write_all(buffer).map_err(at)?;
-        if sync {
-            self.file.sync_data().map_err(at)?;
+        let written =
+            self.file
+                .write_all(buffer)
+                .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::error!(%cut, "the audit file could not be cut back after a failed write");
+            }
+            return Err(at(error));
         }
         self.len += buffer.len() as u64;
         let head = HeadFile {
@@ -358,6 +384,63 @@ fn open_files(path: &Path) -> Result<(std::fs::File, std::fs::File), String> {
     Ok((file, head_file))
 }
 
+/// Cuts off a last line without its newline (a write a crash interrupted: never
+/// acknowledged); returns the file's length after.
+fn drop_torn_line(file: &std::fs::File, path: &Path) -> Result<u64, String> {
+    let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
+    let len = file.metadata().map_err(at)?.len();
+    // Read backwards from the end to the last newline: no whole-file read at start-up.
+    let mut complete = 0;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(part, start).map_err(at)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            complete = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if complete < len {
+        tracing::warn!(file = %path.display(), bytes = len - complete,
+            "a torn last audit line (a write cut off by a crash) was removed");
+        file.set_len(complete).map_err(at)?;
+    }
+    Ok(complete)
+}
+
+/// The lines after the recorded head that continue its chain (written before a crash kept
+/// the head from being updated); the first that does not is left for `verify` to name.
+fn adopt_tail(path: &Path, head: HeadFile) -> Result<(u64, String), String> {
+    let at = |e: std::io::Error| format!("audit.path ({}): {e}", path.display());
+    let file = std::fs::File::open(path).map_err(at)?;
+    let mut tail = Vec::new();
+    {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(head.len)).map_err(at)?;
+        file.read_to_end(&mut tail).map_err(at)?;
+    }
+    let (mut seq, mut prev) = (head.seq, head.head);
+    for line in String::from_utf8_lossy(&tail).lines() {
+        let value: Option<serde_json::Value> = serde_json::from_str(line).ok();
+        let continues = value.as_ref().is_some_and(|v| {
+            v.get("prev").and_then(|p| p.as_str()) == Some(prev.as_str())
+                && v.get("seq").and_then(|s| s.as_u64()) == Some(seq + 1)
+        });
+        if !continues {
+            tracing::error!(file = %path.display(), after = seq,
+                "the audit file holds lines that do not continue its recorded head");
+            break;
+        }
+        seq += 1;
+        prev = chain::hash_line(line);
+    }
+    Ok((seq, prev))
+}
+
 /// The line count and last line's hash of a file written before head files existed.
 fn scan(path: &Path) -> Result<(u64, String), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -387,7 +470,73 @@ fn lock(file: &std::fs::File) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::rotation_stamp;
+    use super::*;
+
+    fn settings(path: &Path) -> Settings {
+        Settings {
+            path: path.to_path_buf(),
+            fsync_every_batch: true,
+            key: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_key: Arc::new(Mutex::new(None)),
+            rotate_size: None,
+            rotate_daily: false,
+            records: prometheus::IntCounter::new("r", "r").unwrap(),
+            checkpoints: prometheus::IntCounter::new("c", "c").unwrap(),
+        }
+    }
+
+    #[test]
+    fn ms2_priv_a_crash_between_the_lines_and_the_head_loses_nothing_and_forks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut prev = GENESIS.to_string();
+        let mut text = String::new();
+        let mut lens = Vec::new();
+        for seq in 1..=3 {
+            let line = chain::seal(serde_json::Map::new(), seq, &prev, None);
+            prev = chain::hash_line(&line);
+            text.push_str(&line);
+            text.push('\n');
+            lens.push(text.len() as u64);
+        }
+        // The head was last written after line 2, and line 4 was cut off mid-write.
+        std::fs::write(&path, format!("{text}{{\"seq\":4,\"pr")).unwrap();
+        let first_two = text.lines().take(2).collect::<Vec<_>>();
+        let head = HeadFile {
+            seq: 2,
+            head: chain::hash_line(first_two[1]),
+            len: lens[1],
+        };
+        std::fs::write(head_file_path(&path), head.bytes()).unwrap();
+        let writer = Writer::open(settings(&path)).unwrap();
+        assert_eq!(
+            (writer.seq, writer.prev.clone(), writer.len),
+            (3, prev, lens[2])
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn ms2_priv_a_failed_write_leaves_no_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut writer = Writer::open(settings(&path)).unwrap();
+        let mut buffer = Vec::new();
+        writer.append(&mut buffer, serde_json::Map::new());
+        writer.commit(&buffer, true).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        // A read-only descriptor makes the next write fail, as a full disk would.
+        writer.file = std::fs::File::open(&path).unwrap();
+        let (seq, prev) = (writer.seq, writer.prev.clone());
+        let mut buffer = Vec::new();
+        writer.append(&mut buffer, serde_json::Map::new());
+        assert!(writer.commit(&buffer, true).is_err());
+        (writer.seq, writer.prev) = (seq, prev);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+        assert!(chain::verify(&path, &chain::Checks::default()).is_ok());
+    }
 
     #[test]
     fn rotated_files_are_named_by_their_utc_time() {

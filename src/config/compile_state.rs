@@ -84,6 +84,15 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 }
             }
             let tls = redis_tls(state, &urls, base, errors);
+            // A sentinel on this machine may still name a master anywhere: with redis://
+            // sentinels that master is reached in clear, its password and all.
+            if sentinel.as_ref().is_some_and(|s| !s.tls) && !state.redis_insecure.unwrap_or(false) {
+                errors.add(
+                    "state.redis_sentinel_nodes",
+                    "redis:// sentinels mean the master they name is reached without TLS, \
+                     wherever it is: use rediss://, or set redis_insecure = true",
+                );
+            }
             let auth = redis_auth(state, !url.is_empty(), base, errors);
             StateBackend::Redis(Box::new(RedisPolicy {
                 tls,

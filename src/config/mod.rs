@@ -332,7 +332,10 @@ mod tests {
             error(mixed, "state.redis_sentinel_nodes[1]").as_deref(),
             Some("every sentinel must use the same scheme: all redis:// or all rediss://")
         );
-        let fine = format!("{nodes}\nredis_sentinel_master = \"m\"");
+        let plain = format!("{nodes}\nredis_sentinel_master = \"m\"");
+        assert!(error(&plain, "state.redis_sentinel_nodes")
+            .is_some_and(|m| m.starts_with("redis:// sentinels mean the master")));
+        let fine = format!("{plain}\nredis_insecure = true");
         assert!(load_str(&with(&fine), fixture_dir()).is_ok());
         let tls =
             "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
@@ -356,7 +359,7 @@ mod tests {
         let with = |state: &str| format!("{POLICY}\n[state]\nbackend = \"redis\"\n{state}");
         let error = |state: &str, key: &str| error_of(&with(state), fixture_dir(), key);
         let sentinel =
-            "redis_sentinel_nodes = [\"redis://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"";
+            "redis_sentinel_nodes = [\"redis://127.0.0.1:26379\"]\nredis_sentinel_master = \"m\"\nredis_insecure = true";
         let password = |path: &str| format!("redis_password_file = \"{path}\"");
         assert!(load_str(
             &with(&format!("{sentinel}\n{}", password(&good))),

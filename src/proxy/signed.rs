@@ -177,7 +177,7 @@ pub async fn exchange(
         if let Err(error) = slot.record(&record).await {
             tracing::error!(%error, route = %route.id, interaction_id = record.interaction_id,
                 "signed response withheld: its audit record was not written");
-            return Err(Rejection::EvidenceUnavailable);
+            return Err(Rejection::EvidenceFailed);
         }
     }
     let no_body = bodiless(is_head, status.as_u16());
@@ -208,7 +208,8 @@ pub async fn exchange(
     Ok(())
 }
 
-/// Fields that would pass for the gateway's evidence: digests (RFC 9530) and signatures
+/// Fields that would pass for the gateway's evidence: digests (RFC 9530, and RFC 3230's
+/// `Digest`) and signatures
 /// (RFC 9421, UK Open Banking's detached JWS). Only the gateway sets them on a signed route.
 fn is_upstream_evidence(name: &str) -> bool {
     matches!(
@@ -220,6 +221,8 @@ fn is_upstream_evidence(name: &str) -> bool {
             | "signature"
             | "signature-input"
             | "x-jws-signature"
+            | "digest"
+            | "want-digest"
     )
 }
 

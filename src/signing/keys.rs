@@ -88,10 +88,12 @@ impl SigningKey {
         let pin = std::fs::read_to_string(pin_file)
             .map_err(|e| format!("{}: {e}", pin_file.display()))?;
         let key = super::pkcs11::HsmKey::shared(uri, pin.trim())?;
-        Ok(SigningKey {
+        let key = SigningKey {
             key_id: key_id.to_string(),
             pair: Pair::Hsm(key),
-        })
+        };
+        key.check_pair()?;
+        Ok(key)
     }
 
     pub fn from_pkcs8_der(der: &[u8], key_id: &str) -> Option<SigningKey> {
@@ -111,6 +113,27 @@ impl SigningKey {
                 super::pkcs11::HsmKind::P256 => "EC",
                 super::pkcs11::HsmKind::Rsa => "RSA",
             },
+        }
+    }
+
+    /// Signs once and verifies with the public key it publishes: a token whose public object
+    /// does not belong to its private key is found at start-up, not by every verifier.
+    fn check_pair(&self) -> Result<(), String> {
+        let alg = match self.kty() {
+            "OKP" => HttpSigAlg::Ed25519,
+            "EC" => HttpSigAlg::EcdsaP256Sha256,
+            _ => HttpSigAlg::RsaPssSha512,
+        };
+        let message = b"fapigate: does the published key verify this key's signature?";
+        let signature = self.sign(message, false)?;
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.public_jwk())
+            .map_err(|e| format!("the key's public JWK: {e}"))?;
+        let public = jsonwebtoken::DecodingKey::from_jwk(&jwk)
+            .map_err(|e| format!("the key's public JWK: {e}"))?;
+        if verify_with(alg, &public, message, &signature) {
+            Ok(())
+        } else {
+            Err("the token's public key does not verify its private key's signature".into())
         }
     }
 

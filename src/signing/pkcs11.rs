@@ -7,6 +7,7 @@
 use crate::policy::Pkcs11Uri;
 use base64::Engine;
 use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -42,6 +43,32 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 /// process on that token. So they live as long as the process.
 static OPENED: OnceLock<Mutex<HashMap<String, Arc<HsmKey>>>> = OnceLock::new();
 
+/// The loaded modules, by path, never dropped: dropping a context calls `C_Finalize`, which
+/// would end every session of the process on that module (the live key's too).
+static MODULES: OnceLock<Mutex<HashMap<std::path::PathBuf, Pkcs11>>> = OnceLock::new();
+
+fn module(path: &std::path::Path) -> Result<Pkcs11, String> {
+    let modules = MODULES.get_or_init(Default::default);
+    let mut modules = modules.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(context) = modules.get(path) {
+        return Ok(context.clone());
+    }
+    let context =
+        Pkcs11::new(path).map_err(|e| format!("the PKCS#11 module {}: {e}", path.display()))?;
+    match context.initialize(CInitializeArgs::OsThreads) {
+        Ok(())
+        | Err(cryptoki::error::Error::AlreadyInitialized)
+        | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            // Kept even so: dropping it would finalise a library another key may use.
+            modules.insert(path.to_path_buf(), context);
+            return Err(format!("the PKCS#11 module did not initialise: {e}"));
+        }
+    }
+    modules.insert(path.to_path_buf(), context.clone());
+    Ok(context)
+}
+
 impl HsmKey {
     /// The key `uri` names: the one this process opened already, or [`HsmKey::open`]ed now.
     pub fn shared(uri: &Pkcs11Uri, pin: &str) -> Result<Arc<HsmKey>, String> {
@@ -58,12 +85,7 @@ impl HsmKey {
     /// Opens the module, logs in to the token the URI names with `pin` and finds its private
     /// key and public half. Every failure names what to check; the PIN is never printed.
     pub fn open(uri: &Pkcs11Uri, pin: &str) -> Result<HsmKey, String> {
-        let context = Pkcs11::new(&uri.module)
-            .map_err(|e| format!("the PKCS#11 module {}: {e}", uri.module.display()))?;
-        match context.initialize(CInitializeArgs::OsThreads) {
-            Ok(()) | Err(cryptoki::error::Error::AlreadyInitialized) => {}
-            Err(e) => return Err(format!("the PKCS#11 module did not initialise: {e}")),
-        }
+        let context = module(&uri.module)?;
         let slots = context
             .get_slots_with_token()
             .map_err(|e| format!("the PKCS#11 module lists no tokens: {e}"))?;
@@ -84,11 +106,16 @@ impl HsmKey {
         let session = context
             .open_ro_session(slot)
             .map_err(|e| format!("the PKCS#11 token did not open a session: {e}"))?;
-        session
-            .login(UserType::User, Some(&AuthPin::new(pin.into())))
-            .map_err(|e| {
-                format!("the PKCS#11 login failed (check response_signing.pin_file): {e}")
-            })?;
+        // A login holds for every session of the process on the token: a second key on it
+        // finds the user logged in already.
+        match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => {
+                return Err(format!(
+                    "the PKCS#11 login failed (check response_signing.pin_file): {e}"
+                ))
+            }
+        }
         let find = |class: ObjectClass| -> Result<Option<ObjectHandle>, String> {
             let mut template = vec![Attribute::Class(class)];
             if let Some(label) = &uri.object {
@@ -159,7 +186,7 @@ impl HsmKey {
                         _ => {}
                     }
                 }
-                if n.iter().skip_while(|b| **b == 0).count() * 8 < crate::encoding::MIN_RSA_BITS {
+                if crate::encoding::significant_bits(&n) < crate::encoding::MIN_RSA_BITS {
                     return Err("the PKCS#11 RSA key is shorter than 2048 bits".into());
                 }
                 serde_json::json!({"kty": "RSA", "use": "sig", "n": b64.encode(n), "e": b64.encode(e)})

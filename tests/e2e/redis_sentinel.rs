@@ -173,7 +173,8 @@ impl Sentinel {
     fn state(&self) -> String {
         match &self.secure {
             None => format!(
-                "redis_sentinel_nodes = [\"redis://127.0.0.1:{}\"]\nredis_sentinel_master = \"{MASTER}\"\n",
+                "redis_sentinel_nodes = [\"redis://127.0.0.1:{}\"]\nredis_sentinel_master = \"{MASTER}\"\n\
+                 redis_insecure = true\n",
                 self.sentinel
             ),
             Some(secure) => {
