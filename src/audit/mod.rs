@@ -170,11 +170,14 @@ impl Trails {
             checkpoints: metrics.audit_checkpoints.clone(),
         })?;
         let (queue, receiver) = tokio::sync::mpsc::channel(policy.queue);
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("audit writer: {e}"))?;
         std::thread::Builder::new()
             .name("fapigate-audit".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || writer.run(receiver, clock))
             .map_err(|e| format!("audit writer: {e}"))?;
-        spawn_ticker(queue.downgrade(), policy.checkpoint_interval);
         let trail = Arc::new(AuditTrail {
             path: policy.path.clone(),
             queue,
@@ -185,20 +188,6 @@ impl Trails {
         *current = Some(trail.clone());
         Ok(Some(trail))
     }
-}
-
-/// Wakes the writer now and then so that a checkpoint is written on time when traffic stops;
-/// ends with the trail.
-fn spawn_ticker(queue: tokio::sync::mpsc::WeakSender<writer::Message>, interval: Duration) {
-    let every = interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let _ = std::thread::Builder::new()
-        .name("fapigate-audit-tick".into())
-        .spawn(move || loop {
-            std::thread::sleep(every);
-            let Some(queue) = queue.upgrade() else { return };
-            // A full queue will be written (and checked for a checkpoint) anyway.
-            let _ = queue.try_send(writer::Message::Tick);
-        });
 }
 
 #[cfg(test)]
@@ -216,6 +205,22 @@ mod tests {
             on_full,
             rotate_size: None,
             rotate_daily: false,
+        }
+    }
+
+    fn record() -> Record<'static> {
+        Record {
+            time: 1,
+            interaction_id: "i",
+            route: "r",
+            client_id: None,
+            request_digest: None,
+            request_signature_input: None,
+            request_signature: None,
+            response_status: 200,
+            response_digest: None,
+            response_signature_input: None,
+            response_signature: None,
         }
     }
 
@@ -241,19 +246,7 @@ mod tests {
             assert_eq!(trail.reserve().await.err(), Some(AuditError::Full));
             assert!(started.elapsed() >= waits);
             // Once it is used, the next request gets a place, and both are written.
-            let record = Record {
-                time: 1,
-                interaction_id: "i",
-                route: "r",
-                client_id: None,
-                request_digest: None,
-                request_signature_input: None,
-                request_signature: None,
-                response_status: 200,
-                response_digest: None,
-                response_signature_input: None,
-                response_signature: None,
-            };
+            let record = record();
             held.record(&record).await.unwrap();
             trail
                 .reserve()
@@ -264,6 +257,45 @@ mod tests {
                 .unwrap();
             let verified = chain::verify(&dir.path().join("audit.jsonl"), &Default::default());
             assert_eq!(verified.unwrap().records, 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn ms2_priv_a_checkpoint_follows_its_interval_when_traffic_stops() {
+        let metrics = crate::telemetry::Metrics::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut policy = policy(dir.path(), OnFull::Refuse);
+        policy.checkpoint_interval = Duration::from_millis(100);
+        let trails = Trails::default();
+        let trail = trails.trail_for(&policy, None, &metrics).unwrap().unwrap();
+        trail
+            .reserve()
+            .await
+            .unwrap()
+            .record(&record())
+            .await
+            .unwrap();
+        // No other record comes: the writer wakes by itself and attests the one it has.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let path = dir.path().join("audit.jsonl");
+        loop {
+            let verified = chain::verify(&path, &Default::default()).unwrap();
+            if verified.checkpoints == 1 {
+                assert_eq!((verified.records, verified.unattested), (2, 0));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // With a queue of one and `refuse`, the writer's own wake-ups never take the place.
+        for _ in 0..5 {
+            trail
+                .reserve()
+                .await
+                .unwrap()
+                .record(&record())
+                .await
+                .unwrap();
         }
     }
 

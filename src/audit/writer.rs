@@ -17,7 +17,7 @@ pub(super) enum Message {
         fields: serde_json::Map<String, serde_json::Value>,
         done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
-    /// Time passed: a checkpoint may be due.
+    /// Time passed with no record: a checkpoint may be due (made by the writer itself).
     Tick,
 }
 
@@ -133,9 +133,25 @@ impl Writer {
         })
     }
 
-    /// Runs until every sender is gone, then writes a last checkpoint.
-    pub fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Message>) {
-        while let Some(first) = queue.blocking_recv() {
+    /// Runs until every sender is gone, then writes a last checkpoint. `clock` is this
+    /// thread's own runtime: it wakes the writer when no record comes for a while, so a
+    /// checkpoint is written on time without a tick taking a place in the queue.
+    pub fn run(
+        mut self,
+        mut queue: tokio::sync::mpsc::Receiver<Message>,
+        clock: tokio::runtime::Runtime,
+    ) {
+        let tick = self
+            .settings
+            .checkpoint_interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
+            let next = clock.block_on(async { tokio::time::timeout(tick, queue.recv()).await });
+            let first = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => Message::Tick,
+            };
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match queue.try_recv() {
