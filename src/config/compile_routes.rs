@@ -140,7 +140,7 @@ fn one_route(
         if format.is_none() {
             errors.add(
                 format!("{key}.response_format"),
-                format!("\"{name}\" is not one of \"http-signature\", \"jws-detached\", \"jwt\""),
+                ResponseFormat::unknown(name),
             );
         } else if !sign_response {
             errors.add(
@@ -228,10 +228,7 @@ fn detail_requirement(
         }
         for (name, value) in comparisons {
             let Some(comparison) = Comparison::parse(name) else {
-                errors.add(
-                    format!("{rule_key}.{name}"),
-                    format!("\"{name}\" is not one of equals, contains, at_least, at_most"),
-                );
+                errors.add(format!("{rule_key}.{name}"), Comparison::unknown(name));
                 continue;
             };
             let operand = errors.check(&format!("{rule_key}.{name}"), rar::parse_operand(value));

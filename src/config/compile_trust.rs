@@ -248,16 +248,10 @@ pub(super) fn response_signing(
     if format.is_none() {
         errors.add(
             "response_signing.format",
-            format!(
-                "\"{format_name}\" is not one of \"http-signature\", \"jws-detached\", \"jwt\""
-            ),
+            ResponseFormat::unknown(format_name),
         );
     }
-    let allowed: &[&str] = match format {
-        Some(ResponseFormat::HttpSignature) => &["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512"],
-        Some(_) => &["PS256", "ES256"],
-        None => &[],
-    };
+    let allowed: &[&str] = format.map_or(&[], ResponseFormat::algs);
     if format.is_some() && !allowed.contains(&signing.alg.as_str()) {
         errors.add(
             "response_signing.alg",

@@ -311,13 +311,41 @@ pub enum ResponseFormat {
 }
 
 impl ResponseFormat {
-    pub fn parse(name: &str) -> Option<ResponseFormat> {
-        match name {
-            "http-signature" => Some(ResponseFormat::HttpSignature),
-            "jws-detached" => Some(ResponseFormat::JwsDetached),
-            "jwt" => Some(ResponseFormat::Jwt),
-            _ => None,
+    /// Every format: a new one is added here and in the matches the compiler then names.
+    pub const ALL: [ResponseFormat; 3] = [
+        ResponseFormat::HttpSignature,
+        ResponseFormat::JwsDetached,
+        ResponseFormat::Jwt,
+    ];
+
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResponseFormat::HttpSignature => "http-signature",
+            ResponseFormat::JwsDetached => "jws-detached",
+            ResponseFormat::Jwt => "jwt",
         }
+    }
+
+    /// The `response_signing.alg` values it signs with.
+    pub fn algs(self) -> &'static [&'static str] {
+        match self {
+            ResponseFormat::HttpSignature => &["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512"],
+            ResponseFormat::JwsDetached | ResponseFormat::Jwt => &["PS256", "ES256"],
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ResponseFormat> {
+        ResponseFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// `"\"x\" is not one of \"http-signature\", …"`, for configuration errors.
+    pub fn unknown(name: &str) -> String {
+        let names: Vec<String> = ResponseFormat::ALL
+            .iter()
+            .map(|f| format!("\"{}\"", f.name()))
+            .collect();
+        format!("\"{name}\" is not one of {}", names.join(", "))
     }
 }
 

@@ -83,14 +83,32 @@ pub enum Comparison {
 }
 
 impl Comparison {
-    pub fn parse(name: &str) -> Option<Comparison> {
-        match name {
-            "equals" => Some(Comparison::Equals),
-            "contains" => Some(Comparison::Contains),
-            "at_least" => Some(Comparison::AtLeast),
-            "at_most" => Some(Comparison::AtMost),
-            _ => None,
+    /// Every operator: a new one is added here and in the matches the compiler then names.
+    pub const ALL: [Comparison; 4] = [
+        Comparison::Equals,
+        Comparison::Contains,
+        Comparison::AtLeast,
+        Comparison::AtMost,
+    ];
+
+    /// Its name in the configuration (`"/field" = { NAME = operand }`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Comparison::Equals => "equals",
+            Comparison::Contains => "contains",
+            Comparison::AtLeast => "at_least",
+            Comparison::AtMost => "at_most",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Comparison> {
+        Comparison::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// `"x" is not one of equals, contains, …`, for configuration errors.
+    pub fn unknown(name: &str) -> String {
+        let names: Vec<&str> = Comparison::ALL.iter().map(|c| c.name()).collect();
+        format!("\"{name}\" is not one of {}", names.join(", "))
     }
 }
 
