@@ -33,6 +33,8 @@ const FILE_KEYS: &[&str] = &[
     "redis_client_cert",
     "redis_client_key",
     "verdict_key_file",
+    "key_file",
+    "pin_file",
 ];
 
 fn text(relative: &str) -> String {
@@ -839,6 +841,8 @@ pub fn materialize(
             "a-shared-secret-for-the-deployment-test\n".to_string()
         } else if key.ends_with("redis_url_file") {
             "rediss://:password@redis.fapigate.svc:6379/0\n".to_string()
+        } else if key == "audit.key_file" {
+            "an-audit-mac-key-of-at-least-32-bytes-for-the-deployment-test\n".to_string()
         } else if key.ends_with("verdict_key_file") {
             "a-verdict-key-of-at-least-32-bytes-for-the-deployment-test\n".to_string()
         } else {

@@ -184,6 +184,27 @@ fn deploy_configmap_configuration_serves_traffic_with_its_state_over_rediss() {
     let metrics = metrics_showing(gateway.admin_port, "fapigate_shared_state_up 1");
     assert!(metrics.contains("fapigate_shared_state_up 1"));
     drop(gateway);
+    // The signed exchange is in the audit trail, MACed with the ConfigMap's audit key.
+    let relocated = |key: &str| {
+        root.join(
+            deployed
+                .config_str(key)
+                .strip_prefix("/etc/fapigate/")
+                .expect("under /etc/fapigate"),
+        )
+    };
+    let verify = Command::new(BINARY)
+        .args(["audit", "verify"])
+        .arg(relocated("audit.path"))
+        .arg("--key")
+        .arg(relocated("audit.key_file"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && out.contains("ok: 1 records") && out.contains("MACs verified"),
+        "{verify:?}"
+    );
     let _ = redis.kill();
     let _ = redis.wait();
 }
