@@ -190,7 +190,12 @@ fn verify_audit(
         jwks: jwks.as_ref(),
         head,
     };
-    let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    // `<file>.head` is read beside its file; a glob that names it too is fine.
+    let files: Vec<&std::path::Path> = files
+        .iter()
+        .map(PathBuf::as_path)
+        .filter(|f| f.extension().is_none_or(|e| e != "head"))
+        .collect();
     let verified = chain::verify_files(&files, &checks)?;
     let signatures = match (jwks.is_some(), verified.checkpoints) {
         (false, _) => "not checked (no --jwks)",
