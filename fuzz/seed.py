@@ -226,12 +226,57 @@ def config() -> list[bytes]:
     seeds.append(b'[listener]\naddr = "x"\n[listener.tls]\ncert = "/dev/stdin"\nkey = "/proc/self/mem"\n')
     seeds.append(b'[server]\nthreads = 99999999999\nshutdown_grace = "99999999999999h"\n')
     seeds.append(b'[response_signing]\nmax_body = "18446744073709551615GiB"\n')
+    seeds.append(
+        b'[response_signing]\nformat = "jwt"\nkey = "pkcs11:token=a%20b;object=rs;id=%01?module-path=/dev/null&pin-value=1"\n'
+        b'key_id = "k"\nalg = "PS256"\npin_file = "keys/signing.key"\n'
+        b'[audit]\npath = "audit.jsonl"\nkey_file = "keys/signing.key"\non_full = "refuse"\nwait_max = "1s"\n'
+        b'queue = 0\ncheckpoint_every = 0\nrotate_size = "1KiB"\nrotate_daily = true\n'
+    )
+    seeds.append(
+        b'[state]\nbackend = "redis"\nredis_sentinel_nodes = ["rediss://:p@127.0.0.1:1", "redis://x"]\n'
+        b'redis_sentinel_master = ""\nredis_password_file = "/dev/null"\nredis_username = ""\n'
+    )
     return seeds
+
+
+AUDIT_KEY = b"the fuzz target's audit MAC key, 32+ bytes"  # src/fuzzing.rs audit_chain
+GENESIS = "0" * 64
+
+
+def audit_chain() -> list[bytes]:
+    import hmac
+
+    def seal(fields: dict, seq: int, prev: str) -> str:
+        body = dict(fields, seq=seq, prev=prev)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        tag = hmac.new(AUDIT_KEY, text.encode(), hashlib.sha256).hexdigest()
+        return text[:-1] + ',"mac":"' + tag + '"}'
+
+    def chain(records: list[dict]) -> list[str]:
+        lines, prev = [], GENESIS
+        for seq, fields in enumerate(records, 1):
+            line = seal(fields, seq, prev)
+            prev = hashlib.sha256(line.encode()).hexdigest()
+            lines.append(line)
+        return lines
+
+    record = {"time": NOW, "interaction_id": "i", "route": "payments", "client_id": "tpp",
+              "response_status": 200, "response_digest": "sha-256=:x:"}
+    good = chain([record, dict(record, time=NOW + 1)])
+    head = hashlib.sha256(good[-1].encode()).hexdigest()
+    checkpoint = seal({"time": NOW + 2, "checkpoint": {"count": 2, "head": head},
+                       "jws": "eyJhbGciOiJFZERTQSIsImtpZCI6InJzLTEifQ.e30.c2ln"}, 3, head)
+    rotated = chain([dict(record, rotated_from={"file": "a", "seq": 9, "head": GENESIS})])
+    seeds = ["\n".join(good) + "\n", "\n".join(good + [checkpoint]) + "\n", rotated[0] + "\n"]
+    seeds.append(good[0].replace('"mac":"', '"mac":"0') + "\n")
+    seeds.append('{"prev":"' + GENESIS + '","seq":1,"a":",\\"mac\\":\\"x"}\n')
+    seeds.append("not json\n\n{}\n")
+    return [s.encode() for s in seeds]
 
 
 for name, make in [
     ("path_routes", path_routes), ("credential", credential), ("jws_header", jws_header),
     ("dpop_proof", dpop_proof), ("http_signature", http_signature), ("client_cert", client_cert),
-    ("json_body", json_body), ("config", config),
+    ("json_body", json_body), ("config", config), ("audit_chain", audit_chain),
 ]:
     write(name, make())

@@ -155,6 +155,48 @@ fn verify_one(
     // at least as long as its head says.
     let recorded = super::writer::HeadFile::read(path);
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let lines = verify_lines(
+        std::io::BufReader::new(file),
+        checks,
+        start,
+        recorded.as_ref().map(|r| r.seq),
+    )?;
+    if let Some(recorded) = recorded {
+        if lines.bytes < recorded.len
+            || lines.hash_at_recorded.as_deref() != Some(recorded.head.as_str())
+        {
+            return Err(format!(
+                "the file ends at line {} but its writer recorded line {} ({}): lines were \
+                 removed from its end, or it was rewritten",
+                lines.verified.records,
+                recorded.seq,
+                super::writer::head_file_path(path).display()
+            ));
+        }
+    }
+    Ok((lines.verified, lines.last, lines.exported_seen))
+}
+
+/// What one file's lines hold.
+pub struct Lines {
+    pub verified: Verified,
+    /// The last line's hash (where the next file's chain goes on).
+    pub last: String,
+    /// Whether the exported head of [`Checks::head`] is among them.
+    pub exported_seen: bool,
+    pub bytes: u64,
+    /// The hash of line `recorded_seq`, to compare with the head file.
+    pub hash_at_recorded: Option<String>,
+}
+
+/// Checks the lines of one file. The fuzz target `audit_chain` runs it on arbitrary bytes:
+/// an audit file is as trustworthy as the disk it sits on.
+pub fn verify_lines(
+    reader: impl BufRead,
+    checks: &Checks<'_>,
+    start: Option<&str>,
+    recorded_seq: Option<u64>,
+) -> Result<Lines, String> {
     let mut expected = start.unwrap_or(GENESIS).to_string();
     let mut verified = Verified {
         records: 0,
@@ -164,7 +206,7 @@ fn verify_one(
     let mut exported_seen = false;
     let mut bytes = 0u64;
     let mut hash_at_recorded = None;
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (index, line) in reader.lines().enumerate() {
         let number = index as u64 + 1;
         let at = |what: &str| format!("line {number}: {what}");
         let line = line.map_err(|e| at(&e.to_string()))?;
@@ -223,22 +265,17 @@ fn verify_one(
         verified.records = number;
         verified.unattested += u64::from(value.get("checkpoint").is_none());
         bytes += line.len() as u64 + 1;
-        if recorded.as_ref().is_some_and(|r| r.seq == number) {
+        if recorded_seq == Some(number) {
             hash_at_recorded = Some(expected.clone());
         }
     }
-    if let Some(recorded) = recorded {
-        if bytes < recorded.len || hash_at_recorded.as_deref() != Some(recorded.head.as_str()) {
-            return Err(format!(
-                "the file ends at line {} but its writer recorded line {} ({}): lines were \
-                 removed from its end, or it was rewritten",
-                verified.records,
-                recorded.seq,
-                super::writer::head_file_path(path).display()
-            ));
-        }
-    }
-    Ok((verified, expected, exported_seen))
+    Ok(Lines {
+        verified,
+        last: expected,
+        exported_seen,
+        bytes,
+        hash_at_recorded,
+    })
 }
 
 /// The payload of a checkpoint's JWS, once its signature verifies with a key of `jwks`.

@@ -18,7 +18,7 @@ pub(crate) use fixture::{fixture_dir, POLICY};
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its folder under `fuzz/corpus/` and `fuzz/fuzz_targets/`.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("path_routes", path_routes),
     ("credential", credential),
     ("jws_header", jws_header),
@@ -27,6 +27,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("client_cert", client_cert),
     ("json_body", json_body),
     ("config", config),
+    ("audit_chain", audit_chain),
 ];
 
 /// The fixed request time of the targets (2023-11-14T22:13:20Z); seeds put their `iat` and
@@ -351,9 +352,50 @@ pub fn config(data: &[u8]) {
     let _ = crate::config::load_str(&source, &fixture().dir);
 }
 
+/// `fapigate audit verify` on arbitrary bytes as an audit file, with a MAC key, a JWKS and an
+/// exported head, as an auditor runs it on a file anyone with disk access could have written.
+pub fn audit_chain(data: &[u8]) {
+    use crate::audit::chain;
+    static JWKS: std::sync::OnceLock<Option<jsonwebtoken::jwk::JwkSet>> =
+        std::sync::OnceLock::new();
+    let jwks = JWKS.get_or_init(|| {
+        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": "rs-1",
+            "x": "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"});
+        serde_json::from_value(serde_json::json!({ "keys": [jwk] })).ok()
+    });
+    let key = chain::MacKey::new(b"the fuzz target's audit MAC key, 32+ bytes");
+    let checks = chain::Checks {
+        key: Some(&key),
+        jwks: jwks.as_ref(),
+        head: Some(chain::GENESIS),
+    };
+    let _ = chain::verify_lines(data, &checks, None, Some(2));
+    let _ = chain::verify_lines(data, &chain::Checks::default(), Some(chain::GENESIS), None);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ms2_priv_an_audit_chain_seed_passes_every_check_so_the_target_reaches_them_all() {
+        use crate::audit::chain;
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/audit_chain");
+        let key = chain::MacKey::new(b"the fuzz target's audit MAC key, 32+ bytes");
+        let checks = chain::Checks {
+            key: Some(&key),
+            ..chain::Checks::default()
+        };
+        let passing = std::fs::read_dir(folder)
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| std::fs::read(entry.path()).ok())
+            .filter_map(|bytes| chain::verify_lines(&bytes[..], &checks, None, None).ok())
+            .filter(|lines| lines.verified.records >= 2)
+            .count();
+        assert!(passing >= 1, "no seed carries valid MACs");
+    }
 
     #[test]
     fn parts_split_at_0xff_into_at_most_n() {

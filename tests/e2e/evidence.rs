@@ -3,7 +3,7 @@
 //! bytes sent (an empty body's too), and the audit records what was signed.
 
 use crate::bank::*;
-use crate::signing::{headers_args, python, request_json, verify_response};
+use crate::signing::{dpop_exchange, python, verify_response};
 use crate::support::*;
 use serde_json::Value;
 
@@ -48,25 +48,7 @@ fn hs2_resp_rs_a_signed_route_sends_only_the_gateways_digest_and_signature() {
         ..Options::default()
     });
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let get = |path: &str, method: &str| {
-        let url = bank.url(path);
-        let headers = vec![
-            ("authorization".to_string(), format!("DPoP {token}")),
-            (
-                "dpop".to_string(),
-                bank.auth.proof(&key, method, &url, &token, None),
-            ),
-        ];
-        let mut args = headers_args(&headers);
-        if method == "HEAD" {
-            args.insert(0, "-I".into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        (
-            bank.request(path, &args),
-            request_json(method, &url, &headers, ""),
-        )
-    };
+    let get = |path: &str, method: &str| dpop_exchange(&bank, &token, &key, method, path);
 
     // RFC 9421: the upstream's Content-Digest and Signature are replaced by the gateway's.
     let (response, request) = get("/statements/forged", "GET");

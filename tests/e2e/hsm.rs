@@ -5,7 +5,7 @@
 //! not there stops the start with a clear error that never shows the PIN.
 
 use crate::bank::*;
-use crate::signing::{headers_args, request_json, verify_response};
+use crate::signing::{dpop_exchange, verify_response};
 use crate::support::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -105,20 +105,7 @@ impl SoftHsm {
 
 fn signed_statement(bank: &Bank) -> (Response, serde_json::Value) {
     let (token, key) = bank.dpop_token("tpp", "ES256", None);
-    let url = bank.url("/statements/7");
-    let headers = vec![
-        ("authorization".to_string(), format!("DPoP {token}")),
-        (
-            "dpop".to_string(),
-            bank.auth.proof(&key, "GET", &url, &token, None),
-        ),
-    ];
-    let args = headers_args(&headers);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (
-        bank.request("/statements/7", &args),
-        request_json("GET", &url, &headers, ""),
-    )
+    dpop_exchange(bank, &token, &key, "GET", "/statements/7")
 }
 
 #[test]

@@ -104,6 +104,34 @@ pub fn headers_args(headers: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// A DPoP request to `path` with `token` and a fresh proof (`-I` for HEAD): the response, and
+/// the request as the verifiers of `tests/py` take it.
+pub fn dpop_exchange(
+    bank: &Bank,
+    token: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+) -> (Response, Value) {
+    let url = bank.url(path);
+    let headers = vec![
+        ("authorization".to_string(), format!("DPoP {token}")),
+        (
+            "dpop".to_string(),
+            bank.auth.proof(key, method, &url, token, None),
+        ),
+    ];
+    let mut args = headers_args(&headers);
+    if method == "HEAD" {
+        args.insert(0, "-I".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (
+        bank.request(path, &args),
+        request_json(method, &url, &headers, ""),
+    )
+}
+
 #[test]
 fn hs2_resp_rs_1_to_8_a_signed_response_verifies_with_an_independent_library() {
     let bank = Bank::start(Options {

@@ -3,12 +3,14 @@
 //! manager) or a Redis Cluster. Every call has a deadline; a Redis that cannot answer makes
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
-use crate::binding::replay::{FirstUse, ProofRecord, ReplayStore, StoreUnavailable};
+use crate::binding::replay::StoreUnavailable;
 use crate::policy::{RedisAuth, RedisPolicy, RedisTls, SentinelPolicy};
-use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
+
+mod replay;
+pub use replay::RedisReplayStore;
 
 #[derive(Clone)]
 enum Connection {
@@ -529,60 +531,6 @@ fn certificates(tls: &RedisTls) -> Result<redis::TlsCertificates, String> {
 /// The largest value read back from Redis: the gateway's own values (introspection verdicts,
 /// the nonce key) are far smaller.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
-/// Hex of a key hash, for Redis key names.
-use crate::encoding::hex;
-
-/// DPoP replay records shared by every replica, and each key's count of them.
-pub struct RedisReplayStore {
-    pub redis: std::sync::Arc<Redis>,
-    /// How many records one key may hold (`replay_entries_per_key`).
-    pub per_key: u64,
-    /// The longest a record lives: a key's records are counted in epochs of this length, the
-    /// current and the previous one.
-    pub epoch: Duration,
-}
-
-/// Atomically: a replay is seen; else a key that holds its share is refused; else the record
-/// is written and counted. KEYS: the record, this epoch's count, the previous epoch's count;
-/// ARGV: the record's TTL (ms), the share, a count's TTL (ms). One hash tag, one cluster slot.
-const FIRST_USE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local held = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(redis.call('GET', KEYS[3]) or '0')
-if held >= tonumber(ARGV[2]) then return 2 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-return 1
-"#;
-
-#[async_trait]
-impl ReplayStore for RedisReplayStore {
-    async fn first_use(
-        &self,
-        proof: ProofRecord<'_>,
-        ttl: Duration,
-    ) -> Result<FirstUse, StoreUnavailable> {
-        let epoch_ms = self.epoch.as_millis().max(1);
-        let epoch = crate::clock::unix_millis() as u128 / epoch_ms;
-        // The jkt is a base64url hash: a safe hash tag.
-        let tag = format!("fapigate:dpop:{{{}}}", proof.jkt);
-        let mut command = redis::cmd("EVAL");
-        command
-            .arg(FIRST_USE)
-            .arg(3)
-            .arg(format!("{tag}:jti:{}", hex(&proof.key)))
-            .arg(format!("{tag}:count:{epoch}"))
-            .arg(format!("{tag}:count:{}", epoch.saturating_sub(1)))
-            .arg(ttl.as_millis().max(1) as u64)
-            .arg(self.per_key)
-            .arg((epoch_ms * 2) as u64);
-        match self.redis.run::<i64>(command).await? {
-            0 => Ok(FirstUse::Replayed),
-            1 => Ok(FirstUse::First),
-            _ => Ok(FirstUse::OverShare),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
