@@ -94,7 +94,7 @@ fn run() -> Result<(), String> {
     println!("  test issuer       {ISSUER}  (JWKS at /jwks)");
 
     // The gateway, exactly as `fapigate run --config conf/quickstart.toml` runs it.
-    fapigate::proxy::tls::install_crypto_provider();
+    fapigate::tls::install_crypto_provider();
     let policy = fapigate::config::load(&config).map_err(|errors| errors.to_string())?;
     fapigate::telemetry::init_logging(false, "warn");
     let gateway_config = config.clone();
@@ -666,7 +666,7 @@ fn https_client(ca: &Path) -> Result<reqwest::Client, String> {
             .add(cert)
             .map_err(|e| format!("{}: {e}", ca.display()))?;
     }
-    let provider = Arc::new(fapigate::proxy::tls::fapi_crypto_provider());
+    let provider = Arc::new(fapigate::tls::fapi_crypto_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -70,7 +70,9 @@ impl Engine {
         let audit = match &policy.audit {
             Some(audit) => local.audit.trail_for(
                 audit,
-                signer.as_ref().map(ResponseSigner::checkpoint_key),
+                signer
+                    .as_ref()
+                    .map(|signer| crate::audit::CheckpointKey::new(signer.active_key())),
                 &metrics,
             )?,
             None => None,
@@ -136,7 +138,7 @@ pub struct Admission {
     pub route: usize,
     pub params: Vec<(String, String)>,
     pub grant: Option<Arc<Grant>>,
-    /// A fresh `DPoP-Nonce` for the response, when the nonce slot turned.
+    /// A fresh `DPoP-Nonce` for the response, when the nonce period turned.
     pub dpop_nonce: Option<String>,
     /// The authorization detail that granted the request, for the upstream.
     pub granted_detail: Option<serde_json::Value>,
@@ -357,11 +359,10 @@ impl<'e> Enforcer<'e> {
             .and_then(|id| self.engine.clients.get(id))
             .ok_or(refuse("the client has no registered signing keys"))?;
         let policy = &self.engine.policy;
-        let mut target_uri = policy.listener.public_url.join(facts.path);
-        if let Some(query) = facts.query {
-            target_uri.push('?');
-            target_uri.push_str(query);
-        }
+        let target_uri = policy
+            .listener
+            .public_url
+            .target_uri(facts.path, facts.query);
         let request = SignedRequest {
             message: MessageView {
                 method: Some(facts.method.as_str()),

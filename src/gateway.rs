@@ -70,7 +70,7 @@ impl Gateway {
         self.metrics.shared_state_up.set(i64::from(ok));
     }
 
-    pub fn next_upstream_slot(&self) -> usize {
+    pub fn next_upstream_turn(&self) -> usize {
         self.next_upstream.fetch_add(1, Ordering::Relaxed)
     }
 

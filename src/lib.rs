@@ -29,4 +29,5 @@ pub mod signing;
 pub mod sockets;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

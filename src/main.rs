@@ -60,7 +60,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    fapigate::proxy::tls::install_crypto_provider();
+    fapigate::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match fapigate::config::load(&config) {

@@ -219,13 +219,14 @@ async fn probe(addr: SocketAddr, tls: bool) -> bool {
     if !tls {
         return true;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(tls::fapi_crypto_provider()))
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(tls::ProbeVerifier::new()))
-                .with_no_client_auth()
-        });
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::fapi_crypto_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(Arc::new(tls::ProbeVerifier::new()))
+                    .with_no_client_auth()
+            });
     let Ok(config) = config else { return false };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());

@@ -40,6 +40,13 @@ pub struct CheckpointKey {
     pub alg: &'static str,
 }
 
+impl CheckpointKey {
+    pub fn new(key: Arc<SigningKey>) -> CheckpointKey {
+        let alg = key.jose_alg();
+        CheckpointKey { key, alg }
+    }
+}
+
 /// Why a signed exchange cannot be recorded: its response is withheld (503).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditError {

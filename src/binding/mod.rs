@@ -12,18 +12,17 @@
 
 pub mod dpop;
 pub mod nonce;
-pub mod replay;
 pub mod thumbprint;
 
 use crate::credential::{Credential, Scheme};
 use crate::grant::{Grant, SenderBinding};
 use crate::policy::{Policy, ProfileKind};
 use crate::request::RequestFacts;
+use crate::state::replay::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
 use crate::state::{Redis, RedisReplayStore};
 use dpop::{DpopCheck, ProofContext, ValidProof};
 use jsonwebtoken::Algorithm;
 use nonce::{NonceCheck, Nonces};
-use replay::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
 use std::sync::Arc;
 use std::time::Duration;
 

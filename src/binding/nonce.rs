@@ -1,8 +1,8 @@
 //! Stateless DPoP server nonces (RFC 9449 §8, §9; DPOP-8, DPOP-9, DPOP-11.3).
 //!
-//! A nonce is `base64url(slot || HMAC-SHA256(key, slot)[..16])` where `slot` is the current
-//! time divided by the slot length: unpredictable without the key, 128 bits of MAC
-//! (SP2-CRY-5), nothing stored. A nonce is accepted during its slot and the next one. Replicas
+//! A nonce is `base64url(period || HMAC-SHA256(key, period)[..16])` where `period` is the current
+//! time divided by the period length: unpredictable without the key, 128 bits of MAC
+//! (SP2-CRY-5), nothing stored. A nonce is accepted during its period and the next one. Replicas
 //! that share the key accept each other's nonces.
 
 use aws_lc_rs::hmac;
@@ -12,34 +12,34 @@ const MAC_BYTES: usize = 16;
 
 pub struct Nonces {
     key: hmac::Key,
-    slot_seconds: u64,
+    period_seconds: u64,
 }
 
 /// Whether a proof's nonce may be used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// Issued for the current slot.
+    /// Issued for the current period.
     Current,
-    /// Issued for the previous slot: accepted, and a fresh nonce goes out with the response.
+    /// Issued for the previous period: accepted, and a fresh nonce goes out with the response.
     Previous,
     /// Missing, forged or older: the client must retry with a fresh nonce.
     Refused,
 }
 
 impl Nonces {
-    pub fn new(secret: &[u8], slot_seconds: u64) -> Self {
+    pub fn new(secret: &[u8], period_seconds: u64) -> Self {
         Nonces {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-            slot_seconds: slot_seconds.max(1),
+            period_seconds: period_seconds.max(1),
         }
     }
 
-    fn slot(&self, now: u64) -> u64 {
-        now / self.slot_seconds
+    fn period(&self, now: u64) -> u64 {
+        now / self.period_seconds
     }
 
-    fn for_slot(&self, slot: u64) -> String {
-        let bytes = slot.to_be_bytes();
+    fn for_period(&self, period: u64) -> String {
+        let bytes = period.to_be_bytes();
         let tag = hmac::sign(&self.key, &bytes);
         let mut raw = Vec::with_capacity(8 + MAC_BYTES);
         raw.extend_from_slice(&bytes);
@@ -48,7 +48,7 @@ impl Nonces {
     }
 
     pub fn current(&self, now: u64) -> String {
-        self.for_slot(self.slot(now))
+        self.for_period(self.period(now))
     }
 
     pub fn check(&self, nonce: Option<&str>, now: u64) -> NonceCheck {
@@ -62,20 +62,20 @@ impl Nonces {
         if raw.len() != 8 + MAC_BYTES {
             return NonceCheck::Refused;
         }
-        let mut slot_bytes = [0u8; 8];
-        slot_bytes.copy_from_slice(&raw[..8]);
-        let slot = u64::from_be_bytes(slot_bytes);
-        let current = self.slot(now);
-        let tag = hmac::sign(&self.key, &slot_bytes);
+        let mut period_bytes = [0u8; 8];
+        period_bytes.copy_from_slice(&raw[..8]);
+        let period = u64::from_be_bytes(period_bytes);
+        let current = self.period(now);
+        let tag = hmac::sign(&self.key, &period_bytes);
         // Constant-time comparison of the MAC.
         if aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..MAC_BYTES], &raw[8..])
             .is_err()
         {
             return NonceCheck::Refused;
         }
-        if slot == current {
+        if period == current {
             NonceCheck::Current
-        } else if slot + 1 == current {
+        } else if period + 1 == current {
             NonceCheck::Previous
         } else {
             NonceCheck::Refused
@@ -88,7 +88,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dpop_9_nonces_are_valid_for_two_slots() {
+    fn dpop_9_nonces_are_valid_for_two_periods() {
         let nonces = Nonces::new(b"k", 60);
         let nonce = nonces.current(1_000);
         assert_eq!(nonces.check(Some(&nonce), 1_000), NonceCheck::Current);

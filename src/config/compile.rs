@@ -439,7 +439,7 @@ fn upstreams(
                 &format!("{key}.ca_file"),
                 files::read_certificates(&files::resolve(base, p)),
             )?;
-            Some(crate::proxy::tls::upstream_roots(certs))
+            Some(TrustRoots::from(certs))
         });
         let sni = upstream.sni.clone().unwrap_or_else(|| {
             upstream

@@ -5,7 +5,7 @@ use super::compile::{unique, Errors};
 use super::model;
 use super::units::parse_duration;
 use crate::policy::path::PathTemplate;
-use crate::policy::rar::{self, Comparison, DetailRequirement, JsonPointer, Operand, Rule};
+use crate::policy::rar::{Comparison, DetailRequirement, JsonPointer, Operand, Rule};
 use crate::policy::routes::{conflicts, AuthMode, Route};
 use crate::policy::{ResponseFormat, UpstreamPolicy};
 use http::Method;
@@ -231,7 +231,10 @@ fn detail_requirement(
                 errors.add(format!("{rule_key}.{name}"), Comparison::unknown(name));
                 continue;
             };
-            let operand = errors.check(&format!("{rule_key}.{name}"), rar::parse_operand(value));
+            let operand = errors.check(
+                &format!("{rule_key}.{name}"),
+                super::operand::parse_operand(value),
+            );
             match &operand {
                 Some(Operand::PathParam(param))
                     if template.is_some_and(|t| !t.param_names().any(|n| n == param)) =>

@@ -8,6 +8,7 @@ mod compile_state;
 mod compile_trust;
 mod files;
 pub mod model;
+mod operand;
 mod pkcs11_uri;
 pub mod units;
 

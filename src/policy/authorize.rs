@@ -245,7 +245,7 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 mod tests {
     use super::*;
     use crate::policy::path::PathTemplate;
-    use crate::policy::rar::{parse_operand, JsonPointer};
+    use crate::policy::rar::{JsonPointer, Operand};
     use crate::policy::routes::AuthMode;
     use serde_json::json;
     use std::sync::Arc;
@@ -278,12 +278,16 @@ mod tests {
         }
     }
 
-    fn rule(field: &str, comparison: Comparison, operand: &str) -> Rule {
+    fn rule(field: &str, comparison: Comparison, operand: Operand) -> Rule {
         Rule {
             field: JsonPointer::parse(field).unwrap(),
             comparison,
-            operand: parse_operand(&toml::Value::String(operand.into())).unwrap(),
+            operand,
         }
+    }
+
+    fn body_at(pointer: &str) -> Operand {
+        Operand::Body(JsonPointer::parse(pointer).unwrap())
     }
 
     fn requirement(kind: &str, actions: &[&str], rules: Vec<Rule>) -> DetailRequirement {
@@ -349,7 +353,11 @@ mod tests {
             vec![requirement(
                 "account_information",
                 &["read_balances"],
-                vec![rule("/accounts", Comparison::Contains, "{path.account_id}")],
+                vec![rule(
+                    "/accounts",
+                    Comparison::Contains,
+                    Operand::PathParam("account_id".into()),
+                )],
             )],
         );
         let ok = grant(
@@ -408,17 +416,17 @@ mod tests {
                     rule(
                         "/instructedAmount/currency",
                         Comparison::Equals,
-                        "{body/instructedAmount/currency}",
+                        body_at("/instructedAmount/currency"),
                     ),
                     rule(
                         "/instructedAmount/amount",
                         Comparison::Equals,
-                        "{body/instructedAmount/amount}",
+                        body_at("/instructedAmount/amount"),
                     ),
                     rule(
                         "/creditorAccount/iban",
                         Comparison::Equals,
-                        "{body/creditorAccount/iban}",
+                        body_at("/creditorAccount/iban"),
                     ),
                 ],
             )],
@@ -453,7 +461,7 @@ mod tests {
             vec![requirement(
                 "payment_initiation",
                 &[],
-                vec![rule("/maxAmount", Comparison::AtLeast, "{body/amount}")],
+                vec![rule("/maxAmount", Comparison::AtLeast, body_at("/amount"))],
             )],
         );
         let consent = grant(

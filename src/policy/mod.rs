@@ -100,6 +100,17 @@ impl PublicUrl {
             self.scheme, self.authority, self.base_path, path
         )
     }
+
+    /// The request's whole target URI as the client addressed it, query included (RFC 9421
+    /// `@target-uri`).
+    pub fn target_uri(&self, path: &str, query: Option<&str>) -> String {
+        let mut uri = self.join(path);
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        uri
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +426,9 @@ pub struct ClientPolicy {
     pub jwks: KeySet,
 }
 
+/// Trust roots for one upstream's TLS, as read from `ca_file`.
+pub type TrustRoots = Arc<[rustls::pki_types::CertificateDer<'static>]>;
+
 #[derive(Debug)]
 pub struct UpstreamPolicy {
     pub id: String,
@@ -422,7 +436,7 @@ pub struct UpstreamPolicy {
     pub tls: bool,
     pub sni: String,
     /// Trust roots from `ca_file`; `None` uses the system roots.
-    pub ca: Option<Arc<crate::proxy::tls::UpstreamRoots>>,
+    pub ca: Option<TrustRoots>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// The `Host` the upstream gets: `None` is the `public_url` authority (what clients

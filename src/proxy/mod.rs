@@ -35,6 +35,8 @@ pub struct FapiProxy {
     /// Pooled HTTP/1.1 upstream connections for signed routes (the proxy path has Pingora's
     /// own).
     connector: pingora::connectors::http::v1::Connector,
+    /// Pingora's form of each upstream's trust roots.
+    roots: tls::RootsCache,
 }
 
 impl FapiProxy {
@@ -42,6 +44,7 @@ impl FapiProxy {
         FapiProxy {
             gateway,
             connector: pingora::connectors::http::v1::Connector::new(None),
+            roots: tls::RootsCache::default(),
         }
     }
 }
@@ -121,11 +124,13 @@ impl ProxyHttp for FapiProxy {
     /// upstream's content coding passes through untouched either way.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// The request's phases in order. Each step either passes the request on or has answered
+    /// it (`Ok(true)`): the head's own checks, the built-in documents, the FAPI checks of the
+    /// head, the body, the decision, and the hand-off to the upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         deadline::head_received(session);
         let engine = self.gateway.engine();
         ctx.engine = Some(Arc::clone(&engine));
-        let policy = &engine.policy;
         ctx.interaction = Some(interaction::resolve(
             session.req_header().headers.get(&interaction::HEADER_NAME),
         ));
@@ -133,52 +138,14 @@ impl ProxyHttp for FapiProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let policy = &engine.policy;
 
-        if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
-            Box::pin(respond(session, ctx, policy, Rejection::HeadersTooLarge)).await?;
-            return Ok(true);
+        if let Err(rejection) = screen_head(session, policy) {
+            return refuse(session, ctx, policy, rejection).await;
         }
-        if headers::nominates_gateway_header(&session.req_header().headers, &policy.forward) {
-            let rejection = Rejection::InvalidRequest {
-                description: "the Connection header names a header the gateway sets",
-            };
-            Box::pin(respond(session, ctx, policy, rejection)).await?;
+        if let Some((content_type, document)) = builtin_document(session, &engine) {
+            Box::pin(serve_document(session, ctx, content_type, document)).await?;
             return Ok(true);
-        }
-        if let Some(rejection) = framing::refusal(session) {
-            // The body's end cannot be known: the connection is not reused after the answer.
-            session.set_keepalive(None);
-            Box::pin(respond(session, ctx, policy, rejection)).await?;
-            return Ok(true);
-        }
-        // The path is matched as the URI holds it and forwarded from the URI: a target the
-        // URI could only hold lossily would be matched as one path and sent as another.
-        if !session.req_header().raw_path_is_utf8() {
-            let rejection = Rejection::BadPath(PathError::NotUtf8);
-            Box::pin(respond(session, ctx, policy, rejection)).await?;
-            return Ok(true);
-        }
-
-        if is_get(session, crate::policy::RESOURCE_METADATA_PATH) {
-            let document = &engine.resource_metadata;
-            Box::pin(serve_document(session, ctx, "application/json", document)).await?;
-            return Ok(true);
-        }
-        if let Some(signer) = &engine.signer {
-            let header = session.req_header();
-            if header.uri.path() == signer.jwks_path
-                && (header.method == http::Method::GET || header.method == http::Method::HEAD)
-            {
-                let jwks = signer.jwks();
-                Box::pin(serve_document(
-                    session,
-                    ctx,
-                    "application/jwk-set+json",
-                    jwks,
-                ))
-                .await?;
-                return Ok(true);
-            }
         }
         // Judged from the head first: the body is read only for a request that passed.
         let from_header = match client_cert::from_tls(session) {
@@ -187,27 +154,15 @@ impl ProxyHttp for FapiProxy {
         };
         let enforcer = Enforcer::new(&engine);
         let authenticated = {
-            let header = session.req_header();
-            let client_cert = client_cert::from_tls(session).or(from_header.as_ref());
-            ctx.client_cert = client_cert.map(|c| c.x5t_s256);
-            let head = RequestFacts {
-                method: &header.method,
-                path: header.uri.path(),
-                query: header.uri.query(),
-                headers: &header.headers,
-                client_cert,
-                body: None,
-                raw_body: None,
-                now: ctx.now,
-            };
+            let head = facts(session, from_header.as_ref(), None, ctx.now);
+            ctx.client_cert = head.client_cert.map(|c| c.x5t_s256);
             Box::pin(enforcer.authenticate(&head)).await
         };
         let authenticated = match authenticated {
             Ok(authenticated) => authenticated,
             Err(refused) => {
                 ctx.route = refused.route;
-                Box::pin(respond(session, ctx, policy, refused.rejection)).await?;
-                return Ok(true);
+                return refuse(session, ctx, policy, refused.rejection).await;
             }
         };
         ctx.route = Some(authenticated.route);
@@ -216,68 +171,30 @@ impl ProxyHttp for FapiProxy {
         };
         let body = match Box::pin(body::read(session, policy, route)).await {
             Ok(body) => body,
-            Err(rejection) => {
-                Box::pin(respond(session, ctx, policy, rejection)).await?;
-                return Ok(true);
-            }
+            Err(rejection) => return refuse(session, ctx, policy, rejection).await,
         };
         // The time is judged when the decision is made, not when the headers arrived: a body
         // held open must not let a proof, a nonce or a signature be judged as it was then.
         if body.is_some() {
             ctx.now = crate::clock::unix_seconds();
         }
-        let header = session.req_header();
-        let facts = RequestFacts {
-            method: &header.method,
-            path: header.uri.path(),
-            query: header.uri.query(),
-            headers: &header.headers,
-            client_cert: client_cert::from_tls(session).or(from_header.as_ref()),
-            body: body.as_ref().and_then(|b| b.json.as_ref()),
-            raw_body: body.as_ref().map(|b| b.bytes.as_ref()),
-            now: ctx.now,
+        let decision = {
+            let facts = facts(session, from_header.as_ref(), body.as_ref(), ctx.now);
+            Box::pin(enforcer.conclude(authenticated, &facts)).await
         };
-        let decision = Box::pin(enforcer.conclude(authenticated, &facts)).await;
-        match decision {
-            Ok(admission) => {
-                ctx.route = Some(admission.route);
-                ctx.dpop_nonce = admission.dpop_nonce;
-                ctx.grant = admission.grant;
-                ctx.granted_detail = admission.granted_detail;
-                ctx.request_signature = admission.request_signature;
-                // Edited once, here: Pingora copies this header for the upstream (and again for
-                // a retry), and a signed exchange copies it for its own connection.
-                let tls = session
-                    .digest()
-                    .and_then(|d| d.ssl_digest.as_ref())
-                    .is_some();
-                headers::upstream_headers(session.req_header_mut(), ctx, tls)?;
-                if !route.sign_response {
-                    return Ok(false);
-                }
-                let bytes = body.map(|b| b.bytes).unwrap_or_default();
-                let slot = self.gateway.next_upstream_slot();
-                if let Err(rejection) = Box::pin(signed::exchange(
-                    &self.connector,
-                    session,
-                    ctx,
-                    &engine,
-                    route,
-                    bytes,
-                    slot,
-                ))
-                .await
-                {
-                    Box::pin(respond(session, ctx, policy, rejection)).await?;
-                }
-                Ok(true)
-            }
+        let admission = match decision {
+            Ok(admission) => admission,
             Err(refused) => {
                 ctx.route = refused.route;
-                Box::pin(respond(session, ctx, policy, refused.rejection)).await?;
-                Ok(true)
+                return refuse(session, ctx, policy, refused.rejection).await;
             }
-        }
+        };
+        ctx.route = Some(admission.route);
+        ctx.dpop_nonce = admission.dpop_nonce;
+        ctx.grant = admission.grant;
+        ctx.granted_detail = admission.granted_detail;
+        ctx.request_signature = admission.request_signature;
+        self.hand_off(session, ctx, &engine, route, body).await
     }
 
     async fn upstream_peer(
@@ -292,11 +209,11 @@ impl ProxyHttp for FapiProxy {
             .and_then(|(engine, index)| engine.policy.routes.get(index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
         // The shared round-robin counter is only touched when there is a choice to make.
-        let slot = match route.upstream.addrs.len() {
+        let turn = match route.upstream.addrs.len() {
             0 | 1 => 0,
-            _ => self.gateway.next_upstream_slot(),
+            _ => self.gateway.next_upstream_turn(),
         };
-        let peer = peer_for(&route.upstream, slot)?;
+        let peer = self.peer_for(&route.upstream, turn)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -435,27 +352,6 @@ impl ProxyHttp for FapiProxy {
     }
 }
 
-/// One address of an upstream (round robin by `slot`) with its timeouts and trust roots.
-fn peer_for(upstream: &UpstreamPolicy, slot: usize) -> Result<HttpPeer> {
-    let addr = upstream
-        .addrs
-        .get(slot % upstream.addrs.len().max(1))
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
-    let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
-    peer.options.connection_timeout = Some(upstream.connect_timeout);
-    peer.options.total_connection_timeout = Some(upstream.connect_timeout);
-    peer.options.read_timeout = Some(upstream.read_timeout);
-    peer.options.write_timeout = Some(upstream.read_timeout);
-    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-    // Pingora removes hop-by-hop headers from the copy it sends; no protocol upgrade (a
-    // tunnel past the gateway's checks) is ever forwarded.
-    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
-    if let Some(roots) = &upstream.ca {
-        peer.options.ca = Some(roots.clone());
-    }
-    Ok(peer)
-}
-
 static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
 
 /// RFC 9449 §8.2: the rotated nonce of an admitted DPoP request, on a response not cached.
@@ -524,10 +420,9 @@ async fn serve_document(
     content_type: &str,
     document: &str,
 ) -> Result<()> {
-    let jwks = document;
     let mut response = ResponseHeader::build(200, Some(5))?;
     response.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    response.insert_header(http::header::CONTENT_LENGTH, jwks.len().to_string())?;
+    response.insert_header(http::header::CONTENT_LENGTH, document.len().to_string())?;
     response.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
     stamp_response(&mut response, ctx);
     let head = session.req_header().method == http::Method::HEAD;
@@ -536,7 +431,7 @@ async fn serve_document(
         .await?;
     if !head {
         session
-            .write_response_body(Some(Bytes::copy_from_slice(jwks.as_bytes())), true)
+            .write_response_body(Some(Bytes::copy_from_slice(document.as_bytes())), true)
             .await?;
     }
     Ok(())
@@ -571,6 +466,129 @@ async fn respond(
     session
         .write_response_body(Some(Bytes::from(rendered.body)), true)
         .await
+}
+
+impl FapiProxy {
+    /// An admitted request goes to its upstream: through Pingora's proxy path (`Ok(false)`),
+    /// or, on a signed route, through the gateway's own exchange, answered here.
+    async fn hand_off(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        engine: &Engine,
+        route: &crate::policy::routes::Route,
+        body: Option<body::RequestBody>,
+    ) -> Result<bool> {
+        // Edited once, here: Pingora copies this header for the upstream (and again for a
+        // retry), and a signed exchange copies it for its own connection.
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        headers::upstream_headers(session.req_header_mut(), ctx, tls)?;
+        if !route.sign_response {
+            return Ok(false);
+        }
+        let peer = self.peer_for(&route.upstream, self.gateway.next_upstream_turn())?;
+        let exchange = signed::Exchange {
+            connector: &self.connector,
+            engine,
+            route,
+            peer: &peer,
+        };
+        let bytes = body.map(|b| b.bytes).unwrap_or_default();
+        if let Err(rejection) = Box::pin(exchange.run(session, ctx, bytes)).await {
+            return refuse(session, ctx, &engine.policy, rejection).await;
+        }
+        Ok(true)
+    }
+
+    /// One address of an upstream (round robin by `turn`) with its timeouts and trust roots.
+    fn peer_for(&self, upstream: &UpstreamPolicy, turn: usize) -> Result<HttpPeer> {
+        let addr = upstream
+            .addrs
+            .get(turn % upstream.addrs.len().max(1))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
+        let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        // Pingora removes hop-by-hop headers from the copy it sends; no protocol upgrade (a
+        // tunnel past the gateway's checks) is ever forwarded.
+        peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        if let Some(roots) = &upstream.ca {
+            peer.options.ca = Some(self.roots.get(roots));
+        }
+        Ok(peer)
+    }
+}
+
+/// The head's own limits, before any FAPI check: its size, `Connection` naming a header the
+/// gateway sets, framing whose end cannot be known, and a target that is not UTF-8.
+fn screen_head(session: &mut Session, policy: &Policy) -> std::result::Result<(), Rejection> {
+    if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
+        return Err(Rejection::HeadersTooLarge);
+    }
+    if headers::nominates_gateway_header(&session.req_header().headers, &policy.forward) {
+        return Err(Rejection::InvalidRequest {
+            description: "the Connection header names a header the gateway sets",
+        });
+    }
+    if let Some(rejection) = framing::refusal(session) {
+        // The body's end cannot be known: the connection is not reused after the answer.
+        session.set_keepalive(None);
+        return Err(rejection);
+    }
+    // The path is matched as the URI holds it and forwarded from the URI: a target the URI
+    // could only hold lossily would be matched as one path and sent as another.
+    if !session.req_header().raw_path_is_utf8() {
+        return Err(Rejection::BadPath(PathError::NotUtf8));
+    }
+    Ok(())
+}
+
+/// The gateway's own public documents: the protected resource metadata (RFC 9728) and the
+/// JWKS of the response-signing keys (SP2-CRY-6), with their content types.
+fn builtin_document<'e>(session: &Session, engine: &'e Engine) -> Option<(&'static str, &'e str)> {
+    if is_get(session, crate::policy::RESOURCE_METADATA_PATH) {
+        return Some(("application/json", &engine.resource_metadata));
+    }
+    let signer = engine.signer.as_ref()?;
+    is_get(session, &signer.jwks_path).then(|| ("application/jwk-set+json", signer.jwks()))
+}
+
+/// The facts the FAPI core judges: the head, the client certificate (from this connection or
+/// a trusted proxy) and, once read, the body.
+fn facts<'a>(
+    session: &'a Session,
+    from_header: Option<&'a crate::request::ClientCert>,
+    body: Option<&'a body::RequestBody>,
+    now: u64,
+) -> RequestFacts<'a> {
+    let header = session.req_header();
+    RequestFacts {
+        method: &header.method,
+        path: header.uri.path(),
+        query: header.uri.query(),
+        headers: &header.headers,
+        client_cert: client_cert::from_tls(session).or(from_header),
+        body: body.and_then(|b| b.json.as_ref()),
+        raw_body: body.map(|b| b.bytes.as_ref()),
+        now,
+    }
+}
+
+/// Answers with a rejection; the request goes no further.
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestContext,
+    policy: &Policy,
+    rejection: Rejection,
+) -> Result<bool> {
+    Box::pin(respond(session, ctx, policy, rejection)).await?;
+    Ok(true)
 }
 
 #[cfg(test)]

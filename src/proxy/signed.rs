@@ -5,18 +5,20 @@
 //! request whose answer had not begun; 502 on upstream failure or an oversized body, 504 on
 //! timeout.
 
-use super::{add_dpop_nonce, headers, peer_for, stamp, RequestContext};
+use super::{add_dpop_nonce, headers, stamp, RequestContext};
 use crate::audit::Record;
 use crate::enforce::Engine;
 use crate::policy::routes::Route;
 use crate::reject::Rejection;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::RequestBinding;
+use crate::signing::signer::ResponseSigner;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use std::time::Instant;
 
@@ -50,137 +52,204 @@ fn classify(error: &pingora::Error) -> Failure {
     }
 }
 
-/// Runs the exchange; returns the rejection to render when it could not produce a response.
-pub async fn exchange(
-    connector: &Connector,
-    session: &mut Session,
-    ctx: &mut RequestContext,
-    engine: &Engine,
-    route: &Route,
-    body: Bytes,
-    slot: usize,
-) -> Result<(), Rejection> {
-    let signer = engine.signer.as_ref().ok_or(Rejection::UpstreamFailed)?;
-    // The client's header, already edited for the upstream when it was admitted; this
-    // connection is the gateway's own, so hop-by-hop headers and framing are handled here.
-    // Built per attempt (a retry is rare), so the common case copies the header once.
-    let build = |session: &Session| -> RequestHeader {
-        let mut request = session.req_header().clone();
-        headers::edit_request(&mut request, |headers| {
-            headers::strip_hop_by_hop(headers);
-            headers.remove(http::header::EXPECT);
-            if !body.is_empty() || headers.contains_key(http::header::CONTENT_LENGTH) {
-                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            }
-        });
-        request
-    };
-    let is_head = session.req_header().method == Method::HEAD;
-    let started = Instant::now();
-    let peer = peer_for(&route.upstream, slot).map_err(|_| Rejection::UpstreamFailed)?;
-    let limit = signer.max_body as usize;
-    // RFC 9110 §9.2.2: only an idempotent request is sent again, and only when a pooled
-    // connection failed before any of the answer arrived (a payment is never made twice).
-    let idempotent = session.req_header().method.is_idempotent();
-    // A place for the record before the upstream acts: a full trail refuses now (503), never
-    // after a payment was made.
-    let slot = match &engine.audit {
-        Some(audit) => Some(audit.reserve().await.map_err(|error| {
-            tracing::error!(%error, route = %route.id, "signed request refused: the audit trail cannot take it");
-            Rejection::EvidenceUnavailable
-        })?),
-        None => None,
-    };
-    let mut answer = None;
-    for attempt in 0..2 {
-        let request = build(session);
-        match send(connector, &peer, request, &body, limit, is_head).await {
-            Ok(upstream) => {
-                answer = Some(upstream);
-                break;
-            }
-            Err((retryable, Failure::Failed)) if retryable && idempotent && attempt == 0 => {
-                continue
-            }
-            Err((_, failure)) => return Err(failure.rejection()),
-        }
-    }
-    ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    let Upstream {
-        status,
-        mut headers,
-        mut body,
-    } = answer.ok_or(Rejection::UpstreamFailed)?;
-    let status = http::StatusCode::from_u16(status).map_err(|_| Rejection::UpstreamFailed)?;
+/// One signed exchange: the admitted request, the upstream address chosen for it.
+pub struct Exchange<'a> {
+    pub connector: &'a Connector,
+    pub engine: &'a Engine,
+    pub route: &'a Route,
+    pub peer: &'a HttpPeer,
+}
 
-    // The upstream's headers less hop-by-hop ones (and those its Connection names), its
-    // framing, and any digest or signature of its own: the client must see only what the
-    // gateway computed over the bytes it sends, and the audit record only what was signed.
-    headers::strip_hop_by_hop(&mut headers);
-    headers::remove_where(&mut headers, |name| {
-        *name == http::header::CONTENT_LENGTH || is_upstream_evidence(name.as_str())
-    });
-    stamp(&mut headers, ctx);
-    let format = route.response_format.unwrap_or(signer.default_format);
-    let request_header = session.req_header();
-    let public_url = &engine.policy.listener.public_url;
-    let mut target_uri = public_url.join(request_header.uri.path());
-    if let Some(query) = request_header.uri.query() {
-        target_uri.push('?');
-        target_uri.push_str(query);
+impl Exchange<'_> {
+    /// Reserves the audit record, fetches the upstream's answer, signs it, records it and
+    /// answers; returns the rejection to render when it could not produce a response.
+    pub async fn run(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        body: Bytes,
+    ) -> Result<(), Rejection> {
+        let signer = self
+            .engine
+            .signer
+            .as_ref()
+            .ok_or(Rejection::UpstreamFailed)?;
+        // A place for the record before the upstream acts: a full trail refuses now (503),
+        // never after a payment was made.
+        let slot = match &self.engine.audit {
+            Some(audit) => Some(audit.reserve().await.map_err(|error| {
+                tracing::error!(%error, route = %self.route.id, "signed request refused: the audit trail cannot take it");
+                Rejection::EvidenceUnavailable
+            })?),
+            None => None,
+        };
+        let started = Instant::now();
+        let upstream = self.fetch(session, &body, signer.max_body as usize).await?;
+        ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let now = crate::clock::unix_seconds();
+        let signed = self.sign(session, ctx, signer, upstream, now)?;
+        if let Some(slot) = slot {
+            // The upstream has acted, but a signed response never leaves without its record:
+            // the client gets 503 and the failure is loud.
+            let sent_digest = crate::signing::digest::content_digest(&signed.body);
+            let record = self.record(session, ctx, &signed, &sent_digest, now);
+            if let Err(error) = slot.record(&record).await {
+                tracing::error!(%error, route = %self.route.id, interaction_id = record.interaction_id,
+                    "signed response withheld: its audit record was not written");
+                return Err(Rejection::EvidenceFailed);
+            }
+        }
+        respond(session, ctx, signed).await;
+        Ok(())
     }
-    let binding = RequestBinding {
-        message: MessageView {
-            method: Some(request_header.method.as_str()),
-            target_uri: Some(&target_uri),
-            status: None,
-            headers: &request_header.headers,
-        },
-        signature: ctx.request_signature.as_ref(),
-        authority: Some(&public_url.authority),
-    };
-    let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
-    let now = crate::clock::unix_seconds();
-    signer
-        .sign(
-            format,
-            status.as_u16(),
-            &mut headers,
-            &mut body,
-            &binding,
-            client_id,
-            now,
-        )
-        .map_err(|error| {
-            tracing::error!(%error, route = %route.id, "response signing failed");
-            Rejection::from(error)
-        })?;
-    if let Some(slot) = slot {
-        let sent_digest = crate::signing::digest::content_digest(&body);
-        let record = Record {
+
+    /// The upstream's whole answer. RFC 9110 §9.2.2: only an idempotent request is sent
+    /// again, and only when a pooled connection failed before any of the answer arrived (a
+    /// payment is never made twice).
+    async fn fetch(
+        &self,
+        session: &Session,
+        body: &Bytes,
+        limit: usize,
+    ) -> Result<Upstream, Rejection> {
+        let is_head = session.req_header().method == Method::HEAD;
+        let idempotent = session.req_header().method.is_idempotent();
+        for attempt in 0..2 {
+            // The client's header, already edited for the upstream when it was admitted;
+            // this connection is the gateway's own, so hop-by-hop headers and framing are
+            // handled here. Built per attempt (a retry is rare).
+            let request = outbound_header(session, body);
+            match send(self.connector, self.peer, request, body, limit, is_head).await {
+                Ok(upstream) => return Ok(upstream),
+                Err((retryable, Failure::Failed)) if retryable && idempotent && attempt == 0 => {
+                    continue
+                }
+                Err((_, failure)) => return Err(failure.rejection()),
+            }
+        }
+        Err(Rejection::UpstreamFailed)
+    }
+
+    /// The upstream's answer as the client gets it: its headers less hop-by-hop ones (and
+    /// those its Connection names), its framing, and any digest or signature of its own (the
+    /// client must see only what the gateway computed over the bytes it sends, and the audit
+    /// record only what was signed), then signed over the request it answers.
+    fn sign(
+        &self,
+        session: &Session,
+        ctx: &RequestContext,
+        signer: &ResponseSigner,
+        upstream: Upstream,
+        now: u64,
+    ) -> Result<Signed, Rejection> {
+        let Upstream {
+            status,
+            mut headers,
+            mut body,
+        } = upstream;
+        let status = http::StatusCode::from_u16(status).map_err(|_| Rejection::UpstreamFailed)?;
+        headers::strip_hop_by_hop(&mut headers);
+        headers::remove_where(&mut headers, |name| {
+            *name == http::header::CONTENT_LENGTH || is_upstream_evidence(name.as_str())
+        });
+        stamp(&mut headers, ctx);
+        let format = self.route.response_format.unwrap_or(signer.default_format);
+        let request_header = session.req_header();
+        let public_url = &self.engine.policy.listener.public_url;
+        let target_uri =
+            public_url.target_uri(request_header.uri.path(), request_header.uri.query());
+        let binding = RequestBinding {
+            message: MessageView {
+                method: Some(request_header.method.as_str()),
+                target_uri: Some(&target_uri),
+                status: None,
+                headers: &request_header.headers,
+            },
+            signature: ctx.request_signature.as_ref(),
+            authority: Some(&public_url.authority),
+        };
+        let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
+        signer
+            .sign(
+                format,
+                status.as_u16(),
+                &mut headers,
+                &mut body,
+                &binding,
+                client_id,
+                now,
+            )
+            .map_err(|error| {
+                tracing::error!(%error, route = %self.route.id, "response signing failed");
+                Rejection::from(error)
+            })?;
+        Ok(Signed {
+            status,
+            headers,
+            body,
+            no_body: bodiless(request_header.method == Method::HEAD, status.as_u16()),
+        })
+    }
+
+    /// The audit record of a signed exchange: what was asked, under which signature, and the
+    /// digest of the bytes sent, whatever the format.
+    fn record<'r>(
+        &'r self,
+        session: &'r Session,
+        ctx: &'r RequestContext,
+        signed: &'r Signed,
+        sent_digest: &'r str,
+        now: u64,
+    ) -> Record<'r> {
+        let request = &session.req_header().headers;
+        Record {
             time: now,
             interaction_id: ctx.interaction.as_ref().map(|i| i.as_str()).unwrap_or(""),
-            route: &route.id,
-            client_id,
-            request_digest: text("content-digest", &request_header.headers),
-            request_signature_input: text("signature-input", &request_header.headers),
-            request_signature: text("signature", &request_header.headers),
-            response_status: status.as_u16(),
-            // The digest of the bytes sent, whatever the format.
-            response_digest: Some(&sent_digest),
-            response_signature_input: text("signature-input", &headers),
-            response_signature: text("signature", &headers)
-                .or_else(|| text("x-jws-signature", &headers)),
-        };
-        // The upstream has acted, but a signed response never leaves without its record:
-        // the client gets 503 and the failure is loud.
-        if let Err(error) = slot.record(&record).await {
-            tracing::error!(%error, route = %route.id, interaction_id = record.interaction_id,
-                "signed response withheld: its audit record was not written");
-            return Err(Rejection::EvidenceFailed);
+            route: &self.route.id,
+            client_id: ctx.grant.as_ref().and_then(|g| g.client_id.as_deref()),
+            request_digest: text("content-digest", request),
+            request_signature_input: text("signature-input", request),
+            request_signature: text("signature", request),
+            response_status: signed.status.as_u16(),
+            response_digest: Some(sent_digest),
+            response_signature_input: text("signature-input", &signed.headers),
+            response_signature: text("signature", &signed.headers)
+                .or_else(|| text("x-jws-signature", &signed.headers)),
         }
     }
-    let no_body = bodiless(is_head, status.as_u16());
+}
+
+/// A signed answer, ready to send.
+struct Signed {
+    status: http::StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// HEAD, 204 or 304: no body whatever the framing says.
+    no_body: bool,
+}
+
+/// The request header for the gateway's own upstream connection.
+fn outbound_header(session: &Session, body: &Bytes) -> RequestHeader {
+    let mut request = session.req_header().clone();
+    headers::edit_request(&mut request, |headers| {
+        headers::strip_hop_by_hop(headers);
+        headers.remove(http::header::EXPECT);
+        if !body.is_empty() || headers.contains_key(http::header::CONTENT_LENGTH) {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+    });
+    request
+}
+
+/// Writes the signed answer. It is committed from here on: a write failure is a broken
+/// client connection, logged, not answered.
+async fn respond(session: &mut Session, ctx: &RequestContext, signed: Signed) {
+    let Signed {
+        status,
+        mut headers,
+        body,
+        no_body,
+    } = signed;
     if !no_body {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
@@ -190,7 +259,6 @@ pub async fn exchange(
     parts.status = status;
     parts.headers = headers;
     let response = ResponseHeader::from(parts);
-    // The response is committed from here on: a write failure is a broken client connection.
     let write = async {
         session
             .write_response_header(Box::new(response), no_body)
@@ -205,7 +273,6 @@ pub async fn exchange(
     if let Err(error) = write.await {
         tracing::debug!(%error, "client went away during a signed response");
     }
-    Ok(())
 }
 
 /// Fields that would pass for the gateway's evidence: digests (RFC 9530, and RFC 3230's

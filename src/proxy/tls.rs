@@ -2,55 +2,48 @@
 //! (SP2-NET-1..6, FAPI1-ADV-4); client certificates asked for in the first handshake
 //! (RFC 8705 §3, MTLS-3-1) and carried to the request phases through the TLS digest.
 
-use crate::policy::{ClientCertMode, TlsPolicy};
+use crate::policy::{ClientCertMode, TlsPolicy, TrustRoots};
 use crate::request::{CertSource, ClientCert};
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::CaType;
 use pingora::protocols::tls::TlsRef;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Trust roots for one upstream's TLS.
-pub type UpstreamRoots = pingora::protocols::tls::CaType;
+/// Pingora's form of each upstream's trust roots, made once per set of certificates: the
+/// policy holds plain certificates, and a reload brings new ones.
+#[derive(Default)]
+pub struct RootsCache(Mutex<Vec<(TrustRoots, Arc<CaType>)>>);
 
-pub fn upstream_roots(certs: Vec<CertificateDer<'static>>) -> Arc<UpstreamRoots> {
-    use pingora::utils::tls::{parse_x509, WrappedX509};
-    // The certificates were parsed with x509-parser when the configuration was compiled.
-    let wrapped: Vec<WrappedX509> = certs
-        .into_iter()
-        .map(|cert| WrappedX509::new(cert.to_vec(), parse_x509))
-        .collect();
-    Arc::from(wrapped)
-}
-
-/// The process-wide rustls provider, restricted to the FAPI cipher suites. Pingora installs
-/// its own default only when none is set, so this must run first thing in `main`. It applies
-/// to outbound connections too.
-pub fn fapi_crypto_provider() -> CryptoProvider {
-    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
-    CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        ],
-        ..default_provider()
+impl RootsCache {
+    pub fn get(&self, certs: &TrustRoots) -> Arc<CaType> {
+        let mut entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, roots)) = entries.iter().find(|(known, _)| Arc::ptr_eq(known, certs)) {
+            return roots.clone();
+        }
+        // Roots that only this cache still holds belonged to an engine a reload replaced.
+        entries.retain(|(known, _)| Arc::strong_count(known) > 1);
+        let roots = upstream_roots(certs);
+        entries.push((certs.clone(), roots.clone()));
+        roots
     }
 }
 
-pub fn install_crypto_provider() {
-    // Err means a provider is already installed (a second call in tests): keep it.
-    let _ = fapi_crypto_provider().install_default();
+fn upstream_roots(certs: &TrustRoots) -> Arc<CaType> {
+    use pingora::utils::tls::{parse_x509, WrappedX509};
+    // The certificates were parsed with x509-parser when the configuration was compiled.
+    let wrapped: Vec<WrappedX509> = certs
+        .iter()
+        .map(|cert| WrappedX509::new(cert.to_vec(), parse_x509))
+        .collect();
+    Arc::from(wrapped)
 }
 
 /// Accepts any well-formed client certificate whose holder proves possession of its key:
@@ -133,7 +126,7 @@ pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
         .set_private_key_file(&path(&policy.key))
         .map_err(|e| e.to_string())?;
     settings.enable_h2();
-    let algorithms = fapi_crypto_provider().signature_verification_algorithms;
+    let algorithms = crate::tls::fapi_crypto_provider().signature_verification_algorithms;
     let verifier: Option<Arc<dyn ClientCertVerifier>> =
         match (&policy.client_ca, policy.client_cert) {
             (_, ClientCertMode::Off) => None,
@@ -150,7 +143,7 @@ pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
                 }
                 let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
-                    Arc::new(fapi_crypto_provider()),
+                    Arc::new(crate::tls::fapi_crypto_provider()),
                 );
                 let builder = if mode == ClientCertMode::Require {
                     builder
@@ -176,7 +169,7 @@ pub struct ProbeVerifier {
 impl ProbeVerifier {
     pub fn new() -> Self {
         ProbeVerifier {
-            algorithms: fapi_crypto_provider().signature_verification_algorithms,
+            algorithms: crate::tls::fapi_crypto_provider().signature_verification_algorithms,
         }
     }
 }

@@ -73,12 +73,9 @@ impl ResponseSigner {
         })
     }
 
-    /// The active key, for the audit trail's checkpoints.
-    pub fn checkpoint_key(&self) -> crate::audit::CheckpointKey {
-        crate::audit::CheckpointKey {
-            key: self.active.clone(),
-            alg: self.active.jose_alg(),
-        }
+    /// The active key, which also signs the audit trail's checkpoints.
+    pub fn active_key(&self) -> std::sync::Arc<SigningKey> {
+        self.active.clone()
     }
 
     /// The public JWKS served at `jwks_path` (and printed by `fapigate jwks`).

@@ -3,14 +3,15 @@
 //! manager) or a Redis Cluster. Every call has a deadline; a Redis that cannot answer makes
 //! the caller fail closed (replay, nonces) or fall back (introspection cache), never pass.
 
-use crate::binding::replay::StoreUnavailable;
 use crate::policy::{RedisAuth, RedisPolicy, RedisTls, SentinelPolicy};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 
-mod replay;
-pub use replay::RedisReplayStore;
+mod redis_replay;
+pub mod replay;
+pub use redis_replay::RedisReplayStore;
+use replay::StoreUnavailable;
 
 #[derive(Clone)]
 enum Connection {

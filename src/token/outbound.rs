@@ -23,7 +23,7 @@ pub fn client(
             return Err(format!("{}: no usable trust root", path.display()));
         }
     }
-    let provider = Arc::new(crate::proxy::tls::fapi_crypto_provider());
+    let provider = Arc::new(crate::tls::fapi_crypto_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
