@@ -11,9 +11,9 @@
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use fapigate::grant::Grant;
-use fapigate::policy::authorize::{authorize, RequestView};
-use fapigate::policy::RouteMatch;
+use fapigate::stages::Grant;
+use fapigate::stages::RouteMatch;
+use fapigate::stages::{authorize, RequestView};
 use http::Method;
 use serde_json::{json, Value};
 use support::*;

@@ -36,7 +36,7 @@ impl ProxyHttp for PassThrough {
 }
 
 fn main() -> ExitCode {
-    fapigate::tls::install_crypto_provider();
+    fapigate::install_crypto_provider();
 
     let args: Vec<String> = std::env::args().collect();
     let (listen, upstream) = match args.as_slice() {

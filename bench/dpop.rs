@@ -15,11 +15,11 @@
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use fapigate::binding::dpop::{self, ProofContext};
-use fapigate::binding::Binder;
-use fapigate::credential::{Credential, Scheme};
-use fapigate::grant::{Confirmation, Grant};
-use fapigate::request::RequestFacts;
+use fapigate::stages::dpop::{self, ProofContext};
+use fapigate::stages::Binder;
+use fapigate::stages::RequestFacts;
+use fapigate::stages::{Confirmation, Grant};
+use fapigate::stages::{Credential, Scheme};
 use http::{HeaderMap, HeaderValue, Method};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ fn dpop(c: &mut Criterion) {
     // signatures per sample would take minutes; its verification cost is covered above.
     let dir = tempfile::tempdir().unwrap();
     let policy = policy(dir.path(), "");
-    let local = fapigate::binding::LocalState::new(&policy).unwrap();
+    let local = fapigate::LocalState::new(&policy).unwrap();
     let binder = Binder::new(&policy, None, &local).unwrap();
     let rt = runtime();
     let mut serial = 0u64;
@@ -247,12 +247,12 @@ criterion_main!(benches);
 /// What admission does with a proof: the stateless checks, the binding to the token, and the
 /// replay record.
 async fn bind_and_record(
-    binder: &fapigate::binding::Binder,
-    policy: &fapigate::policy::Policy,
-    credential: &fapigate::credential::Credential,
-    grant: &fapigate::grant::Grant,
+    binder: &fapigate::stages::Binder,
+    policy: &fapigate::Policy,
+    credential: &fapigate::stages::Credential,
+    grant: &fapigate::stages::Grant,
     facts: &RequestFacts<'_>,
-) -> Result<fapigate::binding::Bound, fapigate::reject::Rejection> {
+) -> Result<fapigate::stages::Bound, fapigate::stages::Rejection> {
     let proof = binder.proof(policy, credential, facts)?;
     let mut bound = binder.bind(policy, credential, grant, proof, facts).await?;
     binder.record(&mut bound, facts.now).await?;

@@ -92,8 +92,7 @@ fn keys(dir: &Path, issuer: &str, audience: &str) -> Result<(), String> {
         .map_err(|e| format!("jwks.json: {e}"))?;
 
     let dpop_jwk = public_jwk(&dpop_key);
-    let jkt = fapigate::binding::thumbprint::jkt(dpop_jwk.as_object().expect("object"))
-        .expect("EC thumbprint");
+    let jkt = fapigate::stages::jkt(dpop_jwk.as_object().expect("object")).expect("EC thumbprint");
     let iat = now();
     let header = serde_json::json!({"typ": "at+jwt", "alg": "ES256", "kid": AS_KID});
     let claims = serde_json::json!({

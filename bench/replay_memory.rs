@@ -1,7 +1,7 @@
 //! Memory of the in-process DPoP replay store: RSS growth for N records (default 1 M).
 //! `cargo run --release --example replay-memory [N]`. Target: at most 200 MiB for 1 M.
 
-use fapigate::state::replay::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
+use fapigate::stages::{FirstUse, MemoryReplayStore, ProofRecord, ReplayStore};
 use sha2::Digest;
 use std::time::Duration;
 

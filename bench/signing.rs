@@ -15,10 +15,10 @@
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fapigate::signing::base::{signature_base, MessageView};
-use fapigate::signing::digest::{content_digest, verify_content_digest};
-use fapigate::signing::httpsig::{sign_response, RequestBinding, VerifiedSignature};
-use fapigate::signing::keys::SigningKey;
+use fapigate::http_signatures::SigningKey;
+use fapigate::http_signatures::{content_digest, verify_content_digest};
+use fapigate::http_signatures::{sign_response, RequestBinding, VerifiedSignature};
+use fapigate::http_signatures::{signature_base, MessageView};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sfv::ListEntry;
 
@@ -230,7 +230,7 @@ fn bench_hsm(c: &mut Criterion) {
     let pin = dir.path().join("pin");
     std::fs::write(&pin, "1234\n").unwrap();
     std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let uri = |object: &str| fapigate::policy::Pkcs11Uri {
+    let uri = |object: &str| fapigate::Pkcs11Uri {
         text: format!("pkcs11:token=bench;object={object}"),
         module: SOFTHSM.into(),
         token: Some("bench".into()),

@@ -11,7 +11,7 @@ use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 use base64::Engine;
-use fapigate::policy::Policy;
+use fapigate::Policy;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::Digest;
 use std::path::Path;
@@ -54,8 +54,7 @@ impl TestKey {
 
     /// RFC 7638 thumbprint (what `cnf.jkt` holds).
     pub fn jkt(&self) -> String {
-        fapigate::binding::thumbprint::jkt(self.public_jwk.as_object().expect("object"))
-            .expect("supported key")
+        fapigate::stages::jkt(self.public_jwk.as_object().expect("object")).expect("supported key")
     }
 }
 
@@ -241,7 +240,7 @@ addrs = ["127.0.0.1:9000"]
 /// Compiles a policy in `dir` (which must outlive it: file key sets are read from there).
 pub fn policy(dir: &Path, extra: &str) -> Policy {
     write_tls(dir);
-    match fapigate::config::load_str(&config_text(extra), dir) {
+    match fapigate::load_config_str(&config_text(extra), dir) {
         Ok(policy) => policy,
         Err(errors) => panic!("bench policy refused: {errors:#?}"),
     }

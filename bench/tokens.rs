@@ -10,10 +10,10 @@
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use fapigate::telemetry::Metrics;
-use fapigate::token::jwks::KeySet;
-use fapigate::token::jwt::{verify_access_token, JwtIssuer};
-use fapigate::token::Tokens;
+use fapigate::stages::KeySet;
+use fapigate::stages::Tokens;
+use fapigate::stages::{verify_access_token, JwtIssuer};
+use fapigate::Metrics;
 use jsonwebtoken::Algorithm;
 use sha2::Digest;
 use std::io::{Read, Write};
@@ -151,7 +151,7 @@ timeout = "2s"
         b.iter(|| -> [u8; 32] { sha2::Sha256::digest(black_box(&jwt).as_bytes()).into() })
     });
     group.bench_function("part/looks_like_jwt", |b| {
-        b.iter(|| fapigate::token::jwt::looks_like_jwt(black_box(&jwt)))
+        b.iter(|| fapigate::stages::looks_like_jwt(black_box(&jwt)))
     });
     group.bench_function("part/metrics_counter_inc", |b| {
         b.iter(|| {

@@ -20,12 +20,12 @@ use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 use base64::Engine;
-use fapigate::signing::base::{
+use fapigate::http_signatures::{
     component, serialize_inner_list, signature_base, signature_params, MessageView,
 };
-use fapigate::signing::digest::{content_digest, verify_content_digest};
-use fapigate::signing::httpsig::{REQUEST_TAG, RESPONSE_TAG};
-use fapigate::signing::keys::{verify_with, HttpSigAlg, SigningKey};
+use fapigate::http_signatures::{content_digest, verify_content_digest};
+use fapigate::http_signatures::{verify_with, HttpSigAlg, SigningKey};
+use fapigate::http_signatures::{REQUEST_TAG, RESPONSE_TAG};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
@@ -79,7 +79,7 @@ fn run() -> Result<(), String> {
         key: EcKey::from_pkcs8(&generated.issuer_pkcs8)?,
     });
     let dpop = Arc::new(EcKey::from_pkcs8(&generated.dpop_pkcs8)?);
-    let jkt = fapigate::binding::thumbprint::jkt(dpop.jwk.as_object().expect("a JWK object"))
+    let jkt = fapigate::stages::jkt(dpop.jwk.as_object().expect("a JWK object"))
         .ok_or("the DPoP key has no thumbprint")?;
 
     spawn_http(bank_listener, Arc::new(bank_api));
@@ -94,15 +94,15 @@ fn run() -> Result<(), String> {
     println!("  test issuer       {ISSUER}  (JWKS at /jwks)");
 
     // The gateway, exactly as `fapigate run --config conf/quickstart.toml` runs it.
-    fapigate::tls::install_crypto_provider();
-    let policy = fapigate::config::load(&config).map_err(|errors| errors.to_string())?;
-    fapigate::telemetry::init_logging(false, "warn");
+    fapigate::install_crypto_provider();
+    let policy = fapigate::load_config(&config).map_err(|errors| errors.to_string())?;
+    fapigate::init_logging(false, "warn");
     let gateway_config = config.clone();
     std::thread::Builder::new()
         .name("fapigate".into())
         .spawn(move || {
             // Returns only on a startup error; Ctrl-C makes Pingora exit the process.
-            if let Err(error) = fapigate::server::run(policy, gateway_config, None) {
+            if let Err(error) = fapigate::run(policy, gateway_config, None) {
                 eprintln!("quickstart: the gateway did not start: {error}");
                 std::process::exit(1);
             }
@@ -131,7 +131,7 @@ fn run() -> Result<(), String> {
         };
         let (passed, total) = demo.walk_through().await?;
         if let Some(path) = &generated.audit {
-            match fapigate::audit::chain::verify(path, &Default::default()).map(|v| v.records) {
+            match fapigate::audit_trail::verify(path, &Default::default()).map(|v| v.records) {
                 Ok(count) => println!(
                     "\nAudit trail {}: {count} records, hash chain intact",
                     shown(path)
@@ -661,12 +661,12 @@ fn reason(status: u16) -> &'static str {
 
 fn https_client(ca: &Path) -> Result<reqwest::Client, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in fapigate::config::read_certificates(ca)? {
+    for cert in fapigate::read_certificates(ca)? {
         roots
             .add(cert)
             .map_err(|e| format!("{}: {e}", ca.display()))?;
     }
-    let provider = Arc::new(fapigate::tls::fapi_crypto_provider());
+    let provider = Arc::new(fapigate::fapi_crypto_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

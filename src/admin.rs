@@ -8,12 +8,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     gateway: Arc<Gateway>,
 }
 
 impl AdminApp {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub(crate) fn new(gateway: Arc<Gateway>) -> Self {
         AdminApp { gateway }
     }
 }

@@ -3,11 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn unix_seconds() -> u64 {
+pub(crate) fn unix_seconds() -> u64 {
     unix_millis() / 1000
 }
 
-pub fn unix_millis() -> u64 {
+pub(crate) fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

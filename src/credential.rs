@@ -42,7 +42,7 @@ impl std::fmt::Debug for Credential {
 }
 
 /// Whether a Content-Type is `application/x-www-form-urlencoded`.
-pub fn is_form(content_type: Option<&str>) -> bool {
+pub(crate) fn is_form(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| {
@@ -81,7 +81,7 @@ fn token_elsewhere() -> CredentialError {
 /// RFC 6750 §2.2: a form body (`form`, of an `application/x-www-form-urlencoded` request)
 /// that carries an access token is refused, even beside a header. Judged once the body is
 /// read, which happens only after the header credential passed.
-pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), CredentialError> {
+pub(crate) fn refuse_form_token(form: Option<&[u8]>) -> Result<(), CredentialError> {
     let in_form = form
         .map(String::from_utf8_lossy)
         .is_some_and(|body| has_access_token_parameter(&body));
@@ -92,7 +92,7 @@ pub fn refuse_form_token(form: Option<&[u8]>) -> Result<(), CredentialError> {
 }
 
 /// `Ok(None)`: the request carries no credential of a scheme the gateway accepts.
-pub fn extract(
+pub(crate) fn extract(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Option<Credential>, CredentialError> {

@@ -5,10 +5,10 @@
 use base64::Engine;
 
 /// SP2-CRY-4: the smallest RSA key accepted or used.
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// Lowercase hex, for hashes in keys, logs and the audit trail.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -19,7 +19,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The size in bits of an RSA modulus given as a JWK `n` (base64url), leading zeros not
 /// counted; `None` when it is not base64url.
-pub fn rsa_modulus_bits(n: &str) -> Option<usize> {
+pub(crate) fn rsa_modulus_bits(n: &str) -> Option<usize> {
     let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(n.trim_end_matches('='))
         .ok()?;
@@ -27,7 +27,7 @@ pub fn rsa_modulus_bits(n: &str) -> Option<usize> {
 }
 
 /// The bits of a big-endian unsigned integer, leading zeros not counted.
-pub fn significant_bits(bytes: &[u8]) -> usize {
+pub(crate) fn significant_bits(bytes: &[u8]) -> usize {
     let digits: Vec<&u8> = bytes.iter().skip_while(|b| **b == 0).collect();
     match digits.first() {
         None => 0,

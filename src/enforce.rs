@@ -133,10 +133,9 @@ fn resource_metadata(policy: &Policy) -> serde_json::Value {
 
 /// A request the gateway lets through, with everything later phases need.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// Index of the route in the policy the request was admitted under.
     pub route: usize,
-    pub params: Vec<(String, String)>,
     pub grant: Option<Arc<Grant>>,
     /// A fresh `DPoP-Nonce` for the response, when the nonce period turned.
     pub dpop_nonce: Option<String>,
@@ -148,7 +147,7 @@ pub struct Admission {
 
 /// A refused request: why, and on which route (for metrics), if one matched.
 #[derive(Debug)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub route: Option<usize>,
     pub rejection: Rejection,
 }
@@ -166,7 +165,7 @@ impl Refused {
 /// method, target and header fields. Only [`Enforcer::authenticate`] makes one, and only
 /// [`Enforcer::conclude`] turns it into an [`Admission`].
 #[derive(Debug)]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     /// Index of the matched route.
     pub route: usize,
     params: Vec<(String, String)>,
@@ -186,18 +185,21 @@ struct TokenCheck {
 /// head before any body is read (an unauthenticated request never has its body buffered);
 /// [`Enforcer::conclude`] judges what needs the body (a form token, the request signature's
 /// digest, `{body/...}` rules) and everything again at the moment of the decision.
-pub struct Enforcer<'e> {
+pub(crate) struct Enforcer<'e> {
     engine: &'e Engine,
 }
 
 impl<'e> Enforcer<'e> {
-    pub fn new(engine: &'e Engine) -> Self {
+    pub(crate) fn new(engine: &'e Engine) -> Self {
         Enforcer { engine }
     }
 
     /// Routes the request and judges its credential, token and binding from the head
     /// (`head.body` and `head.raw_body` are not read).
-    pub async fn authenticate(&self, head: &RequestFacts<'_>) -> Result<Authenticated, Refused> {
+    pub(crate) async fn authenticate(
+        &self,
+        head: &RequestFacts<'_>,
+    ) -> Result<Authenticated, Refused> {
         let policy = &self.engine.policy;
         let (route_index, params) = match policy.routes.find(head.method, head.path) {
             RouteMatch::Found { route, params } => (route, params),
@@ -262,7 +264,7 @@ impl<'e> Enforcer<'e> {
 
     /// Admits or rejects an authenticated request, `facts` now holding the body the route
     /// needs and the time of the decision.
-    pub async fn conclude(
+    pub(crate) async fn conclude(
         &self,
         authenticated: Authenticated,
         facts: &RequestFacts<'_>,
@@ -286,7 +288,6 @@ impl<'e> Enforcer<'e> {
         else {
             return Ok(Admission {
                 route: route_index,
-                params,
                 grant: None,
                 dpop_nonce: None,
                 granted_detail: None,
@@ -334,7 +335,6 @@ impl<'e> Enforcer<'e> {
             .map_err(|e| on_route(e.into()))?;
         Ok(Admission {
             route: route_index,
-            params,
             grant: Some(grant),
             dpop_nonce: bound.fresh_nonce,
             granted_detail,

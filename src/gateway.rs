@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     engine: ArcSwap<Engine>,
     /// Replay records and the nonce key, kept across reloads.
     local: Arc<LocalState>,
@@ -24,7 +24,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
+    pub(crate) fn new(
         engine: Engine,
         local: Arc<LocalState>,
         config_path: PathBuf,
@@ -42,23 +42,23 @@ impl Gateway {
     }
 
     /// The engine new requests run under.
-    pub fn engine(&self) -> Arc<Engine> {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
         self.engine.load_full()
     }
 
     /// Listeners bound and a policy loaded. Not the shared state: a Redis blip would take
     /// every replica out of the load balancer at once, although routes that need no Redis
     /// (mTLS-bound tokens) still work; its health is `fapigate_shared_state_up`.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
         self.metrics.ready.set(i64::from(self.is_ready()));
     }
 
-    pub fn set_state_ok(&self, ok: bool) {
+    pub(crate) fn set_state_ok(&self, ok: bool) {
         let was = self.state_ok.swap(ok, Ordering::AcqRel);
         if was != ok {
             if ok {
@@ -70,14 +70,14 @@ impl Gateway {
         self.metrics.shared_state_up.set(i64::from(ok));
     }
 
-    pub fn next_upstream_turn(&self) -> usize {
+    pub(crate) fn next_upstream_turn(&self) -> usize {
         self.next_upstream.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Re-reads the configuration file. A valid file replaces the engine for new requests
     /// (requests in flight finish under the one they started with); an invalid one is
     /// reported and the running engine stays. Listener and TLS settings need a restart.
-    pub fn reload(&self) -> Result<(), String> {
+    pub(crate) fn reload(&self) -> Result<(), String> {
         let outcome = config::load(&self.config_path)
             .map_err(|errors| errors.to_string())
             .and_then(|policy| Engine::new(policy, self.metrics.clone(), &self.local));

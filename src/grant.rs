@@ -59,7 +59,7 @@ pub struct Grant {
 
 /// The claims both sources share. Unknown members are ignored.
 #[derive(Debug, Deserialize)]
-pub struct TokenClaims {
+pub(crate) struct TokenClaims {
     pub iss: Option<String>,
     pub sub: Option<String>,
     pub client_id: Option<String>,
@@ -77,7 +77,7 @@ pub struct TokenClaims {
 }
 
 impl TokenClaims {
-    pub fn into_grant(self, issuer: &str) -> Grant {
+    pub(crate) fn into_grant(self, issuer: &str) -> Grant {
         Grant {
             issuer: self.iss.unwrap_or_else(|| issuer.to_string()),
             subject: self.sub,

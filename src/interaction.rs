@@ -9,11 +9,11 @@
 
 use http::{HeaderName, HeaderValue};
 
-pub const HEADER: &str = "x-fapi-interaction-id";
-pub static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
+pub(crate) const HEADER: &str = "x-fapi-interaction-id";
+pub(crate) static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The client's UUID, echoed as sent.
     Echoed,
     /// The client sent none.
@@ -23,7 +23,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Origin::Echoed => "echoed",
             Origin::Minted => "minted",
@@ -34,19 +34,19 @@ impl Origin {
 
 /// The exchange's interaction id, kept as the header value it is sent as (both ways).
 #[derive(Debug, Clone)]
-pub struct InteractionId {
+pub(crate) struct InteractionId {
     pub value: HeaderValue,
     pub origin: Origin,
 }
 
 impl InteractionId {
     /// The id as text: always a UUID, so always ASCII.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.value.to_str().unwrap_or_default()
     }
 }
 
-pub fn resolve(sent: Option<&HeaderValue>) -> InteractionId {
+pub(crate) fn resolve(sent: Option<&HeaderValue>) -> InteractionId {
     match sent {
         None => InteractionId {
             value: minted(),

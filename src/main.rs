@@ -60,18 +60,18 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    fapigate::tls::install_crypto_provider();
+    fapigate::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match fapigate::config::load(&config) {
+        Command::Check { config } => match fapigate::load_config(&config) {
             Ok(policy) => {
                 let summary = summary(&policy);
                 // Building the runtime also checks what only it reads (AS clients, key files).
-                match fapigate::telemetry::Metrics::new()
+                match fapigate::Metrics::new()
                     .map_err(|e| e.to_string())
                     .and_then(|m| {
-                        let local = fapigate::binding::LocalState::for_check(&policy)?;
-                        fapigate::enforce::Engine::new(policy, std::sync::Arc::new(m), &local)
+                        let local = fapigate::LocalState::for_check(&policy)?;
+                        fapigate::Engine::new(policy, std::sync::Arc::new(m), &local)
                     }) {
                     Ok(_) => {
                         println!("{}: ok: {summary}", config.display());
@@ -89,13 +89,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Jwks { config } => {
-            let signer = fapigate::config::load(&config)
+            let signer = fapigate::load_config(&config)
                 .map_err(|errors| errors.to_string())
                 .and_then(|policy| {
                     let signing = policy.response_signing.as_ref().ok_or_else(|| {
                         format!("{}: has no [response_signing] section\n", config.display())
                     })?;
-                    fapigate::signing::signer::ResponseSigner::new(signing)
+                    fapigate::ResponseSigner::new(signing)
                 });
             match signer {
                 Ok(signer) => {
@@ -128,15 +128,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, ready_file } => {
-            let policy = match fapigate::config::load(&config) {
+            let policy = match fapigate::load_config(&config) {
                 Ok(policy) => policy,
                 Err(errors) => {
                     eprint!("{errors}");
                     return ExitCode::FAILURE;
                 }
             };
-            fapigate::telemetry::init_logging(policy.log.json, &policy.log.level);
-            match fapigate::server::run(policy, config, ready_file) {
+            fapigate::init_logging(policy.log.json, &policy.log.level);
+            match fapigate::run(policy, config, ready_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("fapigate: {error}");
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn summary(policy: &fapigate::policy::Policy) -> String {
+fn summary(policy: &fapigate::Policy) -> String {
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let tls = match &policy.listener.tls {
         Some(tls) => format!("tls, client_cert={:?}", tls.client_cert).to_lowercase(),
@@ -176,7 +176,7 @@ fn verify_audit(
     jwks: Option<&std::path::Path>,
     head: Option<&str>,
 ) -> Result<String, String> {
-    use fapigate::audit::chain;
+    use fapigate::audit_trail as chain;
     let key = key.map(chain::MacKey::load).transpose()?;
     let jwks = jwks
         .map(|path| {

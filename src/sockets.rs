@@ -17,7 +17,7 @@ use std::sync::Arc;
 const FIRST_INHERITED_FD: RawFd = 3;
 
 /// Listening sockets, open, with the addresses they are bound to.
-pub struct Sockets {
+pub(crate) struct Sockets {
     bound: Vec<SocketAddr>,
     fds: Fds,
 }
@@ -25,7 +25,7 @@ pub struct Sockets {
 impl Sockets {
     /// Binds `addrs` in order (or takes the inherited socket bound to one of them). An address
     /// with port 0 gets a port from the kernel; [`Sockets::bound`] tells which.
-    pub fn bind(addrs: &[SocketAddr]) -> Result<Sockets, String> {
+    pub(crate) fn bind(addrs: &[SocketAddr]) -> Result<Sockets, String> {
         let mut inherited = inherited_listeners();
         let mut sockets = Sockets {
             bound: Vec::with_capacity(addrs.len()),
@@ -58,12 +58,12 @@ impl Sockets {
     }
 
     /// The addresses bound, in the order they were asked for.
-    pub fn bound(&self) -> &[SocketAddr] {
+    pub(crate) fn bound(&self) -> &[SocketAddr] {
         &self.bound
     }
 
     /// The table Pingora's listeners take their sockets from (keyed by the bound address).
-    pub fn into_listen_fds(self) -> ListenFds {
+    pub(crate) fn into_listen_fds(self) -> ListenFds {
         Arc::new(parking_lot::Mutex::new(self.fds))
     }
 }

@@ -268,7 +268,7 @@ fn cap_dependencies(
 }
 
 /// One access-log line.
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     pub interaction_id: &'a str,
     pub interaction_id_origin: &'a str,
     pub route: &'a str,
@@ -283,11 +283,11 @@ pub struct AccessRecord<'a> {
 }
 
 /// Whether access-log lines are written at all: the record is not assembled otherwise.
-pub fn access_log_enabled() -> bool {
+pub(crate) fn access_log_enabled() -> bool {
     tracing::enabled!(target: "fapigate::access", tracing::Level::INFO)
 }
 
-pub fn access_log(record: &AccessRecord<'_>) {
+pub(crate) fn access_log(record: &AccessRecord<'_>) {
     tracing::info!(
         target: "fapigate::access",
         interaction_id = record.interaction_id,

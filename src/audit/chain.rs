@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::path::Path;
 
 /// The `prev` of the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 const MAC_FIELD: &str = ",\"mac\":\"";
 
@@ -46,7 +46,7 @@ impl MacKey {
 }
 
 /// The line for `fields` (a JSON object) at `seq` after `prev`, sealed with `key`.
-pub fn seal(
+pub(crate) fn seal(
     mut fields: serde_json::Map<String, serde_json::Value>,
     seq: u64,
     prev: &str,
@@ -79,7 +79,7 @@ fn unseal(line: &str) -> Option<(String, &str)> {
 }
 
 /// The payload a checkpoint's JWS signs.
-pub fn checkpoint_payload(count: u64, head: &str, time: u64) -> serde_json::Value {
+pub(crate) fn checkpoint_payload(count: u64, head: &str, time: u64) -> serde_json::Value {
     serde_json::json!({ "count": count, "head": head, "iat": time })
 }
 
@@ -178,7 +178,7 @@ fn verify_one(
 }
 
 /// What one file's lines hold.
-pub struct Lines {
+pub(crate) struct Lines {
     pub verified: Verified,
     /// The last line's hash (where the next file's chain goes on).
     pub last: String,
@@ -191,7 +191,7 @@ pub struct Lines {
 
 /// Checks the lines of one file. The fuzz target `audit_chain` runs it on arbitrary bytes:
 /// an audit file is as trustworthy as the disk it sits on.
-pub fn verify_lines(
+pub(crate) fn verify_lines(
     reader: impl BufRead,
     checks: &Checks<'_>,
     start: Option<&str>,

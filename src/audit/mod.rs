@@ -8,7 +8,7 @@
 //! the response is released once its record is written (and synced, with
 //! `fsync = "every-record"`).
 
-pub mod chain;
+pub(crate) mod chain;
 mod writer;
 
 use crate::policy::{AuditPolicy, FsyncPolicy, OnFull};
@@ -16,7 +16,7 @@ use crate::signing::keys::SigningKey;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-pub use writer::{head_file_path, HeadFile};
+pub use writer::head_file_path;
 
 #[derive(serde::Serialize)]
 pub struct Record<'a> {

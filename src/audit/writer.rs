@@ -34,14 +34,14 @@ pub fn head_file_path(path: &Path) -> PathBuf {
 
 /// `<file>.head`: the number and hash of the file's last line, and the file's length then.
 #[derive(Debug, PartialEq, Eq)]
-pub struct HeadFile {
+pub(crate) struct HeadFile {
     pub seq: u64,
     pub head: String,
     pub len: u64,
 }
 
 impl HeadFile {
-    pub fn read(path: &Path) -> Option<HeadFile> {
+    pub(crate) fn read(path: &Path) -> Option<HeadFile> {
         let text = std::fs::read_to_string(head_file_path(path)).ok()?;
         let value: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
         Some(HeadFile {
@@ -95,7 +95,7 @@ fn utc_day() -> u64 {
 impl Writer {
     /// Opens and locks the file and finds where the chain goes on (from the head file, or by
     /// reading the file once when there is none).
-    pub fn open(settings: Settings) -> Result<Writer, String> {
+    pub(super) fn open(settings: Settings) -> Result<Writer, String> {
         let path = &settings.path;
         let (file, head_file) = open_files(path)?;
         // A line cut off by a crash (no newline) was never acknowledged: it goes.
@@ -136,7 +136,7 @@ impl Writer {
     /// Runs until every sender is gone, then writes a last checkpoint. `clock` is this
     /// thread's own runtime: it wakes the writer when no record comes for a while, so a
     /// checkpoint is written on time without a tick taking a place in the queue.
-    pub fn run(
+    pub(super) fn run(
         mut self,
         mut queue: tokio::sync::mpsc::Receiver<Message>,
         clock: tokio::runtime::Runtime,

@@ -11,8 +11,8 @@
 //! `fapi1-advanced` accepts mTLS-bound tokens only (FAPI1-ADV-3).
 
 pub mod dpop;
-pub mod nonce;
-pub mod thumbprint;
+pub(crate) mod nonce;
+pub(crate) mod thumbprint;
 
 use crate::credential::{Credential, Scheme};
 use crate::grant::{Grant, SenderBinding};

@@ -10,14 +10,14 @@ use base64::Engine;
 
 const MAC_BYTES: usize = 16;
 
-pub struct Nonces {
+pub(crate) struct Nonces {
     key: hmac::Key,
     period_seconds: u64,
 }
 
 /// Whether a proof's nonce may be used.
 #[derive(Debug, PartialEq, Eq)]
-pub enum NonceCheck {
+pub(crate) enum NonceCheck {
     /// Issued for the current period.
     Current,
     /// Issued for the previous period: accepted, and a fresh nonce goes out with the response.
@@ -27,7 +27,7 @@ pub enum NonceCheck {
 }
 
 impl Nonces {
-    pub fn new(secret: &[u8], period_seconds: u64) -> Self {
+    pub(crate) fn new(secret: &[u8], period_seconds: u64) -> Self {
         Nonces {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             period_seconds: period_seconds.max(1),
@@ -47,11 +47,11 @@ impl Nonces {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    pub fn current(&self, now: u64) -> String {
+    pub(crate) fn current(&self, now: u64) -> String {
         self.for_period(self.period(now))
     }
 
-    pub fn check(&self, nonce: Option<&str>, now: u64) -> NonceCheck {
+    pub(crate) fn check(&self, nonce: Option<&str>, now: u64) -> NonceCheck {
         let Some(raw) = nonce.and_then(|n| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(n)

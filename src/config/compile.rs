@@ -31,7 +31,7 @@ impl Errors {
     }
 }
 
-pub fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(String, String)>> {
+pub(super) fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(String, String)>> {
     let mut errors = Errors::default();
     let listener = listener(&file.listener, base, &mut errors);
     let admin_addr = errors.check("admin.addr", socket_addr(&file.admin.addr));

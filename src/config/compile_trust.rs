@@ -57,10 +57,7 @@ pub(super) fn issuers(
         let key = format!("issuer[{i}]");
         unique(errors, &mut ids, format!("{key}.id"), &issuer.id);
         unique(errors, &mut names, format!("{key}.issuer"), &issuer.issuer);
-        let audiences = match &issuer.audience {
-            model::OneOrMany::One(a) => vec![a.clone()],
-            model::OneOrMany::Many(list) => list.clone(),
-        };
+        let audiences = issuer.audience.to_vec();
         if audiences.is_empty() || audiences.iter().any(String::is_empty) {
             errors.add(
                 format!("{key}.audience"),

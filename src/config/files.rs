@@ -5,7 +5,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 
-pub fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()
@@ -31,7 +31,7 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// Reads a PEM private key. A key that other users can read is refused: the gateway's keys
 /// are what makes its signatures and its TLS identity worth anything.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     refuse_world_readable(path)?;
     let bytes = read(path)?;
     PrivateKeyDer::from_pem_slice(&bytes)
@@ -39,7 +39,7 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 #[cfg(unix)]
-pub fn refuse_world_readable(path: &Path) -> Result<(), String> {
+pub(crate) fn refuse_world_readable(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let metadata =
         std::fs::metadata(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
@@ -58,7 +58,7 @@ pub fn refuse_world_readable(_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+pub(super) fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
     let bytes = read(path)?;
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{}: not a JWK set ({e})", path.display()))?;
@@ -68,12 +68,12 @@ pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
     Ok(set)
 }
 
-pub fn read_secret(path: &Path) -> Result<(), String> {
+pub(super) fn read_secret(path: &Path) -> Result<(), String> {
     read_key_material(path, 1)
 }
 
 /// A secret used as a MAC key: at least `min_bytes` once surrounding whitespace is trimmed.
-pub fn read_key_material(path: &Path, min_bytes: usize) -> Result<(), String> {
+pub(super) fn read_key_material(path: &Path, min_bytes: usize) -> Result<(), String> {
     refuse_world_readable(path)?;
     let bytes = read(path)?;
     let length = bytes.trim_ascii().len();
@@ -90,7 +90,7 @@ pub fn read_key_material(path: &Path, min_bytes: usize) -> Result<(), String> {
 }
 
 /// Reads a signing key: a PEM private key, or a JWK file holding the private half.
-pub fn read_signing_key(path: &Path) -> Result<(), String> {
+pub(super) fn read_signing_key(path: &Path) -> Result<(), String> {
     if path.extension().is_some_and(|e| e == "json" || e == "jwk") {
         refuse_world_readable(path)?;
         let bytes = read(path)?;
@@ -113,7 +113,7 @@ const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// Reads a file the configuration names. Only regular files: a FIFO, a device such as
 /// /dev/zero or a directory would block, never end, or mean nothing.
-pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let cannot = |e: std::io::Error| format!("{}: cannot read ({e})", path.display());
     let metadata = std::fs::metadata(path).map_err(cannot)?;
@@ -135,7 +135,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Outbound URLs must be https, except on loopback addresses (tests and sidecars).
-pub fn check_outbound_url(url: &str) -> Result<(), String> {
+pub(super) fn check_outbound_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|_| format!("\"{url}\" is not a URL"))?;
     let host = uri.host().ok_or_else(|| format!("\"{url}\" has no host"))?;
     match uri.scheme_str() {
@@ -148,7 +148,7 @@ pub fn check_outbound_url(url: &str) -> Result<(), String> {
     }
 }
 
-pub fn is_loopback_host(host: &str) -> bool {
+pub(super) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -7,12 +7,13 @@ mod compile_routes;
 mod compile_state;
 mod compile_trust;
 mod files;
-pub mod model;
+pub(crate) mod model;
 mod operand;
 mod pkcs11_uri;
-pub mod units;
+pub(crate) mod units;
 
-pub use files::{read_certificates, read_private_key, refuse_world_readable};
+pub use files::read_certificates;
+pub(crate) use files::{read_private_key, refuse_world_readable};
 
 use crate::policy::Policy;
 use std::fmt;

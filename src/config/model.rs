@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     pub listener: Listener,
     pub admin: Admin,
     pub profile: Profile,
@@ -36,7 +36,7 @@ pub struct File {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub addr: String,
     pub public_url: String,
     pub tls: Option<ListenerTls>,
@@ -56,7 +56,7 @@ pub struct Listener {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerTls {
+pub(crate) struct ListenerTls {
     pub cert: String,
     pub key: String,
     pub client_cert: Option<String>,
@@ -65,19 +65,19 @@ pub struct ListenerTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Admin {
+pub(crate) struct Admin {
     pub addr: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
+pub(crate) struct Server {
     pub threads: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub shutdown_timeout: Option<String>,
@@ -85,14 +85,14 @@ pub struct Server {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Log {
+pub(crate) struct Log {
     pub format: Option<String>,
     pub level: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub(crate) struct Profile {
     pub name: String,
     pub algs: Option<Vec<String>>,
     pub max_clock_skew: Option<String>,
@@ -107,23 +107,23 @@ pub struct Profile {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
         match self {
-            OneOrMany::One(value) => vec![value],
-            OneOrMany::Many(values) => values,
+            OneOrMany::One(value) => vec![value.clone()],
+            OneOrMany::Many(values) => values.clone(),
         }
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Issuer {
+pub(crate) struct Issuer {
     pub id: String,
     pub issuer: String,
     pub audience: OneOrMany,
@@ -136,7 +136,7 @@ pub struct Issuer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Introspection {
+pub(crate) struct Introspection {
     pub endpoint: String,
     pub client_id: String,
     pub auth: String,
@@ -155,7 +155,7 @@ pub struct Introspection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
+pub(crate) struct State {
     pub backend: Option<String>,
     pub redis_url: Option<String>,
     /// A file holding the Redis URL (with its password), e.g. a mounted Secret.
@@ -190,7 +190,7 @@ pub struct State {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ResponseSigning {
+pub(crate) struct ResponseSigning {
     pub format: Option<String>,
     pub key: String,
     pub key_id: String,
@@ -211,7 +211,7 @@ pub struct ResponseSigning {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PublishedKey {
+pub(crate) struct PublishedKey {
     pub key: String,
     pub key_id: String,
     pub alg: String,
@@ -219,7 +219,7 @@ pub struct PublishedKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Audit {
+pub(crate) struct Audit {
     pub path: String,
     pub fsync: Option<String>,
     /// The HMAC-SHA-256 key of every line (at least 32 bytes).
@@ -237,7 +237,7 @@ pub struct Audit {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Client {
+pub(crate) struct Client {
     pub client_id: String,
     pub jwks_url: Option<String>,
     pub jwks_file: Option<String>,
@@ -246,7 +246,7 @@ pub struct Client {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub id: String,
     pub addrs: Vec<String>,
     pub tls: Option<bool>,
@@ -260,7 +260,7 @@ pub struct Upstream {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Forward {
+pub(crate) struct Forward {
     pub subject_header: Option<String>,
     pub client_id_header: Option<String>,
     pub authorization_details_header: Option<String>,
@@ -268,7 +268,7 @@ pub struct Forward {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
+pub(crate) struct Route {
     pub id: String,
     pub methods: Vec<String>,
     pub path: String,
@@ -289,7 +289,7 @@ pub struct Route {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DetailRequirement {
+pub(crate) struct DetailRequirement {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]

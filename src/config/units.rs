@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// Parses "250ms", "10s", "5m", "1h" (whole numbers only).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
         format!("\"{text}\" has no unit; write e.g. \"500ms\", \"10s\" or \"5m\"")
@@ -31,7 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses "512B", "64KiB", "1MiB", "1GiB" (binary units only: "KB" or "MB" could mean 1000
 /// or 1024, so they are refused with the unit to write instead).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

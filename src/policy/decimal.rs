@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 /// Borrows the digits of the text it was parsed from (JSON numbers are printed first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decimal<'a> {
+pub(crate) struct Decimal<'a> {
     negative: bool,
     /// Integer digits without leading zeros.
     whole: Cow<'a, str>,
@@ -15,7 +15,7 @@ pub struct Decimal<'a> {
 }
 
 impl<'a> Decimal<'a> {
-    pub fn parse(text: &'a str) -> Option<Decimal<'a>> {
+    pub(crate) fn parse(text: &'a str) -> Option<Decimal<'a>> {
         let (negative, digits) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -42,7 +42,7 @@ impl<'a> Decimal<'a> {
     }
 
     /// A JSON number or a string holding a plain decimal.
-    pub fn from_json(value: &'a serde_json::Value) -> Option<Decimal<'a>> {
+    pub(crate) fn from_json(value: &'a serde_json::Value) -> Option<Decimal<'a>> {
         match value {
             serde_json::Value::String(text) => Decimal::parse(text),
             serde_json::Value::Number(number) => {

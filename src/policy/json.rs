@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use std::collections::HashSet;
 
 /// Deeper nesting is refused (serde_json's own limit is 128; no payment API nests this deep).
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonError {
@@ -62,7 +62,7 @@ impl JsonError {
 }
 
 /// Parses a whole body strictly (see the module doc).
-pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(JsonError::ByteOrderMark);
     }

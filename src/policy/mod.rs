@@ -2,12 +2,12 @@
 //! that passed every check, so nothing downstream re-validates: templates are parsed, addresses
 //! resolved, durations typed, keys and certificates already read.
 
-pub mod authorize;
-pub mod decimal;
-pub mod json;
-pub mod path;
-pub mod rar;
-pub mod routes;
+pub(crate) mod authorize;
+pub(crate) mod decimal;
+pub(crate) mod json;
+pub(crate) mod path;
+pub(crate) mod rar;
+pub(crate) mod routes;
 
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use routes::{Route, RouteMatch, RouteTable};
+pub use routes::RouteMatch;
+pub(crate) use routes::RouteTable;
 
 #[derive(Debug)]
 pub struct Policy {
@@ -35,7 +36,7 @@ pub struct Policy {
 }
 
 /// How long a body may take before `body_min_rate` applies (Kestrel's is 5 s).
-pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct ListenerPolicy {
@@ -85,7 +86,7 @@ pub struct PublicUrl {
 }
 
 /// Where RFC 9728 protected resource metadata is served on the listener.
-pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 impl PublicUrl {
     /// The resource identifier (RFC 9728 `resource`).
@@ -427,7 +428,7 @@ pub struct ClientPolicy {
 }
 
 /// Trust roots for one upstream's TLS, as read from `ca_file`.
-pub type TrustRoots = Arc<[rustls::pki_types::CertificateDer<'static>]>;
+pub(crate) type TrustRoots = Arc<[rustls::pki_types::CertificateDer<'static>]>;
 
 #[derive(Debug)]
 pub struct UpstreamPolicy {

@@ -110,7 +110,7 @@ impl RouteTable {
 }
 
 /// Two routes conflict when they share a method and some path matches both templates.
-pub fn conflicts(a: &Route, b: &Route) -> bool {
+pub(crate) fn conflicts(a: &Route, b: &Route) -> bool {
     a.methods.iter().any(|m| b.methods.contains(m)) && a.template.overlaps(&b.template)
 }
 

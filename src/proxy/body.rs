@@ -10,9 +10,9 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
 
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     pub bytes: Bytes,
     pub json: Option<serde_json::Value>,
 }
@@ -98,7 +98,7 @@ fn expects_continue(header: &pingora::http::RequestHeader) -> bool {
 /// small (bounded like a 413's), so the client sees the answer rather than a reset stream;
 /// a client waiting for `100 Continue` is answered at once. A connection whose body was not
 /// read whole is not reused.
-pub async fn discard(session: &mut Session) {
+pub(crate) async fn discard(session: &mut Session) {
     if session.is_body_empty() || session.is_body_done() {
         return;
     }
@@ -124,7 +124,7 @@ fn is_form(header: &pingora::http::RequestHeader) -> bool {
 /// Reads the body when the route needs it; `Ok(None)` when it does not. Called only once the
 /// request's credential, token and binding have passed: an unauthenticated request never has
 /// its body buffered.
-pub async fn read(
+pub(crate) async fn read(
     session: &mut Session,
     policy: &Policy,
     route: &Route,

@@ -9,10 +9,10 @@ use base64::Engine;
 use pingora::proxy::Session;
 use std::net::IpAddr;
 
-pub const CLIENT_CERT: &str = "client-cert";
-pub const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
+pub(crate) const CLIENT_CERT: &str = "client-cert";
+pub(crate) const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
 
-pub fn from_tls(session: &Session) -> Option<&ClientCert> {
+pub(crate) fn from_tls(session: &Session) -> Option<&ClientCert> {
     session
         .digest()?
         .ssl_digest
@@ -21,7 +21,7 @@ pub fn from_tls(session: &Session) -> Option<&ClientCert> {
         .get::<ClientCert>()
 }
 
-pub fn from_trusted_proxy(
+pub(crate) fn from_trusted_proxy(
     session: &Session,
     policy: &Policy,
     peer: Option<IpAddr>,
@@ -40,7 +40,7 @@ pub fn from_trusted_proxy(
 }
 
 /// RFC 9440 §2.1: an RFC 8941 Byte Sequence, `:base64:`, of the DER certificate.
-pub fn parse_client_cert(value: &str) -> Option<Vec<u8>> {
+pub(crate) fn parse_client_cert(value: &str) -> Option<Vec<u8>> {
     let inner = value.trim().strip_prefix(':')?.strip_suffix(':')?;
     let der = base64::engine::general_purpose::STANDARD
         .decode(inner)

@@ -32,13 +32,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// The serving app with deadlines on its HTTP/1 connections.
-pub struct Deadlines<A> {
+pub(crate) struct Deadlines<A> {
     inner: Arc<A>,
     gateway: Arc<Gateway>,
 }
 
 impl<A> Deadlines<A> {
-    pub fn new(inner: A, gateway: Arc<Gateway>) -> Self {
+    pub(crate) fn new(inner: A, gateway: Arc<Gateway>) -> Self {
         Deadlines {
             inner: Arc::new(inner),
             gateway,
@@ -77,7 +77,7 @@ const IN_REQUEST: u8 = 1;
 const IDLE: u8 = 2;
 
 /// A client stream whose reads fail once the current deadline has passed.
-pub struct TimedStream {
+pub(crate) struct TimedStream {
     inner: Stream,
     opened: Instant,
     header_timeout: Duration,
@@ -152,14 +152,14 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// The proxy read a whole request head: the head deadline no longer applies.
-pub fn head_received(session: &Session) {
+pub(crate) fn head_received(session: &Session) {
     if let Some(timed) = timed(session) {
         timed.phase.store(IN_REQUEST, Ordering::Release);
     }
 }
 
 /// The request is answered: the connection may now wait `idle_timeout` for the next one.
-pub fn request_done(session: &Session) {
+pub(crate) fn request_done(session: &Session) {
     if let Some(timed) = timed(session) {
         timed.enter(IDLE, timed.idle_timeout);
     }

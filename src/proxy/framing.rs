@@ -6,7 +6,7 @@ use http::HeaderMap;
 use pingora::proxy::Session;
 
 /// The refusal for a request whose framing the gateway cannot vouch for, if any.
-pub fn refusal(session: &Session) -> Option<Rejection> {
+pub(crate) fn refusal(session: &Session) -> Option<Rejection> {
     let raw_content_length = || match session.as_downstream() {
         pingora::protocols::http::ServerSession::H1(h1) => {
             raw_has_field(&h1.get_headers_raw_bytes(), b"content-length")
@@ -21,7 +21,7 @@ pub fn refusal(session: &Session) -> Option<Rejection> {
 /// relabelled, the coded bytes inside) is not implemented (501), and `Content-Length` beside
 /// `Transfer-Encoding` is a request smuggling vector (400). Pingora drops such a
 /// `Content-Length` before any filter runs, so `sent_content_length` asks the raw header.
-pub fn refusal_of(
+pub(crate) fn refusal_of(
     headers: &HeaderMap,
     sent_content_length: impl FnOnce() -> bool,
 ) -> Option<Rejection> {

@@ -41,7 +41,10 @@ const ADDED_REQUEST_HEADERS: usize = 8;
 /// Runs `edit` on the request's headers as a plain `http::HeaderMap` (see the module note).
 /// The request target is kept: it comes from the URI, and the adapter refuses targets the URI
 /// cannot carry byte for byte (non-UTF-8) before anything is proxied.
-pub fn edit_request<T>(request: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap) -> T) -> T {
+pub(crate) fn edit_request<T>(
+    request: &mut RequestHeader,
+    edit: impl FnOnce(&mut HeaderMap) -> T,
+) -> T {
     let end_stream = request.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(request, placeholder).into();
@@ -55,7 +58,7 @@ pub fn edit_request<T>(request: &mut RequestHeader, edit: impl FnOnce(&mut Heade
 }
 
 /// Runs `edit` on the response's headers as a plain `http::HeaderMap` (see the module note).
-pub fn edit_response<T>(
+pub(crate) fn edit_response<T>(
     response: &mut ResponseHeader,
     edit: impl FnOnce(&mut HeaderMap) -> T,
 ) -> T {
@@ -135,7 +138,7 @@ fn forward_grant(
     Ok(())
 }
 
-pub struct Hop {
+pub(crate) struct Hop {
     pub peer: Option<IpAddr>,
     pub tls: bool,
     pub from_trusted_proxy: bool,
@@ -159,7 +162,7 @@ pub(super) fn is_hop_header(name: &str) -> bool {
 }
 
 /// What the upstream is handed besides the client's request.
-pub struct Handoff<'a> {
+pub(crate) struct Handoff<'a> {
     /// The route forwards the client's `Authorization` header (`forward_token`).
     pub forward_token: bool,
     /// The `Host` the upstream gets.
@@ -211,7 +214,7 @@ const GATEWAY_HEADERS: [&str; 9] = [
 /// trusted proxy); `Host`, `Forwarded` and `X-Forwarded-*` are set. Hop-by-hop headers are left
 /// to the connection that sends the request: Pingora's upstream request policy on proxied
 /// routes (upgrades denied), [`strip_hop_by_hop`] on signed routes.
-pub fn prepare_upstream_request(
+pub(crate) fn prepare_upstream_request(
     headers: &mut HeaderMap,
     forward: &ForwardPolicy,
     hop: &Hop,
@@ -246,7 +249,7 @@ pub fn prepare_upstream_request(
 /// Whether the `Connection` header names a header the gateway sets for the upstream (`Host`,
 /// `Forwarded`, `X-Forwarded-*`, the interaction id, the `[forward]` headers). Whoever removes
 /// the headers `Connection` names would remove the gateway's own: such a request is refused.
-pub fn nominates_gateway_header(headers: &HeaderMap, forward: &ForwardPolicy) -> bool {
+pub(crate) fn nominates_gateway_header(headers: &HeaderMap, forward: &ForwardPolicy) -> bool {
     let owned = forward.owned_headers();
     headers
         .get_all(CONNECTION)
@@ -272,7 +275,7 @@ pub fn nominates_gateway_header(headers: &HeaderMap, forward: &ForwardPolicy) ->
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), also those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let nominated: Vec<String> = headers
         .get_all(CONNECTION)
         .iter()
@@ -386,7 +389,7 @@ impl ForwardedValues {
 }
 
 /// Hop-by-hop headers of the upstream's response are not passed on.
-pub fn prepare_response(headers: &mut HeaderMap, status: http::StatusCode) {
+pub(crate) fn prepare_response(headers: &mut HeaderMap, status: http::StatusCode) {
     if status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }

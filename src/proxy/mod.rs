@@ -2,13 +2,13 @@
 //! [`Enforcer::admit`], and either writes the rendered rejection or proxies to the route's
 //! upstream. No FAPI decision is made here.
 
-pub mod body;
-pub mod client_cert;
-pub mod deadline;
-pub mod framing;
-pub mod headers;
+pub(crate) mod body;
+pub(crate) mod client_cert;
+pub(crate) mod deadline;
+pub(crate) mod framing;
+pub(crate) mod headers;
 mod signed;
-pub mod tls;
+pub(crate) mod tls;
 
 use crate::enforce::{Enforcer, Engine};
 use crate::gateway::Gateway;
@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub struct FapiProxy {
+pub(crate) struct FapiProxy {
     gateway: Arc<Gateway>,
     /// Pooled HTTP/1.1 upstream connections for signed routes (the proxy path has Pingora's
     /// own).
@@ -40,7 +40,7 @@ pub struct FapiProxy {
 }
 
 impl FapiProxy {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub(crate) fn new(gateway: Arc<Gateway>) -> Self {
         FapiProxy {
             gateway,
             connector: pingora::connectors::http::v1::Connector::new(None),
@@ -50,7 +50,7 @@ impl FapiProxy {
 }
 
 /// What one request carries from phase to phase.
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     started: Instant,
     /// Unix time of the request, read once: token checks and the `Date` header use it.
     now: u64,

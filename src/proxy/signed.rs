@@ -53,7 +53,7 @@ fn classify(error: &pingora::Error) -> Failure {
 }
 
 /// One signed exchange: the admitted request, the upstream address chosen for it.
-pub struct Exchange<'a> {
+pub(super) struct Exchange<'a> {
     pub connector: &'a Connector,
     pub engine: &'a Engine,
     pub route: &'a Route,
@@ -63,7 +63,7 @@ pub struct Exchange<'a> {
 impl Exchange<'_> {
     /// Reserves the audit record, fetches the upstream's answer, signs it, records it and
     /// answers; returns the rejection to render when it could not produce a response.
-    pub async fn run(
+    pub(super) async fn run(
         &self,
         session: &mut Session,
         ctx: &mut RequestContext,

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Pingora's form of each upstream's trust roots, made once per set of certificates: the
 /// policy holds plain certificates, and a reload brings new ones.
 #[derive(Default)]
-pub struct RootsCache(Mutex<Vec<(TrustRoots, Arc<CaType>)>>);
+pub(crate) struct RootsCache(Mutex<Vec<(TrustRoots, Arc<CaType>)>>);
 
 impl RootsCache {
-    pub fn get(&self, certs: &TrustRoots) -> Arc<CaType> {
+    pub(crate) fn get(&self, certs: &TrustRoots) -> Arc<CaType> {
         let mut entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, roots)) = entries.iter().find(|(known, _)| Arc::ptr_eq(known, certs)) {
             return roots.clone();
@@ -115,7 +115,7 @@ impl TlsAccept for CarryClientCert {
     }
 }
 
-pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
+pub(crate) fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
     let mut settings =
         TlsSettings::with_callbacks(Box::new(CarryClientCert)).map_err(|e| e.to_string())?;
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
@@ -162,12 +162,12 @@ pub fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
 /// Server verification for the gateway's own readiness probe of its TLS listener: it only
 /// checks that a handshake completes, it never sends data or trusts the peer.
 #[derive(Debug)]
-pub struct ProbeVerifier {
+pub(crate) struct ProbeVerifier {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ProbeVerifier {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ProbeVerifier {
             algorithms: crate::tls::fapi_crypto_provider().signature_verification_algorithms,
         }

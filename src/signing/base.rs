@@ -91,7 +91,7 @@ fn write_bare(out: &mut String, item: &BareItem) -> Option<()> {
 }
 
 /// RFC 8941 §4.1.6: a quoted String; `None` for characters a String cannot hold.
-pub fn write_sf_string(out: &mut String, text: &str) -> Option<()> {
+pub(crate) fn write_sf_string(out: &mut String, text: &str) -> Option<()> {
     if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return None;
     }
@@ -126,7 +126,7 @@ fn write_item(out: &mut String, item: &Item) -> Option<()> {
 /// One covered component: its identifier as it appears in the base and in `Signature-Input`
 /// (`"@method";req`), and how its value is found.
 #[derive(Debug, Clone)]
-pub struct Component<'a> {
+pub(crate) struct Component<'a> {
     pub identifier: Cow<'a, str>,
     /// The component name: a derived component (`@status`) or a lower-case field name.
     pub name: Cow<'a, str>,
@@ -145,7 +145,7 @@ pub struct Component<'a> {
 
 impl<'a> Component<'a> {
     /// A component of the signer's own fixed list: `identifier` is its serialisation.
-    pub fn fixed(identifier: &'a str, name: &'a str, req: bool) -> Self {
+    pub(crate) fn fixed(identifier: &'a str, name: &'a str, req: bool) -> Self {
         Component {
             identifier: Cow::Borrowed(identifier),
             name: Cow::Borrowed(name),
@@ -158,7 +158,7 @@ impl<'a> Component<'a> {
     }
 
     /// A component as a `Signature-Input` lists it.
-    pub fn from_item(item: &Item) -> Result<Component<'static>, BaseError> {
+    pub(crate) fn from_item(item: &Item) -> Result<Component<'static>, BaseError> {
         let identifier = serialize_item(item)?;
         let Some(name) = item.bare_item.as_str() else {
             return Err(BaseError::BadComponent(identifier));
@@ -199,7 +199,7 @@ pub fn signature_base(
 
 /// Builds the signature base from components and the serialised `@signature-params` value
 /// (the inner list exactly as `Signature-Input` carries it).
-pub fn build_base(
+pub(crate) fn build_base(
     components: &[Component<'_>],
     signature_params: &str,
     message: &MessageView<'_>,

@@ -19,7 +19,7 @@ pub const RESPONSE_TAG: &str = "fapi-2-response";
 
 /// Why a request signature was refused (HS2-REQ-RS-3: always 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestSigError {
+pub(crate) enum RequestSigError {
     Missing,
     Malformed,
     /// HS2-REQ-RS-4.
@@ -37,7 +37,7 @@ pub enum RequestSigError {
 }
 
 impl RequestSigError {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             RequestSigError::Missing => "the request has no HTTP message signature",
             RequestSigError::Malformed => "the HTTP message signature headers are malformed",
@@ -64,7 +64,7 @@ impl RequestSigError {
 }
 
 /// The request as the verifier sees it.
-pub struct SignedRequest<'a> {
+pub(crate) struct SignedRequest<'a> {
     pub message: MessageView<'a>,
     pub body: Option<&'a [u8]>,
     pub now: u64,
@@ -127,7 +127,7 @@ impl VerifiedSignature {
 }
 
 /// Verifies every `fapi-2-request` signature; returns the (first) one.
-pub async fn verify_request(
+pub(crate) async fn verify_request(
     request: &SignedRequest<'_>,
     keys: &Arc<KeySet>,
 ) -> Result<VerifiedSignature, RequestSigError> {
@@ -339,11 +339,6 @@ pub fn sign_response(
     Ok((params, value))
 }
 
-/// base64 of a signature, for logs and the audit trail.
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::base::tests::{
@@ -382,7 +377,8 @@ mod tests {
         );
         let base = signature_base(&list, &request, None).unwrap();
         assert_eq!(
-            b64(&key.sign(base.as_bytes(), false).unwrap()),
+            base64::engine::general_purpose::STANDARD
+                .encode(key.sign(base.as_bytes(), false).unwrap()),
             "wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw=="
         );
     }

@@ -25,7 +25,7 @@ fn jws(
 }
 
 /// A compact JWS of `payload` (the audit trail's checkpoints).
-pub fn compact(key: &SigningKey, alg: &str, payload: &[u8]) -> Result<String, SignError> {
+pub(crate) fn compact(key: &SigningKey, alg: &str, payload: &[u8]) -> Result<String, SignError> {
     let header = serde_json::json!({"alg": alg, "kid": key.key_id, "typ": "JWT"});
     let (signing_input, signature) = jws(key, alg, header, payload)?;
     Ok(format!("{signing_input}.{signature}"))
@@ -33,7 +33,7 @@ pub fn compact(key: &SigningKey, alg: &str, payload: &[u8]) -> Result<String, Si
 
 /// UKOB-1/2: `header..signature` over the exact body, payload base64url-encoded in the
 /// signing input (no `b64` header, OBIE v3.1.4 and later).
-pub fn detached(
+pub(crate) fn detached(
     key: &SigningKey,
     alg: &str,
     issuer: &str,
@@ -60,7 +60,7 @@ pub fn detached(
 /// payload under `data`. The payload is the upstream's bytes verbatim (never re-serialised,
 /// which would round numbers and drop duplicate members); a body that JSON readers could
 /// read differently (duplicate members, inexact numbers: see `policy::json`) is refused.
-pub fn jwt_body(
+pub(crate) fn jwt_body(
     key: &SigningKey,
     alg: &str,
     issuer: &str,

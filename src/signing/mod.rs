@@ -2,10 +2,10 @@
 //! HTTP Signatures profile), the UK and Brazil response formats, the gateway's keys, and the
 //! audit trail. Pure functions over bytes and headers; the proxy feeds them.
 
-pub mod base;
-pub mod digest;
-pub mod httpsig;
-pub mod jws;
-pub mod keys;
-pub mod pkcs11;
-pub mod signer;
+pub(crate) mod base;
+pub(crate) mod digest;
+pub(crate) mod httpsig;
+pub(crate) mod jws;
+pub(crate) mod keys;
+pub(crate) mod pkcs11;
+pub(crate) mod signer;

@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HsmKind {
+pub(crate) enum HsmKind {
     Ed25519,
     P256,
     Rsa,
 }
 
-pub struct HsmKey {
+pub(crate) struct HsmKey {
     pub kind: HsmKind,
     /// The public half as a JWK without `kid`.
     pub public: serde_json::Value,
@@ -71,7 +71,7 @@ fn module(path: &std::path::Path) -> Result<Pkcs11, String> {
 
 impl HsmKey {
     /// The key `uri` names: the one this process opened already, or [`HsmKey::open`]ed now.
-    pub fn shared(uri: &Pkcs11Uri, pin: &str) -> Result<Arc<HsmKey>, String> {
+    pub(crate) fn shared(uri: &Pkcs11Uri, pin: &str) -> Result<Arc<HsmKey>, String> {
         let opened = OPENED.get_or_init(Default::default);
         let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(key) = opened.get(&uri.text) {
@@ -84,7 +84,7 @@ impl HsmKey {
 
     /// Opens the module, logs in to the token the URI names with `pin` and finds its private
     /// key and public half. Every failure names what to check; the PIN is never printed.
-    pub fn open(uri: &Pkcs11Uri, pin: &str) -> Result<HsmKey, String> {
+    pub(crate) fn open(uri: &Pkcs11Uri, pin: &str) -> Result<HsmKey, String> {
         let context = module(&uri.module)?;
         let slots = context
             .get_slots_with_token()
@@ -202,7 +202,7 @@ impl HsmKey {
 
     /// A signature by the token, in the fixed formats of RFC 9421 and JOSE (raw r||s for
     /// ECDSA, as PKCS#11 returns it).
-    pub fn sign(&self, message: &[u8], jose: bool) -> Result<Vec<u8>, String> {
+    pub(crate) fn sign(&self, message: &[u8], jose: bool) -> Result<Vec<u8>, String> {
         let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let result = match self.kind {
             HsmKind::Ed25519 => session.sign(

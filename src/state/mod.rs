@@ -9,8 +9,8 @@ use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 
 mod redis_replay;
-pub mod replay;
-pub use redis_replay::RedisReplayStore;
+pub(crate) mod replay;
+pub(crate) use redis_replay::RedisReplayStore;
 use replay::StoreUnavailable;
 
 #[derive(Clone)]
@@ -531,7 +531,7 @@ fn certificates(tls: &RedisTls) -> Result<redis::TlsCertificates, String> {
 
 /// The largest value read back from Redis: the gateway's own values (introspection verdicts,
 /// the nonce key) are far smaller.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

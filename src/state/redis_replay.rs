@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 /// DPoP replay records shared by every replica, and each key's count of them.
-pub struct RedisReplayStore {
+pub(crate) struct RedisReplayStore {
     pub redis: std::sync::Arc<Redis>,
     /// How many records one key may hold (`replay_entries_per_key`).
     pub per_key: u64,

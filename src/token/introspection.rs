@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const JWT_RESPONSE: &str = "application/token-introspection+jwt";
+pub(crate) const JWT_RESPONSE: &str = "application/token-introspection+jwt";
 /// How old a signed introspection response may be.
 const MAX_RESPONSE_AGE: u64 = 60;
 
@@ -27,7 +27,7 @@ enum ClientAuth {
     Tls,
 }
 
-pub struct Introspector {
+pub(crate) struct Introspector {
     issuer: String,
     audiences: Vec<String>,
     endpoint: String,
@@ -45,13 +45,13 @@ pub struct Introspector {
 }
 
 /// What introspection said about a token.
-pub enum Introspected {
+pub(crate) enum Introspected {
     Active(Box<Grant>, Duration),
     Inactive(Duration),
 }
 
 impl Introspector {
-    pub fn new(
+    pub(crate) fn new(
         policy: &IntrospectionPolicy,
         issuer: &str,
         audiences: &[String],
@@ -111,7 +111,7 @@ impl Introspector {
         })
     }
 
-    pub async fn introspect(
+    pub(crate) async fn introspect(
         &self,
         token: &str,
         now: u64,
@@ -132,17 +132,17 @@ impl Introspector {
     }
 
     /// The `iss` of this AS.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
     /// The audiences this gateway accepts from this AS.
-    pub fn audiences(&self) -> &[String] {
+    pub(crate) fn audiences(&self) -> &[String] {
         &self.audiences
     }
 
     /// The prefix of this AS's opaque tokens, when configured.
-    pub fn token_prefix(&self) -> Option<&str> {
+    pub(crate) fn token_prefix(&self) -> Option<&str> {
         self.token_prefix.as_deref()
     }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The shortest time between two fetches triggered by unknown `kid`s.
-pub const MIN_REFETCH: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFETCH: Duration = Duration::from_secs(5);
 
 pub enum Source {
     File(PathBuf),

@@ -28,7 +28,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// The FAPI algorithms a policy allows, as jsonwebtoken algorithms.
-pub fn algorithm(alg: crate::policy::Alg) -> Algorithm {
+pub(crate) fn algorithm(alg: crate::policy::Alg) -> Algorithm {
     match alg {
         crate::policy::Alg::PS256 => Algorithm::PS256,
         crate::policy::Alg::ES256 => Algorithm::ES256,
@@ -37,7 +37,7 @@ pub fn algorithm(alg: crate::policy::Alg) -> Algorithm {
 }
 
 /// The parts of a header every JWS we accept must pass before any key is looked at.
-pub fn checked_header(
+pub(crate) fn checked_header(
     token: &str,
     algs: &[Algorithm],
     typ: &[&str],
@@ -86,7 +86,7 @@ struct IssuerOnly {
 }
 
 /// The unverified `iss`, used only to choose which issuer's keys verify the token.
-pub fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
         .ok()
         .and_then(|c| c.iss)
@@ -132,7 +132,7 @@ pub async fn verify_access_token(
     Ok((grant, ttl))
 }
 
-pub fn describe(kind: &ErrorKind) -> &'static str {
+pub(crate) fn describe(kind: &ErrorKind) -> &'static str {
     match kind {
         ErrorKind::ExpiredSignature => "the access token has expired",
         ErrorKind::ImmatureSignature => "the access token is not yet valid",

@@ -7,11 +7,11 @@
 //! revocation delay the operator chooses, SP2-RS-3 / INT-3). Concurrent misses for one token
 //! share a single verification or AS call.
 
-pub mod introspection;
-pub mod jwks;
-pub mod jwt;
+pub(crate) mod introspection;
+pub(crate) mod jwks;
+pub(crate) mod jwt;
 pub(crate) mod outbound;
-pub mod shared;
+pub(crate) mod shared;
 
 use crate::grant::Grant;
 use crate::policy::{KeySet as KeySetPolicy, Policy};

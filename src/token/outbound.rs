@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn client(
+pub(crate) fn client(
     ca_file: Option<&Path>,
     identity: Option<(&Path, &Path)>,
     timeout: Duration,
@@ -52,18 +52,18 @@ pub fn client(
 /// The largest answer read from an authorization server or a key set URL: far above any
 /// real JWKS or introspection response, small enough that a hostile or broken peer cannot
 /// make the gateway buffer without bound.
-pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Why a response body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     TooLarge,
     Unreadable,
 }
 
 /// Reads a response body of at most [`MAX_RESPONSE_BYTES`], refusing larger ones as soon as
 /// they pass the limit (announced or not).
-pub async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+pub(crate) async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)

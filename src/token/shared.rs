@@ -14,7 +14,7 @@ use base64::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct SharedVerdicts {
+pub(crate) struct SharedVerdicts {
     redis: Arc<Redis>,
     key: hmac::Key,
     namespace: String,
@@ -51,7 +51,7 @@ impl<'a> Scope<'a> {
 }
 
 /// A verdict read back and believed.
-pub struct Believed {
+pub(crate) struct Believed {
     pub grant: Option<Grant>,
     pub ttl: Duration,
 }
@@ -59,7 +59,7 @@ pub struct Believed {
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 impl SharedVerdicts {
-    pub fn new(
+    pub(crate) fn new(
         redis: Arc<Redis>,
         secret: &[u8],
         namespace: String,
@@ -82,7 +82,11 @@ impl SharedVerdicts {
     }
 
     /// The shared verdict on a token, if there is one this gateway may believe.
-    pub async fn lookup(&self, token_hash: &[u8; 32], asked: &Introspector) -> Option<Believed> {
+    pub(crate) async fn lookup(
+        &self,
+        token_hash: &[u8; 32],
+        asked: &Introspector,
+    ) -> Option<Believed> {
         let bytes = self.redis.get(&self.redis_key(token_hash)).await.ok()??;
         let now = crate::clock::unix_millis();
         let believed = self.believe(&bytes, token_hash, &Scope::of(asked), now);
@@ -127,7 +131,7 @@ impl SharedVerdicts {
 
     /// Shares a verdict for `ttl`. A Redis that cannot store only costs the other replicas an
     /// AS call.
-    pub async fn store(
+    pub(crate) async fn store(
         &self,
         token_hash: &[u8; 32],
         asked: &Introspector,

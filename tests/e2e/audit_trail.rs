@@ -179,7 +179,7 @@ fn ms2_priv_a_rewritten_middle_line_and_a_cut_off_end_are_both_named() {
             + "\n",
     )
     .unwrap();
-    std::fs::remove_file(fapigate::audit::head_file_path(&file)).unwrap();
+    std::fs::remove_file(fapigate::audit_trail::head_file_path(&file)).unwrap();
     let (ok, _, err) = verify(&file, &["--head", head]);
     assert!(!ok);
     assert!(err.contains("is not in the file"), "{err}");
@@ -213,7 +213,7 @@ fn ms2_priv_a_rewritten_middle_line_and_a_cut_off_end_are_both_named() {
 
     // A restart without a head file reads the file once and goes on from its last line.
     std::fs::write(&file, original.join("\n") + "\n").unwrap();
-    let head_file = fapigate::audit::head_file_path(&file);
+    let head_file = fapigate::audit_trail::head_file_path(&file);
     let _ = std::fs::remove_file(&head_file);
     let old = format!("127.0.0.1:{}", bank.gateway.port);
     let text = std::fs::read_to_string(&bank.gateway.config).unwrap();
@@ -226,7 +226,7 @@ fn ms2_priv_a_rewritten_middle_line_and_a_cut_off_end_are_both_named() {
 }
 
 fn hash_of(line: &str) -> String {
-    fapigate::audit::chain::hash_line(line)
+    fapigate::audit_trail::hash_line(line)
 }
 
 #[test]
@@ -308,7 +308,11 @@ fn ms2_priv_rotated_audit_files_verify_as_one_chain() {
     // A shell glob names the head files too: they are skipped (read beside their files).
     let glob_heads: Vec<String> = rotated
         .iter()
-        .map(|f| fapigate::audit::head_file_path(f).display().to_string())
+        .map(|f| {
+            fapigate::audit_trail::head_file_path(f)
+                .display()
+                .to_string()
+        })
         .collect();
     let mut args: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
     args.extend(glob_heads.iter().map(String::as_str));

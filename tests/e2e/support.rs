@@ -171,7 +171,7 @@ impl Pki {
 
 /// base64url(SHA-256(DER)), the `x5t#S256` of RFC 8705.
 pub fn x5t_s256(der: &[u8]) -> String {
-    fapigate::request::X5tS256::of_der(der).encoded()
+    fapigate::stages::X5tS256::of_der(der).encoded()
 }
 
 /// A real HTTP/1.1 upstream: answers every request with JSON describing what it received.
