@@ -35,6 +35,23 @@ pub(crate) fn significant_bits(bytes: &[u8]) -> usize {
     }
 }
 
+/// The scheme and authority of a URL normalised per RFC 3986 §6.2.2/§6.2.3: both in lower case,
+/// the scheme's default port dropped. `None` for a scheme other than http(s) or no host.
+pub(crate) fn normal_origin(uri: &http::Uri) -> Option<(String, String)> {
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let authority = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host,
+    };
+    Some((scheme, authority))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,106 +214,54 @@ impl Rejection {
     /// Renders the rejection. `resource_metadata` is the URL of the RFC 9728 metadata, added
     /// to every challenge so a client can discover the authorization servers.
     pub fn render(&self, profile: &Profile, resource_metadata: Option<&str>) -> Rendered {
-        let metadata = resource_metadata;
+        let (error, description) = self.error();
         let mut headers = Vec::new();
-        let (error, description): (&str, &str) = match self {
-            Rejection::BadPath(e) => ("invalid_request", e.describe()),
-            Rejection::NotFound => ("not_found", "no route for this path"),
+        if let Some(challenge) = self.challenge(profile, resource_metadata, error, description) {
+            headers.push(("www-authenticate", challenge));
+        }
+        match self {
             Rejection::MethodNotAllowed { allow } => {
                 let names: Vec<&str> = allow.iter().map(Method::as_str).collect();
                 headers.push(("allow", names.join(", ")));
-                (
-                    "method_not_allowed",
-                    "the route does not accept this method",
-                )
             }
-            Rejection::InvalidRequest { description } => {
-                let challenge = challenges(
-                    profile,
-                    None,
-                    Some(("invalid_request", description)),
-                    metadata,
-                );
-                headers.push(("www-authenticate", challenge));
-                ("invalid_request", *description)
-            }
-            Rejection::NoCredentials => {
-                headers.push((
-                    "www-authenticate",
-                    challenges(profile, None, None, metadata),
-                ));
-                ("invalid_request", "an access token is required")
-            }
-            Rejection::InvalidToken {
-                scheme,
-                description,
-            } => {
-                headers.push(scheme_error(
-                    profile,
-                    *scheme,
-                    "invalid_token",
-                    description,
-                    metadata,
-                ));
-                ("invalid_token", *description)
-            }
+            Rejection::UseDpopNonce { nonce } => headers.push(("dpop-nonce", nonce.clone())),
+            _ => {}
+        }
+        if let Some(seconds) = self.retry_after() {
+            headers.push(("retry-after", seconds.to_string()));
+        }
+        headers.push(("content-type", "application/json".into()));
+        // Every refusal is no-store (RFC 9449 §9 requires it for nonce challenges).
+        headers.push(("cache-control", "no-store".into()));
+        let body = serde_json::json!({ "error": error, "error_description": description });
+        Rendered {
+            status: self.status(),
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// The body's `error` and `error_description`; a challenge repeats them.
+    fn error(&self) -> (&'static str, &str) {
+        match self {
+            Rejection::BadPath(e) => ("invalid_request", e.describe()),
+            Rejection::NotFound => ("not_found", "no route for this path"),
+            Rejection::MethodNotAllowed { .. } => (
+                "method_not_allowed",
+                "the route does not accept this method",
+            ),
+            Rejection::InvalidRequest { description } => ("invalid_request", description),
+            Rejection::NoCredentials => ("invalid_request", "an access token is required"),
+            Rejection::InvalidToken { description, .. } => ("invalid_token", description),
             Rejection::HeadersTooLarge => (
                 "request_header_fields_too_large",
                 "the request headers are too large",
             ),
-            Rejection::InsufficientScope {
-                scheme,
-                description,
-            } => {
-                headers.push(scheme_error(
-                    profile,
-                    *scheme,
-                    "insufficient_scope",
-                    description,
-                    metadata,
-                ));
-                ("insufficient_scope", description.as_str())
+            Rejection::InsufficientScope { description, .. } => ("insufficient_scope", description),
+            Rejection::StepUpRequired { description, .. } => {
+                ("insufficient_user_authentication", description)
             }
-            Rejection::StepUpRequired {
-                scheme,
-                description,
-                acr_values,
-                max_age,
-            } => {
-                let mut challenge = challenges(
-                    profile,
-                    Some(*scheme),
-                    Some(("insufficient_user_authentication", description)),
-                    None,
-                );
-                if !acr_values.is_empty() {
-                    challenge.push_str(&format!(
-                        ", acr_values=\"{}\"",
-                        quoted(&acr_values.join(" "))
-                    ));
-                }
-                if let Some(max_age) = max_age {
-                    challenge.push_str(&format!(", max_age=\"{max_age}\""));
-                }
-                if let Some(url) = metadata {
-                    challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
-                }
-                headers.push(("www-authenticate", challenge));
-                ("insufficient_user_authentication", description.as_str())
-            }
-            Rejection::RequestSignature {
-                scheme,
-                description,
-            } => {
-                headers.push(scheme_error(
-                    profile,
-                    *scheme,
-                    "invalid_request",
-                    description,
-                    metadata,
-                ));
-                ("invalid_request", *description)
-            }
+            Rejection::RequestSignature { description, .. } => ("invalid_request", description),
             Rejection::BodyTooLarge => ("invalid_request", "the request body is too large"),
             Rejection::BodyNotJson => (
                 "invalid_request",
@@ -328,100 +276,111 @@ impl Rejection {
                 ("invalid_request", "the request body did not arrive in time")
             }
             Rejection::BodyJson(error) => ("invalid_request", error.describe()),
-            Rejection::BodyEncoding(description) => ("invalid_request", *description),
-            Rejection::InvalidDpopProof(check) => {
-                headers.push(scheme_error(
-                    profile,
-                    Scheme::Dpop,
-                    "invalid_dpop_proof",
-                    check.describe(),
-                    metadata,
-                ));
-                ("invalid_dpop_proof", check.describe())
-            }
-            Rejection::UseDpopNonce { nonce } => {
-                let description = "Resource server requires nonce in DPoP proof";
-                let mut challenge =
-                    format!("DPoP error=\"use_dpop_nonce\", error_description=\"{description}\"");
-                if let Some(url) = metadata {
-                    challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
-                }
-                headers.push(("www-authenticate", challenge));
-                headers.push(("dpop-nonce", nonce.clone()));
-                ("use_dpop_nonce", description)
-            }
-            Rejection::DpopDowngrade => {
-                let description =
-                    "the access token is DPoP-bound: use the DPoP scheme with a proof";
-                let bearer = challenges(
-                    profile,
-                    Some(Scheme::Bearer),
-                    Some(("invalid_token", description)),
-                    metadata,
-                );
-                let dpop = challenges(profile, Some(Scheme::Dpop), None, metadata);
-                headers.push(("www-authenticate", format!("{bearer}, {dpop}")));
-                ("invalid_token", description)
-            }
-            Rejection::StateUnavailable => {
-                headers.push(("retry-after", RETRY_STATE.to_string()));
-                (
-                    "temporarily_unavailable",
-                    "the proof cannot be checked for replay right now",
-                )
-            }
-            Rejection::ReplayShareExhausted { retry_after } => {
-                headers.push(("retry-after", retry_after.to_string()));
-                (
-                    "temporarily_unavailable",
-                    "this DPoP key has used its share of proofs for now",
-                )
-            }
-            Rejection::AuthorizationServerUnavailable => {
-                headers.push(("retry-after", RETRY_AUTHORIZATION_SERVER.to_string()));
-                (
-                    "temporarily_unavailable",
-                    "the access token cannot be checked right now",
-                )
-            }
+            Rejection::BodyEncoding(description) => ("invalid_request", description),
+            Rejection::InvalidDpopProof(check) => ("invalid_dpop_proof", check.describe()),
+            Rejection::UseDpopNonce { .. } => (
+                "use_dpop_nonce",
+                "Resource server requires nonce in DPoP proof",
+            ),
+            Rejection::DpopDowngrade => (
+                "invalid_token",
+                "the access token is DPoP-bound: use the DPoP scheme with a proof",
+            ),
+            Rejection::StateUnavailable => (
+                "temporarily_unavailable",
+                "the proof cannot be checked for replay right now",
+            ),
+            Rejection::ReplayShareExhausted { .. } => (
+                "temporarily_unavailable",
+                "this DPoP key has used its share of proofs for now",
+            ),
+            Rejection::AuthorizationServerUnavailable => (
+                "temporarily_unavailable",
+                "the access token cannot be checked right now",
+            ),
             Rejection::UpstreamFailed => ("bad_gateway", "the upstream service failed"),
             Rejection::UpstreamTimeout => ("gateway_timeout", "the upstream service timed out"),
-            Rejection::EvidenceUnavailable => {
-                headers.push(("retry-after", RETRY_EVIDENCE.to_string()));
-                (
-                    "temporarily_unavailable",
-                    "the request cannot be recorded right now",
-                )
-            }
+            Rejection::EvidenceUnavailable => (
+                "temporarily_unavailable",
+                "the request cannot be recorded right now",
+            ),
             Rejection::EvidenceFailed => (
                 "bad_gateway",
                 "the upstream answered, but its response could not be signed or recorded",
             ),
-        };
-        headers.push(("content-type", "application/json".into()));
-        // Every refusal is no-store (RFC 9449 §9 requires it for nonce challenges).
-        headers.push(("cache-control", "no-store".into()));
-        let body = serde_json::json!({ "error": error, "error_description": description });
-        Rendered {
-            status: self.status(),
-            headers,
-            body: body.to_string(),
         }
     }
-}
 
-/// The `WWW-Authenticate` header of an error under one scheme.
-fn scheme_error(
-    profile: &Profile,
-    scheme: Scheme,
-    code: &str,
-    description: &str,
-    metadata: Option<&str>,
-) -> (&'static str, String) {
-    (
-        "www-authenticate",
-        challenges(profile, Some(scheme), Some((code, description)), metadata),
-    )
+    /// The `WWW-Authenticate` value (RFC 6750 §3, RFC 9449 §7.1), for the refusals that are
+    /// about the credential.
+    fn challenge(
+        &self,
+        profile: &Profile,
+        metadata: Option<&str>,
+        error: &str,
+        description: &str,
+    ) -> Option<String> {
+        let of_scheme = |scheme: Scheme| {
+            challenges(profile, Some(scheme), Some((error, description)), metadata)
+        };
+        let with_metadata = |mut challenge: String| {
+            if let Some(url) = metadata {
+                challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
+            }
+            challenge
+        };
+        Some(match self {
+            Rejection::InvalidRequest { .. } => {
+                challenges(profile, None, Some((error, description)), metadata)
+            }
+            Rejection::NoCredentials => challenges(profile, None, None, metadata),
+            Rejection::InvalidToken { scheme, .. }
+            | Rejection::InsufficientScope { scheme, .. }
+            | Rejection::RequestSignature { scheme, .. } => of_scheme(*scheme),
+            Rejection::InvalidDpopProof(_) => of_scheme(Scheme::Dpop),
+            Rejection::StepUpRequired {
+                scheme,
+                acr_values,
+                max_age,
+                ..
+            } => {
+                let mut challenge =
+                    challenges(profile, Some(*scheme), Some((error, description)), None);
+                if !acr_values.is_empty() {
+                    challenge.push_str(&format!(
+                        ", acr_values=\"{}\"",
+                        quoted(&acr_values.join(" "))
+                    ));
+                }
+                if let Some(max_age) = max_age {
+                    challenge.push_str(&format!(", max_age=\"{max_age}\""));
+                }
+                with_metadata(challenge)
+            }
+            // RFC 9449 §9: the nonce challenge carries no algs.
+            Rejection::UseDpopNonce { .. } => with_metadata(format!(
+                "DPoP error=\"{error}\", error_description=\"{description}\""
+            )),
+            // The error goes with Bearer, the scheme used; DPoP is offered as the way out.
+            Rejection::DpopDowngrade => format!(
+                "{}, {}",
+                of_scheme(Scheme::Bearer),
+                challenges(profile, Some(Scheme::Dpop), None, metadata)
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Seconds after which the same request may succeed, for refusals that are temporary.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Rejection::StateUnavailable => Some(RETRY_STATE),
+            Rejection::ReplayShareExhausted { retry_after } => Some(*retry_after),
+            Rejection::AuthorizationServerUnavailable => Some(RETRY_AUTHORIZATION_SERVER),
+            Rejection::EvidenceUnavailable => Some(RETRY_EVIDENCE),
+            _ => None,
+        }
+    }
 }
 
 /// The `WWW-Authenticate` value. With `only`, just that scheme's challenge carries the error

@@ -248,17 +248,7 @@ fn public_key(
 pub fn normalise_htu(htu: &str) -> Option<String> {
     let without_fragment = htu.split('#').next()?;
     let uri: http::Uri = without_fragment.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let host = uri.host()?.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => 443,
-        "http" => 80,
-        _ => return None,
-    };
-    let authority = match uri.port_u16() {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host,
-    };
+    let (scheme, authority) = crate::encoding::normal_origin(&uri)?;
     let path = if uri.path().is_empty() {
         "/"
     } else {

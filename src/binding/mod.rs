@@ -219,11 +219,7 @@ impl Binder {
         Ok(Binder {
             replay,
             nonces,
-            algs: profile
-                .algs
-                .iter()
-                .map(|a| crate::token::jwt::algorithm(*a))
-                .collect(),
+            algs: profile.algs.iter().map(|a| a.jose()).collect(),
             max_age: profile.dpop_proof_max_age,
             window,
         })

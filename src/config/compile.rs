@@ -188,17 +188,11 @@ fn public_url(text: &str) -> Result<PublicUrl, String> {
     if uri.scheme_str().map(str::to_ascii_lowercase).as_deref() != Some("https") {
         return Err(format!("\"{text}\" must be an https URL"));
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("\"{text}\" has no host"))?
-        .to_ascii_lowercase();
+    let (_, authority) =
+        crate::encoding::normal_origin(&uri).ok_or_else(|| format!("\"{text}\" has no host"))?;
     if uri.query().is_some() || text.contains('#') {
         return Err(format!("\"{text}\" must not have a query or fragment"));
     }
-    let authority = match uri.port_u16() {
-        Some(443) | None => host,
-        Some(port) => format!("{host}:{port}"),
-    };
     let host = HeaderValue::from_str(&authority)
         .map_err(|_| format!("\"{text}\" has a host that cannot be a Host header"))?;
     Ok(PublicUrl {

@@ -63,6 +63,61 @@ fn one_route(
     errors: &mut Errors,
 ) -> Option<Route> {
     let template = errors.check(&format!("{key}.path"), PathTemplate::parse(&route.path));
+    let methods = methods(route, key, errors);
+    let upstream = context
+        .upstreams
+        .iter()
+        .find(|u| u.id == route.upstream)
+        .cloned();
+    if upstream.is_none() {
+        errors.add(
+            format!("{key}.upstream"),
+            format!(
+                "route \"{}\": upstream \"{}\" is not defined",
+                route.id, route.upstream
+            ),
+        );
+    }
+    let auth = auth_mode(route, key, errors);
+    let (sign_response, response_format) = response_signing(route, key, context, errors);
+    let verify_request_signature = route.verify_request_signature.unwrap_or(false);
+    if verify_request_signature && !context.clients {
+        errors.add(
+            format!("{key}.verify_request_signature"),
+            "needs at least one [[client]] with the keys of the clients that sign",
+        );
+    }
+    let acr_values = route.acr_values.clone().unwrap_or_default();
+    if route.acr_values.is_some() && acr_values.is_empty() {
+        errors.add(
+            format!("{key}.acr_values"),
+            "must list at least one value when set",
+        );
+    }
+    let max_auth_age = route
+        .max_auth_age
+        .as_deref()
+        .and_then(|text| errors.check(&format!("{key}.max_auth_age"), parse_duration(text)));
+    let details = details(route, key, template.as_ref(), &methods, errors);
+    Some(Route {
+        id: route.id.clone(),
+        methods,
+        template: template?,
+        upstream: upstream?,
+        auth,
+        scopes: route.scopes.clone(),
+        authorization_details: details,
+        sign_response,
+        response_format,
+        verify_request_signature,
+        forward_token: route.forward_token.unwrap_or(false),
+        acr_values,
+        max_auth_age,
+    })
+}
+
+/// `methods`: known, listed once, at least one.
+fn methods(route: &model::Route, key: &str, errors: &mut Errors) -> Vec<Method> {
     let mut methods = Vec::new();
     if route.methods.is_empty() {
         errors.add(format!("{key}.methods"), "must list at least one method");
@@ -80,20 +135,11 @@ fn one_route(
             ),
         }
     }
-    let upstream = context
-        .upstreams
-        .iter()
-        .find(|u| u.id == route.upstream)
-        .cloned();
-    if upstream.is_none() {
-        errors.add(
-            format!("{key}.upstream"),
-            format!(
-                "route \"{}\": upstream \"{}\" is not defined",
-                route.id, route.upstream
-            ),
-        );
-    }
+    methods
+}
+
+/// `auth`, and the keys that only a route asking for a token may set.
+fn auth_mode(route: &model::Route, key: &str, errors: &mut Errors) -> AuthMode {
     let auth = match route.auth.as_deref().unwrap_or("token") {
         "token" => AuthMode::Token,
         "none" => AuthMode::None,
@@ -128,6 +174,16 @@ fn one_route(
             }
         }
     }
+    auth
+}
+
+/// `sign_response` and `response_format`, which need a `[response_signing]` section.
+fn response_signing(
+    route: &model::Route,
+    key: &str,
+    context: &RouteContext<'_>,
+    errors: &mut Errors,
+) -> (bool, Option<ResponseFormat>) {
     let sign_response = route.sign_response.unwrap_or(false);
     if sign_response && !context.signing {
         errors.add(
@@ -150,33 +206,25 @@ fn one_route(
         }
         format
     });
-    let verify_request_signature = route.verify_request_signature.unwrap_or(false);
-    if verify_request_signature && !context.clients {
-        errors.add(
-            format!("{key}.verify_request_signature"),
-            "needs at least one [[client]] with the keys of the clients that sign",
-        );
-    }
-    let acr_values = route.acr_values.clone().unwrap_or_default();
-    if route.acr_values.is_some() && acr_values.is_empty() {
-        errors.add(
-            format!("{key}.acr_values"),
-            "must list at least one value when set",
-        );
-    }
-    let max_auth_age = route
-        .max_auth_age
-        .as_deref()
-        .and_then(|text| errors.check(&format!("{key}.max_auth_age"), parse_duration(text)));
+    (sign_response, response_format)
+}
+
+/// `authorization_details`: each requirement compiled; a rule on the body needs a method that
+/// carries one.
+fn details(
+    route: &model::Route,
+    key: &str,
+    template: Option<&PathTemplate>,
+    methods: &[Method],
+    errors: &mut Errors,
+) -> Vec<DetailRequirement> {
     let has_body = methods
         .iter()
         .any(|m| [Method::POST, Method::PUT, Method::PATCH].contains(m));
     let mut details = Vec::new();
     for (j, requirement) in route.authorization_details.iter().enumerate() {
         let detail_key = format!("{key}.authorization_details[{j}]");
-        if let Some(detail) =
-            detail_requirement(requirement, &detail_key, template.as_ref(), errors)
-        {
+        if let Some(detail) = detail_requirement(requirement, &detail_key, template, errors) {
             if detail.reads_body() && !has_body {
                 errors.add(
                     format!("{detail_key}.match"),
@@ -189,21 +237,7 @@ fn one_route(
             details.push(detail);
         }
     }
-    Some(Route {
-        id: route.id.clone(),
-        methods,
-        template: template?,
-        upstream: upstream?,
-        auth,
-        scopes: route.scopes.clone(),
-        authorization_details: details,
-        sign_response,
-        response_format,
-        verify_request_signature,
-        forward_token: route.forward_token.unwrap_or(false),
-        acr_values,
-        max_auth_age,
-    })
+    details
 }
 
 fn detail_requirement(

@@ -163,6 +163,15 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// The same algorithm for the JOSE library (tokens, proofs, introspection responses).
+    pub(crate) fn jose(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Alg::PS256 => jsonwebtoken::Algorithm::PS256,
+            Alg::ES256 => jsonwebtoken::Algorithm::ES256,
+            Alg::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Alg> {
         match name {
             "PS256" => Some(Alg::PS256),

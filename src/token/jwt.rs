@@ -27,15 +27,6 @@ pub fn looks_like_jwt(token: &str) -> bool {
         .is_some_and(|value| value.get("alg").is_some())
 }
 
-/// The FAPI algorithms a policy allows, as jsonwebtoken algorithms.
-pub(crate) fn algorithm(alg: crate::policy::Alg) -> Algorithm {
-    match alg {
-        crate::policy::Alg::PS256 => Algorithm::PS256,
-        crate::policy::Alg::ES256 => Algorithm::ES256,
-        crate::policy::Alg::EdDSA => Algorithm::EdDSA,
-    }
-}
-
 /// The parts of a header every JWS we accept must pass before any key is looked at.
 pub(crate) fn checked_header(
     token: &str,

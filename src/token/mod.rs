@@ -125,12 +125,7 @@ impl Tokens {
         metrics: Arc<Metrics>,
         shared: Option<Arc<Redis>>,
     ) -> Result<Self, String> {
-        let algs: Vec<Algorithm> = policy
-            .profile
-            .algs
-            .iter()
-            .map(|a| jwt::algorithm(*a))
-            .collect();
+        let algs: Vec<Algorithm> = policy.profile.algs.iter().map(|a| a.jose()).collect();
         let skew = policy.profile.max_clock_skew;
         let mut jwt_issuers = Vec::new();
         let mut introspectors = Vec::new();
