@@ -9,7 +9,8 @@
 #             proxy, together or alternately (LOAD below; the default scenario)
 #   dpop      GET /accounts with a DPoP-bound JWT access token and a fresh DPoP proof on every
 #             request (pre-signed by bench/gen_dpop.rs, sent by bench/dpop.lua), against
-#             fapigate's GET /status and the Pingora proxy, alternately
+#             fapigate's GET /status, the Pingora proxy, and HAProxy checking the same ES256
+#             JWT (jwt_verify: signature and exp) as a Bearer token, alternately
 #   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, together or
 #             alternately (LOAD below)
 #   reload    one wrk run on GET /status; meanwhile a route is appended to the configuration
@@ -41,7 +42,7 @@
 #                        baseline and signed only; needs valgrind.
 #   KEEP_TMP=1           keep the temporary folder (configuration, keys, logs, wrk outputs)
 #
-# Needs: cargo, openssl, curl, wrk. Everything listens on 127.0.0.1 only, and every process
+# Needs: cargo, openssl, curl, wrk; haproxy (2.5 or later, for jwt_verify) for dpop. Everything listens on 127.0.0.1 only, and every process
 # started here is stopped on exit.
 set -euo pipefail
 
@@ -370,6 +371,43 @@ if want dpop; then
     pingora_pids+=("$gate2_pid")
 fi
 
+# dpop: HAProxy as the reference a bank already runs, checking the access token itself
+# (ES256 signature with the issuer's public key, and exp) in front of the same upstream.
+if want dpop; then
+    command -v haproxy >/dev/null || die "haproxy is needed for the dpop scenario (Debian: apt-get install haproxy)"
+    openssl pkey -inform DER -in "$tmp/dpop/as.pk8" -pubout -out "$tmp/dpop/as.pub.pem" \
+        2>>"$tmp/openssl.log" || { cat "$tmp/openssl.log" >&2; die "openssl could not export the AS key"; }
+    haproxy_port=$(free_port)
+    cat >"$tmp/haproxy.cfg" <<EOF
+global
+    nbthread $BENCH_THREADS
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend jwt
+    bind 127.0.0.1:$haproxy_port
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date
+    http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$tmp/dpop/as.pub.pem") -m int 1 }
+    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+    default_backend upstream
+backend upstream
+    http-reuse always
+    server bench 127.0.0.1:$up_port
+EOF
+    haproxy -c -q -f "$tmp/haproxy.cfg" >&2 || die "haproxy refused the bench configuration"
+    # shellcheck disable=SC2046
+    $(pinned proxy) haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+    haproxy_pid=$!
+    pids+=("$haproxy_pid")
+fi
+
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
 wait_for() {
     local name=$1 pid=$2 url=$3 i code
@@ -395,6 +433,12 @@ wait_for fapigate "$gate_pid" "http://127.0.0.1:$admin_port/readyz"
 wait_for fapigate "$gate_pid" "$gate/status"
 if want dpop; then
     wait_for fapigate-redis "$gate2_pid" "http://127.0.0.1:$admin2_port/readyz"
+    # HAProxy refuses a request without the token: wait for its port (probed with it later).
+    for i in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break
+        kill -0 "$haproxy_pid" 2>/dev/null || { cat "$tmp/haproxy.log" >&2; die "haproxy exited during startup"; }
+        sleep 0.1
+    done
 fi
 if [[ -n ${gate_b_pid:-} ]]; then
     wait_for fapigate-b "$gate_b_pid" "http://127.0.0.1:$admin_b_port/readyz"
@@ -437,6 +481,7 @@ target() {
         fapigate | status) echo "$gate_pid $plain_port /status -" ;;
         dpop) echo "$gate_pid $plain_port /accounts $repo/bench/dpop.lua" ;;
         dpop-redis) echo "$gate2_pid $plain2_port /accounts $repo/bench/dpop.lua" ;;
+        haproxy-jwt) echo "$haproxy_pid $haproxy_port /accounts bearer" ;;
         signed) echo "$gate_pid $plain_port /signed -" ;;
         plain)
             if [[ -n ${gate_b_pid:-} ]]; then
@@ -492,6 +537,10 @@ wrk_run() {
         # shellcheck disable=SC2046
         exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
             "http://127.0.0.1:$port$path"
+    elif [[ $lua == bearer ]]; then
+        # shellcheck disable=SC2046
+        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+            -H "Authorization: Bearer $(<"$tmp/dpop/token")" "http://127.0.0.1:$port$path"
     else
         # shellcheck disable=SC2046
         exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
@@ -505,7 +554,7 @@ measure() {
     read -r pid port path lua <<<"$(target "$name")"
     run=$((run + 1))
     echo "== run $run: $scenario: $name ($DURATION, GET $path)" >&2
-    if [[ $lua != - ]]; then fresh_proofs "$DPOP_PROOFS"; fi
+    if [[ $lua != - && $lua != bearer ]]; then fresh_proofs "$DPOP_PROOFS"; fi
     [[ $COUNT == time ]] || callgrind_control -i on "$pid" >/dev/null
     before=$(cpu_ticks "$pid")
     out=$(wrk_run "$port" "$path" "$lua") || { echo "$out" >&2; die "wrk failed against $name"; }
@@ -576,7 +625,7 @@ record() {
     cpu[$key]+="$c "
     bad[$key]=$(( ${bad[$key]:-0} + n2 + se ))
     local note=""
-    if [[ $lua != - ]]; then
+    if [[ $lua != - && $lua != bearer ]]; then
         note=$(awk '/^dpop proofs used:/ { sub(/^dpop proofs /, ""); print }' <<<"$out")
         note=" ($note)"
     fi
@@ -599,6 +648,9 @@ warm() { # warm NAME...: unrecorded short runs
         if [[ $lua == - ]]; then
             $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" \
                 "http://127.0.0.1:$port$path" >/dev/null
+        elif [[ $lua == bearer ]]; then
+            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" \
+                -H "Authorization: Bearer $(<"$tmp/dpop/token")" "http://127.0.0.1:$port$path" >/dev/null
         else
             fresh_proofs 50000
             $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -s "$lua" \
@@ -693,25 +745,38 @@ dpop_preflight() {
     again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/proofs.txt")" "$gate/accounts")
     echo "== dpop probe: first use $code, replay $again" >&2
     [[ $again == 401 ]] || die "dpop: a replayed proof was answered $again, not 401"
+    # The reference must really check the token: the same JWT passes, an altered one does not.
+    code=$(curl_status -H "Authorization: Bearer $token" "http://127.0.0.1:$haproxy_port/accounts")
+    again=$(curl_status -H "Authorization: Bearer ${token%??}AA" "http://127.0.0.1:$haproxy_port/accounts")
+    echo "== haproxy jwt_verify probe: the token $code, an altered token $again" >&2
+    [[ $code == 200 && $again == 401 ]] || { cat "$tmp/haproxy.log" >&2; die "haproxy: jwt_verify probe answered $code / $again, not 200 / 401"; }
 }
 
 if want dpop; then
     dpop_preflight
-    warm baseline status dpop
+    warm baseline status dpop haproxy-jwt
     for round in $(seq 1 "$ROUNDS"); do
         measure dpop baseline
+        measure dpop haproxy-jwt
         measure dpop status
         measure dpop dpop
         measure dpop dpop-redis
     done
     say ""
-    say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs fapigate GET /status (auth none) vs Pingora proxy"
+    say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs HAProxy jwt_verify (ES256 + exp) vs fapigate GET /status (auth none) vs Pingora proxy"
     say ""
-    medians dpop baseline status dpop dpop-redis
+    medians dpop baseline haproxy-jwt status dpop dpop-redis
+    ratio_row dpop dpop haproxy-jwt
     ratio_row dpop dpop-redis dpop
     ratio_row dpop dpop status
     ratio_row dpop dpop baseline
     ratio_row dpop status baseline
+    dpop_rps=$(paired "${rps[dpop/dpop]}" "${rps[dpop/haproxy-jwt]}")
+    dpop_p99=$(paired "${p99[dpop/dpop]}" "${p99[dpop/haproxy-jwt]}")
+    overhead=$(awk -v a="$(median "${cpu[dpop/dpop]}")" -v b="$(median "${cpu[dpop/status]}")" 'BEGIN { printf "%.1f", a - b }')
+    say ""
+    say "dpop/haproxy-jwt req/s (paired) = $dpop_rps (target >= 0.80: $(awk -v r="$dpop_rps" 'BEGIN { print (r + 0 >= 0.80) ? "PASS" : "FAIL" }')); p99 (paired) = $dpop_p99 (target <= 1.00: $(awk -v r="$dpop_p99" 'BEGIN { print (r + 0 <= 1.00) ? "PASS" : "FAIL" }'))"
+    say "dpop CPU above auth none: $overhead µs/req (target: one ES256 verification, criterion dpop/signature_only/ES256, + 20 µs)"
     say ""
     if (( ${bad[dpop/dpop]} == 0 )); then
         say "dpop /accounts non-2xx + socket errors: 0 (PASS)"
