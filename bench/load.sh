@@ -256,6 +256,11 @@ if want dpop; then
         || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop keys failed"; }
     cat >>"$tmp/fapigate.toml" <<EOF
 
+# One DPoP key sends every proof here, so it may hold every record (a real client is held to
+# its share: beyond it, 429).
+[state]
+replay_entries_per_key = 1000000
+
 [[issuer]]
 id = "bench-as"
 issuer = "$issuer"
@@ -362,8 +367,8 @@ if want dpop; then
     gateway_copy fapigate-redis
     plain2_port=$copy_plain_port
     admin2_port=$copy_admin_port
-    printf '\n[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$redis_port" \
-        >>"$tmp/fapigate-redis.toml"
+    sed -i "s|^\[state\]\$|[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:$redis_port/0\"|" \
+        "$tmp/fapigate-redis.toml"
     # shellcheck disable=SC2046
     $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-redis.toml" >"$tmp/fapigate-redis.log" 2>&1 &
     gate2_pid=$!

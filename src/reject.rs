@@ -357,7 +357,7 @@ impl Rejection {
                 }
                 with_metadata(challenge)
             }
-            // RFC 9449 §9: the nonce challenge carries no algs.
+            // As in the RFC 9449 §9 example: the nonce challenge carries no algs.
             Rejection::UseDpopNonce { .. } => with_metadata(format!(
                 "DPoP error=\"{error}\", error_description=\"{description}\""
             )),

@@ -75,3 +75,13 @@ pub struct RequestFacts<'a> {
     /// The time of the decision, Unix seconds (the injected clock).
     pub now: u64,
 }
+/// RFC 9440 §2.1: an RFC 8941 Byte Sequence, `:base64:`, of the DER certificate.
+pub(crate) fn parse_client_cert(value: &str) -> Option<Vec<u8>> {
+    let inner = value.trim().strip_prefix(':')?.strip_suffix(':')?;
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(inner)
+        .ok()?;
+    x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(der)
+}

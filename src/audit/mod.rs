@@ -47,7 +47,8 @@ impl CheckpointKey {
     }
 }
 
-/// Why a signed exchange cannot be recorded: its response is withheld (503).
+/// Why a signed exchange cannot be recorded: refused before the upstream is asked (503,
+/// `Full`), or its response withheld after (502, `Write`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditError {
     /// The queue stayed full (`on_full = "refuse"`, or longer than `wait_max`).

@@ -3,10 +3,12 @@
 //! Replay and nonce state are applied by the caller.
 
 use super::thumbprint::jkt;
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use sha2::Digest;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Each RFC 9449 §4.3 check, so every refusal has its own reason (and metric label).
@@ -99,6 +101,20 @@ pub struct ProofContext<'a> {
     pub max_age: Duration,
 }
 
+/// What a proof's protected header decides: its algorithm, its key's thumbprint and the key.
+struct ProofKey {
+    alg: Algorithm,
+    jkt: String,
+    verifier: Verifier,
+}
+
+enum Verifier {
+    /// P-256 and Ed25519: the point decoded and validated (on the curve, exact length).
+    Parsed(ParsedPublicKey),
+    /// RSA: the components, verified through the JOSE library.
+    Rsa(DecodingKey),
+}
+
 /// A proof that passed every stateless check.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ValidProof {
@@ -111,13 +127,18 @@ pub struct ValidProof {
 }
 
 #[derive(Deserialize)]
-struct ProofClaims {
-    jti: Option<String>,
-    htm: Option<String>,
-    htu: Option<String>,
+struct ProofClaims<'a> {
+    #[serde(borrow)]
+    jti: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    htm: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    htu: Option<Cow<'a, str>>,
     iat: Option<serde_json::Number>,
-    ath: Option<String>,
-    nonce: Option<String>,
+    #[serde(borrow)]
+    ath: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    nonce: Option<Cow<'a, str>>,
 }
 
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -125,58 +146,30 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, DpopCheck> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = proof.split('.');
-    let (Some(header_b64), Some(_), Some(_), None) =
+    let (Some(header_b64), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DpopCheck::Malformed);
     };
-    let header: serde_json::Map<String, serde_json::Value> = b64
-        .decode(header_b64)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(DpopCheck::Malformed)?;
-    if header.get("typ").and_then(|t| t.as_str()) != Some("dpop+jwt") {
-        return Err(DpopCheck::Typ);
-    }
-    // RFC 7515 §4.1.11: no critical extension is understood here.
-    if header.contains_key("crit") {
-        return Err(DpopCheck::Malformed);
-    }
-    let alg = match header.get("alg").and_then(|a| a.as_str()) {
-        Some("ES256") => Algorithm::ES256,
-        Some("PS256") => Algorithm::PS256,
-        Some("EdDSA") => Algorithm::EdDSA,
-        _ => return Err(DpopCheck::Alg),
-    };
-    if !request.algs.contains(&alg) {
-        return Err(DpopCheck::Alg);
-    }
-    let jwk_json = header
-        .get("jwk")
-        .and_then(|j| j.as_object())
-        .ok_or(DpopCheck::Jwk)?;
-    if PRIVATE_MEMBERS.iter().any(|m| jwk_json.contains_key(*m)) {
-        return Err(DpopCheck::Jwk);
-    }
-    let thumbprint = jkt(jwk_json).ok_or(DpopCheck::Jwk)?;
-    let key = public_key(jwk_json, alg).ok_or(DpopCheck::Jwk)?;
+    let key = proof_key(header_b64, request.algs)?;
 
-    // One parse of each part: the signature is checked over the signing input as sent.
-    let (signing_input, signature) = proof.rsplit_once('.').ok_or(DpopCheck::Malformed)?;
-    let verified = jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key, alg)
-        .map_err(|_| DpopCheck::Signature)?;
+    // The signature is checked over the signing input as sent.
+    let signing_input = &proof[..header_b64.len() + 1 + payload.len()];
+    let verified = match &key.verifier {
+        Verifier::Parsed(public) => b64
+            .decode(signature)
+            .is_ok_and(|raw| public.verify_sig(signing_input.as_bytes(), &raw).is_ok()),
+        Verifier::Rsa(public) => {
+            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), public, key.alg)
+                .unwrap_or(false)
+        }
+    };
     if !verified {
         return Err(DpopCheck::Signature);
     }
-    let payload = signing_input
-        .split_once('.')
-        .map(|(_, payload)| payload)
-        .ok_or(DpopCheck::Malformed)?;
-    let claims: ProofClaims = b64
-        .decode(payload)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(DpopCheck::Malformed)?;
+    let payload = b64.decode(payload).map_err(|_| DpopCheck::Malformed)?;
+    let claims: ProofClaims<'_> =
+        serde_json::from_slice(&payload).map_err(|_| DpopCheck::Malformed)?;
 
     let (Some(jti), Some(htm), Some(htu), Some(iat), Some(ath)) =
         (claims.jti, claims.htm, claims.htu, claims.iat, claims.ath)
@@ -199,23 +192,61 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
         return Err(DpopCheck::Iat);
     }
     let expected_ath = b64.encode(sha2::Sha256::digest(request.access_token.as_bytes()));
-    if ath != expected_ath {
+    if *ath != *expected_ath {
         return Err(DpopCheck::Ath);
     }
     // Scoped by key (RFC 9449 §11.1: a jti is unique per key): another client's proof with
     // the same jti is another record.
     let jti_hash = {
         let mut hash = sha2::Sha256::new();
-        hash.update(thumbprint.as_bytes());
+        hash.update(key.jkt.as_bytes());
         hash.update([0]);
         hash.update(jti.as_bytes());
         hash.finalize().into()
     };
     Ok(ValidProof {
-        jkt: thumbprint,
+        jkt: key.jkt,
         iat,
-        nonce: claims.nonce,
+        nonce: claims.nonce.map(Cow::into_owned),
         jti_hash,
+    })
+}
+
+/// The header's checks (#4 typ, #5 alg, #7 jwk, no `crit`) and its key.
+fn proof_key(header_b64: &str, algs: &[Algorithm]) -> Result<ProofKey, DpopCheck> {
+    let header: serde_json::Map<String, serde_json::Value> =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(DpopCheck::Malformed)?;
+    if header.get("typ").and_then(|t| t.as_str()) != Some("dpop+jwt") {
+        return Err(DpopCheck::Typ);
+    }
+    // RFC 7515 §4.1.11: no critical extension is understood here.
+    if header.contains_key("crit") {
+        return Err(DpopCheck::Malformed);
+    }
+    let alg = match header.get("alg").and_then(|a| a.as_str()) {
+        Some("ES256") => Algorithm::ES256,
+        Some("PS256") => Algorithm::PS256,
+        Some("EdDSA") => Algorithm::EdDSA,
+        _ => return Err(DpopCheck::Alg),
+    };
+    if !algs.contains(&alg) {
+        return Err(DpopCheck::Alg);
+    }
+    let jwk = header
+        .get("jwk")
+        .and_then(|j| j.as_object())
+        .ok_or(DpopCheck::Jwk)?;
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(DpopCheck::Jwk);
+    }
+    Ok(ProofKey {
+        alg,
+        jkt: jkt(jwk).ok_or(DpopCheck::Jwk)?,
+        verifier: public_key(jwk, alg).ok_or(DpopCheck::Jwk)?,
     })
 }
 
@@ -223,21 +254,40 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
 fn public_key(
     jwk: &serde_json::Map<String, serde_json::Value>,
     alg: Algorithm,
-) -> Option<DecodingKey> {
+) -> Option<Verifier> {
     let member = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+    let bytes = |name: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(member(name)?)
+            .ok()
+    };
     match (alg, member("kty")?, member("crv")) {
         (Algorithm::ES256, "EC", Some("P-256")) => {
-            DecodingKey::from_ec_components(member("x")?, member("y")?).ok()
+            let (x, y) = (bytes("x")?, bytes("y")?);
+            if x.len() != 32 || y.len() != 32 {
+                return None;
+            }
+            // SEC 1 §2.3.3 uncompressed point; parsing checks that it is on the curve.
+            let point = [&[4u8][..], &x, &y].concat();
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .ok()
+                .map(Verifier::Parsed)
         }
         (Algorithm::EdDSA, "OKP", Some("Ed25519")) => {
-            DecodingKey::from_ed_components(member("x")?).ok()
+            let x = bytes("x")?;
+            if x.len() != 32 {
+                return None;
+            }
+            ParsedPublicKey::new(&ED25519, x).ok().map(Verifier::Parsed)
         }
         (Algorithm::PS256, "RSA", _) => {
             let n = member("n")?;
             if crate::encoding::rsa_modulus_bits(n)? < crate::encoding::MIN_RSA_BITS {
                 return None;
             }
-            DecodingKey::from_rsa_components(n, member("e")?).ok()
+            DecodingKey::from_rsa_components(n, member("e")?)
+                .ok()
+                .map(Verifier::Rsa)
         }
         _ => None,
     }
@@ -378,6 +428,20 @@ pub(crate) mod tests {
             base[key] = value;
         }
         base
+    }
+
+    #[test]
+    fn dpop_4_3_7_a_point_off_the_curve_is_not_a_key() {
+        let key = es256_key();
+        let mut jwk = key.jwk.clone();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        jwk["y"] = b64.encode([7u8; 32]).into();
+        let off_curve = TestKey {
+            encoding: key.encoding,
+            jwk,
+        };
+        let bad = proof(&off_curve, serde_json::json!({}), claims());
+        assert_eq!(verify(&bad, &context()), Err(DpopCheck::Jwk));
     }
 
     #[test]

@@ -274,7 +274,7 @@ fn first_signature_base(
 /// it over (thumbprint and parse).
 pub fn client_cert(data: &[u8]) {
     if let Some(value) = text(data) {
-        if let Some(der) = crate::proxy::client_cert::parse_client_cert(value) {
+        if let Some(der) = crate::request::parse_client_cert(value) {
             let _ = crate::request::X5tS256::of_der(&der).encoded();
         }
     }

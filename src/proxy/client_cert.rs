@@ -4,8 +4,7 @@
 //! is ignored here and removed before the upstream sees it (CC-2.4).
 
 use crate::policy::Policy;
-use crate::request::{CertSource, ClientCert};
-use base64::Engine;
+use crate::request::{parse_client_cert, CertSource, ClientCert};
 use pingora::proxy::Session;
 use std::net::IpAddr;
 
@@ -37,16 +36,6 @@ pub(crate) fn from_trusted_proxy(
     }
     parse_client_cert(value.to_str().ok()?)
         .map(|der| ClientCert::new(der, CertSource::TrustedProxyHeader))
-}
-
-/// RFC 9440 §2.1: an RFC 8941 Byte Sequence, `:base64:`, of the DER certificate.
-pub(crate) fn parse_client_cert(value: &str) -> Option<Vec<u8>> {
-    let inner = value.trim().strip_prefix(':')?.strip_suffix(':')?;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(inner)
-        .ok()?;
-    x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(der)
 }
 
 #[cfg(test)]

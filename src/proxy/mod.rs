@@ -1,5 +1,5 @@
 //! The Pingora adapter: turns a Pingora session into [`RequestFacts`], asks
-//! [`Enforcer::admit`], and either writes the rendered rejection or proxies to the route's
+//! [`Enforcer::authenticate`] (the head) and [`Enforcer::conclude`] (with the body), and either writes the rendered rejection or proxies to the route's
 //! upstream. No FAPI decision is made here.
 
 pub(crate) mod body;
@@ -489,7 +489,9 @@ impl FapiProxy {
         if !route.sign_response {
             return Ok(false);
         }
-        let peer = self.peer_for(&route.upstream, self.gateway.next_upstream_turn())?;
+        let Ok(peer) = self.peer_for(&route.upstream, self.gateway.next_upstream_turn()) else {
+            return refuse(session, ctx, &engine.policy, Rejection::UpstreamFailed).await;
+        };
         let exchange = signed::Exchange {
             connector: &self.connector,
             engine,
@@ -519,7 +521,10 @@ impl FapiProxy {
         // tunnel past the gateway's checks) is ever forwarded.
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         if let Some(roots) = &upstream.ca {
-            peer.options.ca = Some(self.roots.get(roots));
+            let roots = self.roots.get(roots).ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "unreadable upstream trust roots")
+            })?;
+            peer.options.ca = Some(roots);
         }
         Ok(peer)
     }

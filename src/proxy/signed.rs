@@ -90,7 +90,7 @@ impl Exchange<'_> {
         let signed = self.sign(session, ctx, signer, upstream, now)?;
         if let Some(slot) = slot {
             // The upstream has acted, but a signed response never leaves without its record:
-            // the client gets 503 and the failure is loud.
+            // the client gets 502 and the failure is loud.
             let sent_digest = crate::signing::digest::content_digest(&signed.body);
             let record = self.record(session, ctx, &signed, &sent_digest, now);
             if let Err(error) = slot.record(&record).await {

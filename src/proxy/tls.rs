@@ -15,22 +15,36 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::any::Any;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Pingora's form of each upstream's trust roots, made once per set of certificates: the
-/// policy holds plain certificates, and a reload brings new ones.
+/// policy holds plain certificates, and a reload brings new ones. A set Pingora cannot read
+/// (its parser is older than the one the configuration was checked with, and panics) is
+/// remembered as `None`: every request to that upstream is 502, logged once.
 #[derive(Default)]
-pub(crate) struct RootsCache(Mutex<Vec<(TrustRoots, Arc<CaType>)>>);
+pub(crate) struct RootsCache(RwLock<Vec<(TrustRoots, Option<Arc<CaType>>)>>);
 
 impl RootsCache {
-    pub(crate) fn get(&self, certs: &TrustRoots) -> Arc<CaType> {
-        let mut entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, roots)) = entries.iter().find(|(known, _)| Arc::ptr_eq(known, certs)) {
-            return roots.clone();
+    pub(crate) fn get(&self, certs: &TrustRoots) -> Option<Arc<CaType>> {
+        let known = |entries: &[(TrustRoots, Option<Arc<CaType>>)]| {
+            entries
+                .iter()
+                .find(|(known, _)| Arc::ptr_eq(known, certs))
+                .map(|(_, roots)| roots.clone())
+        };
+        if let Some(roots) = known(&self.0.read().unwrap_or_else(PoisonError::into_inner)) {
+            return roots;
+        }
+        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(roots) = known(&entries) {
+            return roots;
         }
         // Roots that only this cache still holds belonged to an engine a reload replaced.
         entries.retain(|(known, _)| Arc::strong_count(known) > 1);
-        let roots = upstream_roots(certs);
+        let roots = std::panic::catch_unwind(|| upstream_roots(certs)).ok();
+        if roots.is_none() {
+            tracing::error!("an upstream's ca_file holds a certificate the TLS client cannot read: its requests get 502");
+        }
         entries.push((certs.clone(), roots.clone()));
         roots
     }
@@ -38,7 +52,6 @@ impl RootsCache {
 
 fn upstream_roots(certs: &TrustRoots) -> Arc<CaType> {
     use pingora::utils::tls::{parse_x509, WrappedX509};
-    // The certificates were parsed with x509-parser when the configuration was compiled.
     let wrapped: Vec<WrappedX509> = certs
         .iter()
         .map(|cert| WrappedX509::new(cert.to_vec(), parse_x509))
