@@ -65,3 +65,45 @@ impl ServeHttp for AdminApp {
         }
     }
 }
+
+/// `fapigate healthcheck`: asks this gateway's admin listener whether it is ready, for a
+/// container `HEALTHCHECK` in an image without curl. `Ok` when `/readyz` answers 200.
+pub fn healthcheck(policy: &crate::policy::Policy) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut addr = policy.admin_addr;
+    if addr.port() == 0 {
+        return Err(
+            "admin.addr has port 0: the healthcheck needs the admin listener's port".into(),
+        );
+    }
+    // A listener on every address answers on loopback too.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let failed = |e: std::io::Error| format!("{addr}: {e}");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(failed)?;
+    // The status line is all that is needed.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
+        match stream.read(&mut chunk).map_err(failed)? {
+            0 => break,
+            n => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or("");
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!("{addr}: not ready ({status_line})")),
+    }
+}

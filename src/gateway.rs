@@ -93,10 +93,15 @@ impl Gateway {
                 }
                 self.engine.store(Arc::new(engine));
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
+                self.metrics.last_reload_successful.set(1);
+                self.metrics
+                    .last_reload_timestamp
+                    .set(crate::clock::unix_seconds() as i64);
                 Ok(())
             }
             Err(errors) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
+                self.metrics.last_reload_successful.set(0);
                 Err(errors)
             }
         }

@@ -23,6 +23,7 @@ pub mod fuzzing;
 mod gateway;
 mod grant;
 mod interaction;
+mod notify;
 mod policy;
 mod proxy;
 mod reject;
@@ -37,7 +38,9 @@ mod telemetry;
 mod tls;
 mod token;
 
-// Running the gateway: `fapigate check | jwks | run` (src/main.rs, deploy/quickstart.rs).
+// Running the gateway: `fapigate check | jwks | run | healthcheck` (src/main.rs,
+// deploy/quickstart.rs).
+pub use admin::healthcheck;
 pub use binding::LocalState;
 pub use config::{load as load_config, load_str as load_config_str, read_certificates};
 pub use enforce::Engine;

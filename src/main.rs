@@ -1,11 +1,16 @@
 //! The `fapigate` command: run the gateway, check a configuration file, print the version.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fapigate", version, about = "FAPI 2.0 resource-server gateway")]
+#[command(
+    name = "fapigate",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FAPIGATE_REVISION"), ")"),
+    about = "FAPI 2.0 resource-server gateway",
+    after_help = "Exit status: 0 success, 1 failure, 78 (EX_CONFIG) a configuration that cannot run.\n--config may also come from FAPIGATE_CONFIG."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Run {
-        #[arg(long, short)]
+        #[arg(long, short, env = "FAPIGATE_CONFIG")]
         config: PathBuf,
         /// Once every listener answers, write the bound addresses here as JSON (written whole,
         /// by rename): `{"listener": "127.0.0.1:8443", "plain": null, "admin": "...", "pid": N}`.
@@ -24,14 +29,24 @@ enum Command {
     },
     /// Check a configuration file and summarise it; exit 1 listing every error.
     Check {
-        #[arg(long, short)]
+        #[arg(long, short, env = "FAPIGATE_CONFIG")]
         config: PathBuf,
     },
     /// Print the public JWKS of the response-signing keys.
     Jwks {
-        #[arg(long, short)]
+        #[arg(long, short, env = "FAPIGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Exit 0 when this gateway's admin listener says it is ready (`/readyz` 200), for a
+    /// container HEALTHCHECK in an image without curl.
+    Healthcheck {
+        #[arg(long, short, env = "FAPIGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Work with the audit trail of signed exchanges.
     Audit {
         #[command(subcommand)]
@@ -59,6 +74,9 @@ enum AuditCommand {
     },
 }
 
+/// sysexits(3) EX_CONFIG: the configuration cannot run as written.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     fapigate::install_crypto_provider();
     let cli = Cli::parse();
@@ -79,15 +97,46 @@ fn main() -> ExitCode {
                     }
                     Err(error) => {
                         eprintln!("{}: {error}", config.display());
-                        ExitCode::FAILURE
+                        EX_CONFIG.into()
                     }
                 }
             }
             Err(errors) => {
                 eprint!("{errors}");
-                ExitCode::FAILURE
+                EX_CONFIG.into()
             }
         },
+        Command::Healthcheck { config } => match fapigate::load_config(&config) {
+            Ok(policy) => match fapigate::healthcheck(&policy) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fapigate healthcheck: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(errors) => {
+                eprint!("{errors}");
+                EX_CONFIG.into()
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fapigate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fapigate man: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Jwks { config } => {
             let signer = fapigate::load_config(&config)
                 .map_err(|errors| errors.to_string())
@@ -104,7 +153,7 @@ fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprint!("{error}");
-                    ExitCode::FAILURE
+                    EX_CONFIG.into()
                 }
             }
         }
@@ -132,7 +181,9 @@ fn main() -> ExitCode {
                 Ok(policy) => policy,
                 Err(errors) => {
                     eprint!("{errors}");
-                    return ExitCode::FAILURE;
+                    // A service manager must not restart into the same error
+                    // (RestartPreventExitStatus=78).
+                    return EX_CONFIG.into();
                 }
             };
             fapigate::init_logging(policy.log.json, &policy.log.level);

@@ -262,6 +262,7 @@ impl BackgroundService for Lifecycle {
             }
         }
         self.gateway.set_ready(true);
+        crate::notify::ready();
         if let Some(path) = &self.ready_file {
             if let Err(e) = write_atomically(path, &self.bound.json()) {
                 tracing::error!(file = %path.display(), error = %e, "cannot write the ready file");
@@ -284,12 +285,15 @@ impl BackgroundService for Lifecycle {
                     }
                 }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    crate::notify::reloading();
                     match self.gateway.reload() {
                         Ok(()) => tracing::info!(routes = self.gateway.engine().policy.routes.len(), "configuration reloaded"),
                         Err(errors) => tracing::error!(errors = %errors, "configuration reload refused; the running policy stays"),
                     }
+                    crate::notify::ready();
                 }
                 _ = shutdown.changed() => {
+                    crate::notify::stopping();
                     self.gateway.set_ready(false);
                     tracing::info!("shutting down: draining requests in flight");
                     return;

@@ -3,8 +3,8 @@
 //! secret: only short hashes and the interaction id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -19,6 +19,10 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Whether the last reload took (1) or was refused (0); 1 before any.
+    pub last_reload_successful: IntGauge,
+    /// When the running configuration was loaded, Unix seconds.
+    pub last_reload_timestamp: IntGauge,
     pub audit_records: IntCounter,
     pub audit_checkpoints: IntCounter,
     pub ready: IntGauge,
@@ -73,6 +77,27 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let last_reload_successful = IntGauge::new(
+            "fapigate_config_last_reload_successful",
+            "Whether the last configuration reload took (1) or was refused (0)",
+        )?;
+        last_reload_successful.set(1);
+        let last_reload_timestamp = IntGauge::new(
+            "fapigate_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (start or reload), Unix seconds",
+        )?;
+        last_reload_timestamp.set(crate::clock::unix_seconds() as i64);
+        // The constant 1 whose labels say what runs, for joins and `count by (revision)`.
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "fapigate_build_info",
+                "The version and commit of this build",
+            ),
+            &["version", "revision"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("FAPIGATE_REVISION")])
+            .set(1);
         let audit_records = IntCounter::new(
             "fapigate_audit_records_total",
             "Signed exchanges written to the audit trail",
@@ -143,6 +168,9 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_successful.clone()))?;
+        registry.register(Box::new(last_reload_timestamp.clone()))?;
+        registry.register(Box::new(build_info))?;
         registry.register(Box::new(audit_records.clone()))?;
         registry.register(Box::new(audit_checkpoints.clone()))?;
         registry.register(Box::new(ready.clone()))?;
@@ -153,6 +181,8 @@ impl Metrics {
             upstream_duration,
             rejections,
             reloads,
+            last_reload_successful,
+            last_reload_timestamp,
             audit_records,
             audit_checkpoints,
             ready,

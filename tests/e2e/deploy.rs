@@ -997,6 +997,10 @@ fn deploy_systemd_unit_is_sandboxed_and_its_credential_paths_agree() {
         }
     };
     assert_eq!(one("DynamicUser"), "yes");
+    // Readiness by sd_notify, and no restart loop on a configuration that cannot run.
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("NotifyAccess"), "main");
+    assert_eq!(one("RestartPreventExitStatus"), "78");
     assert_eq!(one("ProtectSystem"), "strict");
     assert_eq!(one("NoNewPrivileges"), "yes");
     assert!(
@@ -1117,10 +1121,19 @@ fn deploy_containerfile_builds_the_binary_and_runs_what_the_deployment_runs() {
         ]
     );
     assert!(containerfile.contains("cargo build --release --locked --bin fapigate"));
+    // The image has no HTTP client: the binary is its own probe, on the configuration CMD runs.
+    let healthcheck = containerfile
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("a HEALTHCHECK");
     assert!(
-        !instructions.iter().any(|l| l.starts_with("HEALTHCHECK")),
-        "no HEALTHCHECK: the image has no HTTP client"
+        healthcheck.contains(
+            r#"CMD ["fapigate", "healthcheck", "--config", "/etc/fapigate/fapigate.toml"]"#
+        ),
+        "{healthcheck}"
     );
+    assert!(containerfile.contains(r#"CMD ["run", "--config", "/etc/fapigate/fapigate.toml"]"#));
     let single = |prefix: &str| -> String {
         let found: Vec<&str> = instructions
             .iter()

@@ -172,7 +172,7 @@ fn a_wrong_pin_or_a_missing_key_stops_the_start_naming_what_to_check() {
             .envs(hsm.env())
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert_eq!(output.status.code(), Some(78), "{output:?}");
         String::from_utf8_lossy(&output.stderr).to_string()
     };
     let wrong_pin = check(hsm.key_lines("rs-ed", "wrong-pin"));
