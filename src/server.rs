@@ -1,6 +1,7 @@
 //! Process wiring: the Pingora server with the proxy listeners, the admin listener and the
-//! lifecycle task (readiness, SIGHUP reload). SIGTERM is Pingora's graceful shutdown: the
-//! listeners close, requests in flight finish within `server.shutdown_grace`.
+//! lifecycle task (readiness, SIGHUP reload). SIGTERM drains for `server.drain_delay`
+//! (`/readyz` 503, still accepting), then Pingora's graceful shutdown closes the listeners and
+//! requests in flight finish within `server.shutdown_grace`.
 
 use crate::admin::AdminApp;
 use crate::enforce::Engine;
@@ -100,7 +101,55 @@ pub fn run(
         routes = gateway.engine().policy.routes.len(),
         "fapigate starting"
     );
-    server.run_forever()
+    let drain = Drain {
+        gateway: gateway.clone(),
+        delay: gateway.engine().policy.server.drain_delay,
+    };
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(drain),
+    });
+    std::process::exit(0)
+}
+
+/// Pingora's shutdown signals, with a drain before a graceful stop: on SIGTERM `/readyz`
+/// answers 503 at once while the listeners keep accepting for `server.drain_delay` (a load
+/// balancer or Kubernetes endpoint still sends for a while after the pod is told to stop);
+/// then Pingora stops accepting and gives requests in flight `server.shutdown_grace`.
+/// SIGINT during the delay stops at once; SIGQUIT is Pingora's graceful upgrade.
+struct Drain {
+    gateway: Arc<Gateway>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl pingora::server::ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use pingora::server::ShutdownSignal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot listen for SIGTERM, SIGINT and SIGQUIT: stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+            _ = terminate.recv() => {}
+        }
+        self.gateway.set_ready(false);
+        crate::notify::stopping();
+        tracing::info!(
+            drain_delay_ms = self.delay.as_millis() as u64,
+            "SIGTERM: /readyz answers 503; still accepting until the drain delay ends"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
+            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
 }
 
 /// The addresses the listeners are bound to.

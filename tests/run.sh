@@ -13,6 +13,7 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v wrk >/dev/null || need_apt+=(wrk)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need_apt+=(opensc)
 if [ ${#need_apt[@]} -gt 0 ]; then

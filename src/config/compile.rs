@@ -273,6 +273,12 @@ fn server(server: Option<&model::Server>, errors: &mut Errors) -> ServerPolicy {
             server.and_then(|s| s.shutdown_timeout.as_ref()),
             "5s",
         ),
+        drain_delay: duration(
+            errors,
+            "server.drain_delay",
+            server.and_then(|s| s.drain_delay.as_ref()),
+            "5s",
+        ),
     }
 }
 

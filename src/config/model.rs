@@ -81,6 +81,7 @@ pub(crate) struct Server {
     pub threads: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub drain_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

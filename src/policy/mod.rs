@@ -139,6 +139,9 @@ pub struct ServerPolicy {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` says 503 while the listeners still accept, so that
+    /// load balancers stop sending before the gateway stops listening.
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -365,6 +365,8 @@ fn deploy_every_kubernetes_and_prometheus_yaml_file_parses() {
         "service.yaml",
         "hpa.yaml",
         "pdb.yaml",
+        "networkpolicy.yaml",
+        "servicemonitor.yaml",
         "secrets.example.yaml",
         "kustomization.yaml",
     ] {
@@ -408,12 +410,15 @@ fn deploy_kustomization_lists_every_manifest_except_the_example_secrets() {
         .collect();
     let expected: BTreeSet<String> = yaml_files_under("deploy/kubernetes")
         .into_iter()
-        .filter(|f| f != "kustomization.yaml" && f != "secrets.example.yaml")
+        .filter(|f| {
+            f != "kustomization.yaml" && f != "secrets.example.yaml" && f != "servicemonitor.yaml"
+        })
         .collect();
     assert_eq!(
         listed, expected,
         "kustomization.yaml resources (secrets.example.yaml must stay out: applying it would \
-         overwrite real Secrets with placeholders)"
+         overwrite real Secrets with placeholders; servicemonitor.yaml needs the Prometheus \
+         Operator's CRD)"
     );
 }
 
@@ -558,7 +563,8 @@ fn deploy_hpa_pdb_and_prometheus_scrape_target_the_gateway_pods() {
     );
 
     let pdb = object("pdb.yaml", "PodDisruptionBudget", "fapigate");
-    assert_eq!(int(&pdb["spec"]["minAvailable"], "minAvailable"), 1);
+    assert_eq!(int(&pdb["spec"]["maxUnavailable"], "maxUnavailable"), 1);
+    assert!(pdb["spec"]["minAvailable"].is_badvalue(), "one of the two");
     assert_selects(&pdb["spec"]["selector"]["matchLabels"], &labels, "PDB");
 
     let scrape = &yaml("deploy/prometheus/scrape.yaml")[0];
@@ -1167,4 +1173,52 @@ fn deploy_containerfile_builds_the_binary_and_runs_what_the_deployment_runs() {
         ignore.lines().any(|l| l.trim() == "target/"),
         "the build context must leave out target/"
     );
+}
+
+/// The NetworkPolicy opens the API port to all and the admin port to monitoring only, by the
+/// container's port names; the ServiceMonitor scrapes the metrics Service's named port.
+#[test]
+fn deploy_network_policy_and_service_monitor_name_the_real_ports() {
+    let deployment = object("deployment.yaml", "Deployment", "fapigate");
+    let containers = list(
+        &deployment["spec"]["template"]["spec"]["containers"],
+        "containers",
+    );
+    let port_names: Vec<&str> = list(&containers[0]["ports"], "ports")
+        .iter()
+        .map(|p| string(&p["name"], "port name"))
+        .collect();
+    let policy = object("networkpolicy.yaml", "NetworkPolicy", "fapigate");
+    assert_eq!(
+        string(
+            &policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "podSelector"
+        ),
+        "fapigate"
+    );
+    let rules = list(&policy["spec"]["ingress"], "ingress");
+    assert_eq!(rules.len(), 2, "API to all, admin to monitoring");
+    let port_of =
+        |rule: &Yaml| string(&list(&rule["ports"], "ports")[0]["port"], "port").to_string();
+    assert_eq!(port_of(&rules[0]), "https");
+    assert!(
+        rules[0]["from"].is_badvalue(),
+        "the API is open to every source"
+    );
+    assert_eq!(port_of(&rules[1]), "metrics");
+    assert!(
+        !list(&rules[1]["from"], "from").is_empty(),
+        "the admin port has a source"
+    );
+    for rule in rules {
+        assert!(
+            port_names.contains(&port_of(rule).as_str()),
+            "{:?}",
+            port_of(rule)
+        );
+    }
+    let monitor = object("servicemonitor.yaml", "ServiceMonitor", "fapigate");
+    let endpoints = list(&monitor["spec"]["endpoints"], "endpoints");
+    assert_eq!(string(&endpoints[0]["port"], "endpoint port"), "metrics");
+    assert_eq!(string(&endpoints[0]["path"], "endpoint path"), "/metrics");
 }

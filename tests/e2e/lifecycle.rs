@@ -79,3 +79,48 @@ fn sigterm_drains_requests_in_flight() {
     let status = env.gateway.child.wait().unwrap();
     assert!(status.success() || status.code().is_some(), "{status:?}");
 }
+
+/// SIGTERM under load loses no request (`server.drain_delay`): `/readyz` answers 503 at once,
+/// the listeners keep accepting new connections for the delay, and a bounded wrk run through
+/// the signal sees no error. Without the delay the listeners close at the signal and wrk's
+/// connections fail.
+#[test]
+fn ops_drain_a_sigterm_under_load_loses_no_request() {
+    let dir = temp_dir();
+    let pki = Pki::new(dir.path());
+    let upstream = Upstream::start();
+    let socket = Reserved::new();
+    let port = socket.port();
+    let mut gateway = Gateway::launch(dir.path(), socket, |admin, plain| {
+        config_text(port, admin, plain, upstream.addr, "")
+            .replace("drain_delay = \"1s\"", "drain_delay = \"8s\"")
+    });
+    assert_eq!(admin_get(gateway.admin_port, "/readyz").0, 200);
+    let url = format!("http://127.0.0.1:{}/status", gateway.plain_port);
+    let target = url.clone();
+    let load = std::thread::spawn(move || {
+        std::process::Command::new("wrk")
+            .args(["-t1", "-c8", "-d4s", "--timeout", "3s", &target])
+            .output()
+            .expect("wrk runs (apt-get install wrk)")
+    });
+    upstream.wait_for_request("/status");
+    gateway.signal("TERM");
+    assert!(
+        wait_for(|| admin_get(gateway.admin_port, "/readyz").0 == 503),
+        "/readyz says 503 once SIGTERM arrived"
+    );
+    // Draining, not closed: a new connection is still served, over TLS too.
+    assert_eq!(curl(&[&url]).status, 200);
+    assert_eq!(curl_tls(&gateway, &pki, "/status", &[]).status, 200);
+
+    let output = load.join().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains(" requests in "), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    // Then it stops by itself: the delay, then the grace for requests in flight.
+    let status = gateway.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

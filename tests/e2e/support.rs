@@ -404,6 +404,7 @@ name = "fapi2"
 threads = 2
 shutdown_grace = "2s"
 shutdown_timeout = "2s"
+drain_delay = "1s"
 
 [log]
 format = "json"
