@@ -50,7 +50,7 @@ impl ServeHttp for AdminApp {
             "/metrics" => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.gateway.metrics.render(),
+                self.gateway.render_metrics(),
             ),
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" if self.gateway.is_ready() => {

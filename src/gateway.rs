@@ -70,6 +70,14 @@ impl Gateway {
         self.metrics.shared_state_up.set(i64::from(ok));
     }
 
+    /// The Prometheus exposition, with the gauges read at scrape time brought up to date.
+    pub(crate) fn render_metrics(&self) -> Vec<u8> {
+        let (held, capacity) = self.local.replay_fill();
+        self.metrics.replay_store_entries.set(held as i64);
+        self.metrics.replay_store_capacity.set(capacity as i64);
+        self.metrics.render()
+    }
+
     pub(crate) fn next_upstream_turn(&self) -> usize {
         self.next_upstream.fetch_add(1, Ordering::Relaxed)
     }

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub shared_state_rejected: IntCounterVec,
     /// Whether Redis answered the last health check (1) or not (0).
     pub shared_state_up: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub replay_store_entries: IntGauge,
+    pub replay_store_capacity: IntGauge,
 }
 
 impl Metrics {
@@ -98,6 +101,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("FAPIGATE_REVISION")])
             .set(1);
+        let requests_in_flight = IntGauge::new(
+            "fapigate_requests_in_flight",
+            "Requests whose head has arrived and whose answer is not finished",
+        )?;
+        let replay_store_entries = IntGauge::new(
+            "fapigate_replay_store_entries",
+            "DPoP proofs the memory replay store holds (a full store refuses with 503)",
+        )?;
+        let replay_store_capacity = IntGauge::new(
+            "fapigate_replay_store_capacity",
+            "The most DPoP proofs the memory replay store holds",
+        )?;
         let audit_records = IntCounter::new(
             "fapigate_audit_records_total",
             "Signed exchanges written to the audit trail",
@@ -171,6 +186,12 @@ impl Metrics {
         registry.register(Box::new(last_reload_successful.clone()))?;
         registry.register(Box::new(last_reload_timestamp.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(requests_in_flight.clone()))?;
+        registry.register(Box::new(replay_store_entries.clone()))?;
+        registry.register(Box::new(replay_store_capacity.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(audit_records.clone()))?;
         registry.register(Box::new(audit_checkpoints.clone()))?;
         registry.register(Box::new(ready.clone()))?;
@@ -193,6 +214,9 @@ impl Metrics {
             jwks_refreshes,
             shared_state_rejected,
             shared_state_up,
+            requests_in_flight,
+            replay_store_entries,
+            replay_store_capacity,
         })
     }
 

@@ -87,6 +87,13 @@ impl LocalState {
     }
 }
 
+impl LocalState {
+    /// The memory replay store's records and capacity (`fapigate_replay_store_*`).
+    pub(crate) fn replay_fill(&self) -> (u64, u64) {
+        self.replay.fill()
+    }
+}
+
 /// How long the memory store keeps a record at least: the longest a record must live (a proof
 /// whose iat is `max_clock_skew` ahead stays acceptable for the whole window after it), plus
 /// the second the proof's iat was rounded to.

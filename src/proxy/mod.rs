@@ -66,6 +66,25 @@ pub(crate) struct RequestContext {
     grant: Option<Arc<crate::grant::Grant>>,
     granted_detail: Option<serde_json::Value>,
     request_signature: Option<crate::signing::httpsig::VerifiedSignature>,
+    /// Counts the request in `fapigate_requests_in_flight` until the context is dropped.
+    _in_flight: InFlight,
+}
+
+/// One request in `fapigate_requests_in_flight`, whatever way it ends (answered, refused,
+/// the client gone, a panic): the count goes down when Pingora drops the context.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn new(gauge: &prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl RequestContext {
@@ -115,6 +134,7 @@ impl ProxyHttp for FapiProxy {
             grant: None,
             granted_detail: None,
             request_signature: None,
+            _in_flight: InFlight::new(&self.gateway.metrics.requests_in_flight),
         })
     }
 

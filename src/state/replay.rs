@@ -118,6 +118,19 @@ impl MemoryReplayStore {
         }
     }
 
+    /// The records held now (both generations) and the most the store holds.
+    pub(crate) fn fill(&self) -> (u64, u64) {
+        let held: usize = self
+            .records
+            .iter()
+            .map(|shard| {
+                let records = shard.lock().unwrap_or_else(|e| e.into_inner());
+                records.current.len() + records.previous.len()
+            })
+            .sum();
+        (held as u64, (self.per_shard * SHARDS) as u64)
+    }
+
     /// Records `proof` at `now` (the clock is a parameter so tests can set it).
     fn record(&self, proof: ProofRecord<'_>, now: Instant) -> Result<FirstUse, StoreUnavailable> {
         let elapsed = now.saturating_duration_since(self.start);
@@ -226,6 +239,29 @@ mod tests {
     /// Issue 13 §5: one key that sends proofs as fast as it can fills its share, not the
     /// store: other keys' proofs are still recorded, and its own are again once its records
     /// age out.
+    #[test]
+    fn the_fill_counts_the_records_held() {
+        let window = Duration::from_secs(10);
+        let store = MemoryReplayStore::new(192, 100, window);
+        let at = |seconds| store.start + Duration::from_secs(seconds);
+        assert_eq!(
+            store.fill(),
+            (0, 240),
+            "capacity plus the shards' quarter of slack"
+        );
+        for i in 0..3u8 {
+            assert_eq!(
+                store.record(proof("k", [i; 32]), at(1)),
+                Ok(FirstUse::First)
+            );
+        }
+        assert_eq!(
+            store.record(proof("k", [0; 32]), at(1)),
+            Ok(FirstUse::Replayed)
+        );
+        assert_eq!(store.fill().0, 3, "a replay adds nothing");
+    }
+
     #[test]
     fn one_key_holds_at_most_its_share() {
         let window = Duration::from_secs(10);

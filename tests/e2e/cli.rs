@@ -147,3 +147,40 @@ fn ops_completions_and_the_man_page_come_from_the_command() {
     assert!(page.contains(".TH fapigate"), "{page}");
     assert!(page.contains("FAPIGATE_CONFIG"), "{page}");
 }
+
+/// On-call's signals: requests in flight (up while a slow request runs, back down after), the
+/// memory replay store's fill and capacity, and the process's own CPU, memory and descriptors.
+#[test]
+fn ops_metrics_show_in_flight_requests_replay_fill_and_the_process() {
+    let env = Env::start();
+    let admin = env.gateway.admin_port;
+    metrics_showing(admin, "\nfapigate_requests_in_flight 0\n");
+    let url = env.gateway.url("/slow/900");
+    let ca = env.pki.ca().to_string_lossy().to_string();
+    let slow = std::thread::spawn(move || curl(&["--cacert", &ca, &url]));
+    env.upstream.wait_for_request("/slow/900");
+    metrics_showing(admin, "\nfapigate_requests_in_flight 1\n");
+    assert_eq!(slow.join().unwrap().status, 200);
+    let text = metrics_showing(admin, "\nfapigate_requests_in_flight 0\n");
+    // The shared configuration's replay_cache_entries, plus the shards' quarter of slack.
+    assert!(
+        text.contains("\nfapigate_replay_store_entries 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nfapigate_replay_store_capacity "), "{text}");
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(&format!("\n{family} ")), "{family}: {text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "fapigate_build_info{{revision=\"{}\",version=\"{}\"}} 1",
+            env!("FAPIGATE_REVISION"),
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
