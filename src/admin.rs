@@ -67,10 +67,23 @@ impl ServeHttp for AdminApp {
 }
 
 /// `fapigate healthcheck`: asks this gateway's admin listener whether it is ready, for a
-/// container `HEALTHCHECK` in an image without curl. `Ok` when `/readyz` answers 200.
-pub fn healthcheck(policy: &crate::policy::Policy) -> Result<(), String> {
+/// container `HEALTHCHECK` in an image without curl. `Ok` when `/readyz` answers 200. Only
+/// `admin.addr` is read from the file: a probe every few seconds must not resolve upstream
+/// names or read key files, and a file being edited does not make a running gateway unhealthy.
+pub fn healthcheck(config: &std::path::Path) -> Result<(), String> {
     use std::io::{Read, Write};
-    let mut addr = policy.admin_addr;
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: not TOML: {e}", config.display()))?;
+    let addr = table
+        .get("admin")
+        .and_then(|admin| admin.get("addr"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| format!("{}: no admin.addr", config.display()))?;
+    let mut addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{}: admin.addr \"{addr}\" is not ip:port", config.display()))?;
     if addr.port() == 0 {
         return Err(
             "admin.addr has port 0: the healthcheck needs the admin listener's port".into(),

@@ -17,6 +17,8 @@ pub(crate) struct Gateway {
     config_path: PathBuf,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// SIGTERM came: readiness never comes back.
+    draining: AtomicBool,
     /// Whether the shared state (Redis) answered the last health check.
     state_ok: AtomicBool,
     /// Round-robin position over upstream addresses.
@@ -36,6 +38,7 @@ impl Gateway {
             config_path,
             metrics,
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             state_ok: AtomicBool::new(true),
             next_upstream: AtomicUsize::new(0),
         }
@@ -50,11 +53,37 @@ impl Gateway {
     /// every replica out of the load balancer at once, although routes that need no Redis
     /// (mTLS-bound tokens) still work; its health is `fapigate_shared_state_up`.
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+    /// Ready (`/readyz` 200, `READY=1` to the service manager), unless a drain has begun: a
+    /// SIGTERM before the start-up probes finish, or a SIGHUP during the drain, must not put
+    /// a stopping gateway back into the load balancer.
+    pub(crate) fn announce_ready(&self) {
+        // Set, then look: a drain that began in between is seen and wins (SeqCst both sides).
+        self.set_ready(true);
+        if self.is_draining() {
+            self.set_ready(false);
+            return;
+        }
+        crate::notify::ready();
+    }
+
+    /// Out of the load balancer for good (SIGTERM); the service manager is told once.
+    pub(crate) fn start_draining(&self) {
+        let first = !self.draining.swap(true, Ordering::SeqCst);
+        self.set_ready(false);
+        if first {
+            crate::notify::stopping();
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
         self.metrics.ready.set(i64::from(self.is_ready()));
     }
 

@@ -42,10 +42,12 @@ mod token;
 // deploy/quickstart.rs).
 pub use admin::healthcheck;
 pub use binding::LocalState;
-pub use config::{load as load_config, load_str as load_config_str, read_certificates};
+pub use config::{
+    load as load_config, load_str as load_config_str, read_certificates, ConfigErrors,
+};
 pub use enforce::Engine;
 pub use policy::{Pkcs11Uri, Policy};
-pub use server::run;
+pub use server::{run, StartError};
 pub use signing::signer::ResponseSigner;
 pub use telemetry::{init_logging, Metrics};
 pub use tls::{fapi_crypto_provider, install_crypto_provider};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
     name = "fapigate",
     version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FAPIGATE_REVISION"), ")"),
     about = "FAPI 2.0 resource-server gateway",
-    after_help = "Exit status: 0 success, 1 failure, 78 (EX_CONFIG) a configuration that cannot run.\n--config may also come from FAPIGATE_CONFIG."
+    after_help = "Exit status: 0 success, 1 failure (a retry may succeed: a port in use, Redis or DNS not up yet), 78 (EX_CONFIG) a configuration that cannot run as written.\n--config may also come from FAPIGATE_CONFIG."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,7 +27,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
-    /// Check a configuration file and summarise it; exit 1 listing every error.
+    /// Check a configuration file and summarise it; exit 78 listing every error (1 when
+    /// every error may pass on a retry: a name that does not resolve yet).
     Check {
         #[arg(long, short, env = "FAPIGATE_CONFIG")]
         config: PathBuf,
@@ -77,6 +78,17 @@ enum AuditCommand {
 /// sysexits(3) EX_CONFIG: the configuration cannot run as written.
 const EX_CONFIG: u8 = 78;
 
+/// 78 for a mistake in the file, so a service manager does not restart into it
+/// (RestartPreventExitStatus=78); 1 when every error may pass (a name that does not resolve
+/// yet at boot), so it retries.
+fn refused(errors: &fapigate::ConfigErrors) -> ExitCode {
+    if errors.transient() {
+        ExitCode::FAILURE
+    } else {
+        EX_CONFIG.into()
+    }
+}
+
 fn main() -> ExitCode {
     fapigate::install_crypto_provider();
     let cli = Cli::parse();
@@ -103,20 +115,14 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprint!("{errors}");
-                EX_CONFIG.into()
+                refused(&errors)
             }
         },
-        Command::Healthcheck { config } => match fapigate::load_config(&config) {
-            Ok(policy) => match fapigate::healthcheck(&policy) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("fapigate healthcheck: {error}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(errors) => {
-                eprint!("{errors}");
-                EX_CONFIG.into()
+        Command::Healthcheck { config } => match fapigate::healthcheck(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("fapigate healthcheck: {error}");
+                ExitCode::FAILURE
             }
         },
         Command::Completions { shell } => {
@@ -181,9 +187,7 @@ fn main() -> ExitCode {
                 Ok(policy) => policy,
                 Err(errors) => {
                     eprint!("{errors}");
-                    // A service manager must not restart into the same error
-                    // (RestartPreventExitStatus=78).
-                    return EX_CONFIG.into();
+                    return refused(&errors);
                 }
             };
             fapigate::init_logging(policy.log.json, &policy.log.level);
@@ -191,7 +195,10 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("fapigate: {error}");
-                    ExitCode::FAILURE
+                    match error {
+                        fapigate::StartError::Configuration(_) => EX_CONFIG.into(),
+                        fapigate::StartError::Unavailable(_) => ExitCode::FAILURE,
+                    }
                 }
             }
         }

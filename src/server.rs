@@ -27,16 +27,18 @@ pub fn run(
     policy: Policy,
     config_path: PathBuf,
     ready_file: Option<PathBuf>,
-) -> Result<(), String> {
-    let metrics = Arc::new(crate::telemetry::Metrics::new().map_err(|e| e.to_string())?);
+) -> Result<(), StartError> {
+    use StartError::{Configuration, Unavailable};
+    let metrics =
+        Arc::new(crate::telemetry::Metrics::new().map_err(|e| Unavailable(e.to_string()))?);
     let has_tls = policy.listener.tls.is_some();
     let tls_settings = match &policy.listener.tls {
-        Some(tls_policy) => Some(tls::listener_settings(tls_policy)?),
+        Some(tls_policy) => Some(tls::listener_settings(tls_policy).map_err(Configuration)?),
         None => None,
     };
     let mut wanted = vec![policy.listener.addr, policy.admin_addr];
     wanted.extend(policy.listener.plain_addr);
-    let sockets = Sockets::bind(&wanted)?;
+    let sockets = Sockets::bind(&wanted).map_err(Unavailable)?;
     let bound = Bound {
         listener: sockets.bound()[0],
         admin: sockets.bound()[1],
@@ -53,10 +55,11 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let local = crate::binding::LocalState::new(&policy)?;
-    let engine = Engine::new(policy, metrics.clone(), &local)?;
+    // What `fapigate check` also builds: its errors are the configuration's.
+    let local = crate::binding::LocalState::new(&policy).map_err(Configuration)?;
+    let engine = Engine::new(policy, metrics.clone(), &local).map_err(Configuration)?;
     if let Some(redis) = &engine.redis {
-        redis.check_at_start()?;
+        redis.check_at_start().map_err(Unavailable)?;
     }
     let gateway = Arc::new(Gateway::new(engine, local, config_path, metrics));
 
@@ -111,11 +114,30 @@ pub fn run(
     std::process::exit(0)
 }
 
+/// Why the gateway could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration cannot run as written (a key, a certificate, an HSM login): the same
+    /// file fails the same way, so a service manager should not restart into it.
+    Configuration(String),
+    /// Something outside the file (a port in use, Redis down): a restart may succeed.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Configuration(e) | StartError::Unavailable(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Pingora's shutdown signals, with a drain before a graceful stop: on SIGTERM `/readyz`
 /// answers 503 at once while the listeners keep accepting for `server.drain_delay` (a load
 /// balancer or Kubernetes endpoint still sends for a while after the pod is told to stop);
 /// then Pingora stops accepting and gives requests in flight `server.shutdown_grace`.
-/// SIGINT during the delay stops at once; SIGQUIT is Pingora's graceful upgrade.
+/// During the delay SIGINT stops at once and a second SIGTERM ends the delay; SIGQUIT is
+/// Pingora's graceful upgrade.
 struct Drain {
     gateway: Arc<Gateway>,
     delay: Duration,
@@ -139,8 +161,8 @@ impl pingora::server::ShutdownSignalWatch for Drain {
             _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
             _ = terminate.recv() => {}
         }
-        self.gateway.set_ready(false);
-        crate::notify::stopping();
+        // Readiness stays down from here on, whatever reload or start-up probe follows.
+        self.gateway.start_draining();
         tracing::info!(
             drain_delay_ms = self.delay.as_millis() as u64,
             "SIGTERM: /readyz answers 503; still accepting until the drain delay ends"
@@ -148,6 +170,7 @@ impl pingora::server::ShutdownSignalWatch for Drain {
         tokio::select! {
             _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
             _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            _ = terminate.recv() => ShutdownSignal::GracefulTerminate,
         }
     }
 }
@@ -310,8 +333,7 @@ impl BackgroundService for Lifecycle {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        self.gateway.set_ready(true);
-        crate::notify::ready();
+        self.gateway.announce_ready();
         if let Some(path) = &self.ready_file {
             if let Err(e) = write_atomically(path, &self.bound.json()) {
                 tracing::error!(file = %path.display(), error = %e, "cannot write the ready file");
@@ -334,16 +356,19 @@ impl BackgroundService for Lifecycle {
                     }
                 }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    if self.gateway.is_draining() {
+                        tracing::warn!("SIGHUP during the drain: not reloaded");
+                        continue;
+                    }
                     crate::notify::reloading();
                     match self.gateway.reload() {
                         Ok(()) => tracing::info!(routes = self.gateway.engine().policy.routes.len(), "configuration reloaded"),
                         Err(errors) => tracing::error!(errors = %errors, "configuration reload refused; the running policy stays"),
                     }
-                    crate::notify::ready();
+                    self.gateway.announce_ready();
                 }
                 _ = shutdown.changed() => {
-                    crate::notify::stopping();
-                    self.gateway.set_ready(false);
+                    self.gateway.start_draining();
                     tracing::info!("shutting down: draining requests in flight");
                     return;
                 }

@@ -18,11 +18,17 @@ use std::time::Duration;
 
 /// Collects errors as (key path, message).
 #[derive(Default)]
-pub(super) struct Errors(Vec<(String, String)>);
+pub(super) struct Errors(Vec<(String, String, bool)>);
 
 impl Errors {
     pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push((key.into(), message.into()));
+        self.0.push((key.into(), message.into(), false));
+    }
+
+    /// An error the same file may not repeat later (a name that does not resolve yet): a
+    /// service manager may retry it.
+    pub(super) fn add_transient(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push((key.into(), message.into(), true));
     }
 
     /// Records the error of a fallible step and returns its value, if any.
@@ -31,7 +37,10 @@ impl Errors {
     }
 }
 
-pub(super) fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(String, String)>> {
+pub(super) fn compile(
+    file: model::File,
+    base: &Path,
+) -> Result<Policy, Vec<(String, String, bool)>> {
     let mut errors = Errors::default();
     let listener = listener(&file.listener, base, &mut errors);
     let admin_addr = errors.check("admin.addr", socket_addr(&file.admin.addr));
@@ -78,13 +87,27 @@ pub(super) fn compile(file: model::File, base: &Path) -> Result<Policy, Vec<(Str
             routes: RouteTable::new(routes),
         }),
         // Every `None` above was recorded as an error.
-        _ => Err(vec![(String::new(), "configuration is incomplete".into())]),
+        _ => Err(vec![(
+            String::new(),
+            "configuration is incomplete".into(),
+            false,
+        )]),
     }
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| format!("\"{text}\" is not an IP address and port, e.g. \"0.0.0.0:8443\""))
+}
+
+/// `host:port` with a port number: what resolution cannot fix.
+fn upstream_target(text: &str) -> Result<(), String> {
+    let shape = || format!("\"{text}\" is not host:port, e.g. \"core.bank.internal:8080\"");
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(shape());
+    }
+    Ok(())
 }
 
 pub(super) fn duration(
@@ -422,6 +445,13 @@ fn upstreams(
         }
         let mut addrs = Vec::new();
         for (j, text) in upstream.addrs.iter().enumerate() {
+            let key = format!("{key}.addrs[{j}]");
+            // A literal address that does not parse is the file's mistake; a name that does not
+            // resolve (DNS not up yet at boot) may resolve on a retry.
+            if let Err(e) = upstream_target(text) {
+                errors.add(key, e);
+                continue;
+            }
             let resolved = text
                 .to_socket_addrs()
                 .map_err(|e| format!("\"{text}\" does not resolve to host:port ({e})"))
@@ -430,8 +460,9 @@ fn upstreams(
                         .next()
                         .ok_or_else(|| format!("\"{text}\" resolves to no address"))
                 });
-            if let Some(addr) = errors.check(&format!("{key}.addrs[{j}]"), resolved) {
-                addrs.push(addr);
+            match resolved {
+                Ok(addr) => addrs.push(addr),
+                Err(e) => errors.add_transient(key, e),
             }
         }
         let ca = upstream.ca_file.as_ref().and_then(|p| {

@@ -26,6 +26,9 @@ pub struct ConfigError {
     pub key: String,
     pub line: Option<usize>,
     pub message: String,
+    /// The file is not at fault and the same file may load later (a name that does not
+    /// resolve yet, a file that cannot be read).
+    pub transient: bool,
 }
 
 /// Every mistake found in one file.
@@ -61,6 +64,13 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// Every error may go away on a retry: not a mistake in the file (exit 1, not 78).
+    pub fn transient(&self) -> bool {
+        self.errors.iter().all(|e| e.transient)
+    }
+}
+
 /// Reads, parses and compiles a configuration file.
 pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
     let fail = |errors: Vec<ConfigError>| ConfigErrors {
@@ -72,6 +82,10 @@ pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
             key: String::new(),
             line: None,
             message: format!("cannot read the file: {e}"),
+            transient: !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
         }])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -85,10 +99,11 @@ pub fn load_str(source: &str, base: &Path) -> Result<Policy, Vec<ConfigError>> {
     compile::compile(file, base).map_err(|errors| {
         errors
             .into_iter()
-            .map(|(key, message)| ConfigError {
+            .map(|(key, message, transient)| ConfigError {
                 line: locator.line_of(&key),
                 key,
                 message,
+                transient,
             })
             .collect()
     })
@@ -103,7 +118,12 @@ fn parse(source: &str) -> Result<model::File, Vec<ConfigError>> {
             key.clear();
         }
         let message = error.inner().message().trim().to_string();
-        vec![ConfigError { key, line, message }]
+        vec![ConfigError {
+            key,
+            line,
+            message,
+            transient: false,
+        }]
     })
 }
 

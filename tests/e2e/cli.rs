@@ -19,10 +19,11 @@ fn ops_version_names_the_commit() {
             env!("FAPIGATE_REVISION")
         )
     );
+    // From git (12 hex digits), from FAPIGATE_REVISION (whatever the build passed) or
+    // "unknown": never empty, never two words.
     let revision = env!("FAPIGATE_REVISION");
     assert!(
-        revision == "unknown"
-            || (revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit())),
+        !revision.is_empty() && !revision.contains(char::is_whitespace),
         "{revision}"
     );
 }
@@ -56,17 +57,54 @@ fn ops_healthcheck_exits_0_only_while_the_gateway_is_ready() {
     let config = config_with_admin_port(&env.gateway);
     let ready = healthcheck(&config);
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");
+    // Only admin.addr is read: a name that does not resolve, or a key file that is gone,
+    // does not make a running gateway unhealthy (and a probe resolves nothing).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let elsewhere = text.replace(&format!("{}", env.upstream.addr), "no-such-host.invalid:80");
+    assert_ne!(elsewhere, text);
+    std::fs::write(&config, &elsewhere).unwrap();
+    let still = healthcheck(&config);
+    assert_eq!(still.status.code(), Some(0), "{still:?}");
 
     env.gateway.child.kill().unwrap();
     env.gateway.child.wait().unwrap();
     let gone = healthcheck(&config);
     assert_eq!(gone.status.code(), Some(1), "{gone:?}");
     let stderr = String::from_utf8_lossy(&gone.stderr);
-    assert!(stderr.contains("fapigate healthcheck:"), "{stderr}");
+    let admin = format!("fapigate healthcheck: 127.0.0.1:{}", env.gateway.admin_port);
+    assert!(stderr.contains(&admin), "{stderr}");
 
+    // A probe is not a configuration check: a broken file is unhealthy (1), not 78.
     std::fs::write(&config, "[listener\n").unwrap();
     let broken = healthcheck(&config);
-    assert_eq!(broken.status.code(), Some(78), "{broken:?}");
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("not TOML"));
+}
+
+/// 78 is for the file's mistakes only: an upstream name that does not resolve (DNS not up
+/// at boot) exits 1, so systemd's Restart= retries it; a malformed address is 78.
+#[test]
+fn ops_a_name_that_does_not_resolve_yet_exits_1_a_malformed_address_78() {
+    let env = Env::start();
+    let text = std::fs::read_to_string(&env.gateway.config).unwrap();
+    let upstream = env.upstream.addr.to_string();
+    for (addr, code) in [("no-such-host.invalid:8080", 1), ("core.bank.internal", 78)] {
+        let config = env.gateway.config.with_file_name("resolve.toml");
+        let changed = text.replace(&upstream, addr);
+        assert_ne!(changed, text);
+        std::fs::write(&config, changed).unwrap();
+        let output = Command::new(BINARY)
+            .arg("check")
+            .env("FAPIGATE_CONFIG", &config)
+            .current_dir(config.parent().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(code), "{addr}: {output:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("upstream[0].addrs[0]"),
+            "{output:?}"
+        );
+    }
 }
 
 #[test]
@@ -103,8 +141,10 @@ fn ops_the_service_manager_hears_ready_reloading_and_stopping() {
         "NOTIFY_SOCKET".to_string(),
         socket_path.display().to_string(),
     )];
-    let gateway = Gateway::launch_with_env(dir.path(), socket, &env, |admin, plain| {
-        config_text(port, admin, plain, upstream.addr, "")
+    let mut gateway = Gateway::launch_with_env(dir.path(), socket, &env, |admin, plain| {
+        let text = config_text(port, admin, plain, upstream.addr, "");
+        assert!(text.contains("drain_delay = \"1s\""));
+        text.replace("drain_delay = \"1s\"", "drain_delay = \"10m\"")
     });
     let next = || {
         let mut buffer = [0u8; 256];
@@ -129,6 +169,30 @@ fn ops_the_service_manager_hears_ready_reloading_and_stopping() {
     assert_eq!(next(), "READY=1");
     gateway.signal("TERM");
     assert_eq!(next(), "STOPPING=1");
+    // A SIGHUP during the drain reloads nothing and must not say READY=1 again.
+    gateway.signal("HUP");
+    assert!(wait_for(|| gateway
+        .log_text()
+        .contains("SIGHUP during the drain: not reloaded")));
+    // A second SIGTERM ends the 10-minute delay.
+    gateway.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gateway.child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second SIGTERM ends the drain delay"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Everything the process sent is queued by now: nothing after the one STOPPING=1.
+    manager.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 256];
+    let more = manager.recv(&mut buffer);
+    assert!(
+        more.is_err(),
+        "{:?}",
+        more.map(|n| String::from_utf8_lossy(&buffer[..n]).to_string())
+    );
 }
 
 #[test]

@@ -1,20 +1,8 @@
 //! Reload on SIGHUP and draining on SIGTERM.
 
 use crate::support::*;
-use std::time::{Duration, Instant};
 
 const EXTRA_ROUTE: &str = "\n[[route]]\nid = \"added\"\nmethods = [\"GET\"]\npath = \"/added\"\nupstream = \"core\"\nauth = \"none\"\n";
-
-fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 #[test]
 fn sighup_with_a_broken_file_keeps_the_running_policy() {
@@ -92,8 +80,9 @@ fn ops_drain_a_sigterm_under_load_loses_no_request() {
     let socket = Reserved::new();
     let port = socket.port();
     let mut gateway = Gateway::launch(dir.path(), socket, |admin, plain| {
-        config_text(port, admin, plain, upstream.addr, "")
-            .replace("drain_delay = \"1s\"", "drain_delay = \"8s\"")
+        let text = config_text(port, admin, plain, upstream.addr, "");
+        assert!(text.contains("drain_delay = \"1s\""));
+        text.replace("drain_delay = \"1s\"", "drain_delay = \"8s\"")
     });
     assert_eq!(admin_get(gateway.admin_port, "/readyz").0, 200);
     let url = format!("http://127.0.0.1:{}/status", gateway.plain_port);

@@ -11,17 +11,6 @@ fn with_proof(gateway: &Gateway, pki: &Pki, token: &str, proof: &str) -> Respons
     accounts_with(gateway, pki, "DPoP", token, Some(proof))
 }
 
-fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn dpop_11_1_2_a_proof_used_at_one_replica_is_refused_at_another() {
     let redis = RedisServer::start();
@@ -97,7 +86,7 @@ fn redis_down_gives_503_but_stays_ready_then_recovers_without_restart() {
     redis.resume();
     bank.metrics_showing("fapigate_shared_state_up 1");
     let pid = bank.gateway.child.id();
-    assert!(wait_until(|| {
+    assert!(wait_for(|| {
         let proof = bank
             .auth
             .proof(&key, "GET", &bank.url("/accounts"), &token, None);

@@ -112,6 +112,19 @@ pub fn wait_for_line(
     }
 }
 
+/// Polls `condition` until it holds (true) or 15 s pass (false): for a state the test cannot
+/// be told about, with a deadline far above the time it takes.
+pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 pub fn write_private(path: &Path, contents: &str) {
     std::fs::write(path, contents).expect("write key");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
