@@ -236,9 +236,6 @@ mod tests {
         assert!(refused);
     }
 
-    /// Issue 13 §5: one key that sends proofs as fast as it can fills its share, not the
-    /// store: other keys' proofs are still recorded, and its own are again once its records
-    /// age out.
     #[test]
     fn the_fill_counts_the_records_held() {
         let window = Duration::from_secs(10);
@@ -262,6 +259,9 @@ mod tests {
         assert_eq!(store.fill().0, 3, "a replay adds nothing");
     }
 
+    /// Issue 13 §5: one key that sends proofs as fast as it can fills its share, not the
+    /// store: other keys' proofs are still recorded, and its own are again once its records
+    /// age out.
     #[test]
     fn one_key_holds_at_most_its_share() {
         let window = Duration::from_secs(10);
