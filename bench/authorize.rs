@@ -103,6 +103,7 @@ fn grant(details: Vec<Value>) -> Grant {
         auth_time: None,
         token_id: None,
         token_type: None,
+        claims: Default::default(),
     }
 }
 
@@ -122,10 +123,12 @@ fn bench_authorize(c: &mut Criterion) {
         "creditorName": "Merchant A",
         "remittanceInformation": "invoice 42",
     });
+    let headers = http::HeaderMap::new();
     let view = RequestView {
         url: &url,
         params: &params,
         body: Some(&body),
+        headers: &headers,
         now: 1_700_000_000,
     };
 

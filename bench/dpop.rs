@@ -147,6 +147,7 @@ fn dpop(c: &mut Criterion) {
             auth_time: None,
             token_id: Some("at-1".into()),
             token_type: None,
+            claims: Default::default(),
         };
         let mut fresh_headers = |count: u64| -> Vec<HeaderMap> {
             (0..count)

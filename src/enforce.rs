@@ -2,7 +2,7 @@
 //! architecture: route, credential, token, binding (from the head), then the body's checks,
 //! request signature and authorization at the moment of the decision.
 
-use crate::audit::AuditTrail;
+use crate::audit::{AuditTrail, TrailError};
 use crate::binding::{Binder, Bound, LocalState};
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
@@ -15,6 +15,7 @@ use crate::request::RequestFacts;
 use crate::signing::base::MessageView;
 use crate::signing::httpsig::{verify_request, SignedRequest, VerifiedSignature};
 use crate::signing::signer::ResponseSigner;
+use crate::startup::StartError;
 use crate::state::Redis;
 use crate::telemetry::{Metrics, RouteSeries};
 use crate::token::jwks::KeySet;
@@ -47,7 +48,11 @@ pub struct Engine {
 
 impl Engine {
     /// `local` is the per-process state reloads carry over (see [`LocalState`]).
-    pub fn new(policy: Policy, metrics: Arc<Metrics>, local: &LocalState) -> Result<Self, String> {
+    pub fn new(
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        local: &LocalState,
+    ) -> Result<Self, StartError> {
         let redis = match &policy.state.backend {
             StateBackend::Memory => None,
             StateBackend::Redis(redis) => Some(Arc::new(Redis::new(redis)?)),
@@ -68,13 +73,19 @@ impl Engine {
             .map(ResponseSigner::new)
             .transpose()?;
         let audit = match &policy.audit {
-            Some(audit) => local.audit.trail_for(
-                audit,
-                signer
-                    .as_ref()
-                    .map(|signer| crate::audit::CheckpointKey::new(signer.active_key())),
-                &metrics,
-            )?,
+            Some(audit) => local
+                .audit
+                .trail_for(
+                    audit,
+                    signer
+                        .as_ref()
+                        .map(|signer| crate::audit::CheckpointKey::new(signer.active_key())),
+                    &metrics,
+                )
+                .map_err(|e| match e {
+                    TrailError::Settings(e) => StartError::Configuration(e),
+                    TrailError::Open(e) => StartError::Unavailable(e),
+                })?,
             None => None,
         };
         let resource_metadata = resource_metadata(&policy).to_string();
@@ -222,6 +233,7 @@ impl<'e> Enforcer<'e> {
             rejection,
         };
         if route.auth == AuthMode::None {
+            required_headers(route, head.headers).map_err(on_route)?;
             return Ok(Authenticated {
                 route: route_index,
                 params,
@@ -250,6 +262,8 @@ impl<'e> Enforcer<'e> {
         )
         .await
         .map_err(|e| on_route(e.into()))?;
+        // After the token: a caller without one learns nothing about the route's headers.
+        required_headers(route, head.headers).map_err(on_route)?;
         Ok(Authenticated {
             route: route_index,
             params,
@@ -324,6 +338,7 @@ impl<'e> Enforcer<'e> {
             url: &url,
             params: &params,
             body: facts.body,
+            headers: facts.headers,
             now: facts.now,
         };
         let granted_detail = authorize(route, &grant, &view)
@@ -384,6 +399,22 @@ impl<'e> Enforcer<'e> {
                 other => refuse(other.describe()),
             })
     }
+}
+
+/// `require_headers`: each exactly once (an idempotency key sent twice is two keys to the
+/// upstream's readers).
+fn required_headers(route: &Route, headers: &http::HeaderMap) -> Result<(), Rejection> {
+    for name in &route.require_headers {
+        let mut values = headers.get_all(name).iter();
+        let description = match (values.next(), values.next()) {
+            (Some(value), None) if !value.is_empty() => continue,
+            (Some(_), None) => format!("the header {name} must not be empty"),
+            (None, _) => format!("route {} requires the header {name}", route.id),
+            (Some(_), Some(_)) => format!("the header {name} must be sent exactly once"),
+        };
+        return Err(Rejection::RequiredHeader { description });
+    }
+    Ok(())
 }
 
 fn denial_rejection(route: &Route, credential: &Credential, denial: Denial) -> Rejection {

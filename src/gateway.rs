@@ -117,7 +117,9 @@ impl Gateway {
     pub(crate) fn reload(&self) -> Result<(), String> {
         let outcome = config::load(&self.config_path)
             .map_err(|errors| errors.to_string())
-            .and_then(|policy| Engine::new(policy, self.metrics.clone(), &self.local));
+            .and_then(|policy| {
+                Engine::new(policy, self.metrics.clone(), &self.local).map_err(|e| e.to_string())
+            });
         match outcome {
             Ok(engine) => {
                 let running = self.engine();

@@ -55,6 +55,10 @@ pub struct Grant {
     pub token_id: Option<String>,
     /// RFC 7662 `token_type`, when introspection gave one (RFC 9449 §6.2).
     pub token_type: Option<String>,
+    /// Every claim (JWT) or member (introspection) but `authorization_details`, held above:
+    /// what `{claim/...}` operands read.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The claims both sources share. Unknown members are ignored.
@@ -77,6 +81,27 @@ pub(crate) struct TokenClaims {
 }
 
 impl TokenClaims {
+    /// Reads the claims both sources share from a claim set, which the grant keeps.
+    pub(crate) fn grant_from(
+        mut claims: serde_json::Map<String, serde_json::Value>,
+        issuer: &str,
+    ) -> Result<Grant, serde_json::Error> {
+        use serde::Deserialize;
+        // Moved out, not copied: details can be large and are kept typed.
+        let details = claims.remove("authorization_details");
+        let object = serde_json::Value::Object(claims);
+        let mut typed = TokenClaims::deserialize(&object)?;
+        typed.authorization_details = details
+            .map(serde_json::from_value::<Option<Vec<serde_json::Value>>>)
+            .transpose()?
+            .flatten();
+        let mut grant = typed.into_grant(issuer);
+        if let serde_json::Value::Object(claims) = object {
+            grant.claims = claims;
+        }
+        Ok(grant)
+    }
+
     pub(crate) fn into_grant(self, issuer: &str) -> Grant {
         Grant {
             issuer: self.iss.unwrap_or_else(|| issuer.to_string()),
@@ -94,6 +119,7 @@ impl TokenClaims {
             auth_time: self.auth_time,
             token_id: self.jti,
             token_type: self.token_type,
+            claims: serde_json::Map::new(),
         }
     }
 }

@@ -33,6 +33,7 @@ mod requirements;
 mod server;
 mod signing;
 mod sockets;
+mod startup;
 mod state;
 mod telemetry;
 mod tls;
@@ -47,8 +48,9 @@ pub use config::{
 };
 pub use enforce::Engine;
 pub use policy::{Pkcs11Uri, Policy};
-pub use server::{run, StartError};
+pub use server::run;
 pub use signing::signer::ResponseSigner;
+pub use startup::StartError;
 pub use telemetry::{init_logging, Metrics};
 pub use tls::{fapi_crypto_provider, install_crypto_provider};
 

@@ -102,6 +102,7 @@ fn main() -> ExitCode {
                     .and_then(|m| {
                         let local = fapigate::LocalState::for_check(&policy)?;
                         fapigate::Engine::new(policy, std::sync::Arc::new(m), &local)
+                            .map_err(|e| e.to_string())
                     }) {
                     Ok(_) => {
                         println!("{}: ok: {summary}", config.display());

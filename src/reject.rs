@@ -30,6 +30,11 @@ pub enum Rejection {
     InvalidRequest {
         description: &'static str,
     },
+    /// A header the route requires is absent or sent more than once (400, `require_headers`).
+    /// Not about the credential: no challenge.
+    RequiredHeader {
+        description: String,
+    },
     /// No credential of an accepted scheme (401, challenges without an error code).
     NoCredentials,
     /// RFC 6750 `invalid_token` (401), under the scheme the client used.
@@ -154,6 +159,7 @@ impl Rejection {
             Rejection::NotFound => "no_route",
             Rejection::MethodNotAllowed { .. } => "method_not_allowed",
             Rejection::InvalidRequest { .. } => "invalid_request",
+            Rejection::RequiredHeader { .. } => "required_header",
             Rejection::NoCredentials => "no_credentials",
             Rejection::InvalidToken { .. } => "invalid_token",
             Rejection::InsufficientScope { .. } => "insufficient_scope",
@@ -184,6 +190,7 @@ impl Rejection {
         match self {
             Rejection::BadPath(_)
             | Rejection::InvalidRequest { .. }
+            | Rejection::RequiredHeader { .. }
             | Rejection::BodyMalformed
             | Rejection::BodyJson(_)
             | Rejection::BodyEncoding(_) => 400,
@@ -251,6 +258,7 @@ impl Rejection {
                 "the route does not accept this method",
             ),
             Rejection::InvalidRequest { description } => ("invalid_request", description),
+            Rejection::RequiredHeader { description } => ("invalid_request", description),
             Rejection::NoCredentials => ("invalid_request", "an access token is required"),
             Rejection::InvalidToken { description, .. } => ("invalid_token", description),
             Rejection::HeadersTooLarge => (

@@ -9,6 +9,7 @@ use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::proxy::{tls, FapiProxy};
 use crate::sockets::Sockets;
+use crate::startup::StartError;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ListenFds, RuntimeOpts, Server, ShutdownWatch};
@@ -57,7 +58,7 @@ pub fn run(
 
     // What `fapigate check` also builds: its errors are the configuration's.
     let local = crate::binding::LocalState::new(&policy).map_err(Configuration)?;
-    let engine = Engine::new(policy, metrics.clone(), &local).map_err(Configuration)?;
+    let engine = Engine::new(policy, metrics.clone(), &local)?;
     if let Some(redis) = &engine.redis {
         redis.check_at_start().map_err(Unavailable)?;
     }
@@ -112,24 +113,6 @@ pub fn run(
         shutdown_signal: Box::new(drain),
     });
     std::process::exit(0)
-}
-
-/// Why the gateway could not start.
-#[derive(Debug)]
-pub enum StartError {
-    /// The configuration cannot run as written (a key, a certificate, an HSM login): the same
-    /// file fails the same way, so a service manager should not restart into it.
-    Configuration(String),
-    /// Something outside the file (a port in use, Redis down): a restart may succeed.
-    Unavailable(String),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Configuration(e) | StartError::Unavailable(e) => f.write_str(e),
-        }
-    }
 }
 
 /// Pingora's shutdown signals, with a drain before a graceful stop: on SIGTERM `/readyz`

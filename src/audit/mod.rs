@@ -117,6 +117,14 @@ impl Slot<'_> {
 }
 
 /// The process's trails: the one for a file is made once and handed to every engine after.
+/// Why no trail: its settings (what `check` reports), or the file (held by another process,
+/// unreadable: outside the configuration).
+#[derive(Debug)]
+pub enum TrailError {
+    Settings(String),
+    Open(String),
+}
+
 #[derive(Default)]
 pub struct Trails {
     current: Mutex<Option<Arc<AuditTrail>>>,
@@ -139,12 +147,13 @@ impl Trails {
         policy: &AuditPolicy,
         checkpoint_key: Option<CheckpointKey>,
         metrics: &crate::telemetry::Metrics,
-    ) -> Result<Option<Arc<AuditTrail>>, String> {
+    ) -> Result<Option<Arc<AuditTrail>>, TrailError> {
         let key = policy
             .key_file
             .as_ref()
             .map(|path| chain::MacKey::load(path))
-            .transpose()?;
+            .transpose()
+            .map_err(TrailError::Settings)?;
         if self.dry {
             return Ok(None);
         }
@@ -176,16 +185,17 @@ impl Trails {
             rotate_daily: policy.rotate_daily,
             records: metrics.audit_records.clone(),
             checkpoints: metrics.audit_checkpoints.clone(),
-        })?;
+        })
+        .map_err(TrailError::Open)?;
         let (queue, receiver) = tokio::sync::mpsc::channel(policy.queue);
         let clock = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .map_err(|e| format!("audit writer: {e}"))?;
+            .map_err(|e| TrailError::Open(format!("audit writer: {e}")))?;
         std::thread::Builder::new()
             .name("fapigate-audit".into())
             .spawn(move || writer.run(receiver, clock))
-            .map_err(|e| format!("audit writer: {e}"))?;
+            .map_err(|e| TrailError::Open(format!("audit writer: {e}")))?;
         let trail = Arc::new(AuditTrail {
             path: policy.path.clone(),
             queue,

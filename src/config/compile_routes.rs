@@ -2,10 +2,11 @@
 //! and the RFC 9396 match rules, checked and compiled; overlapping routes refused.
 
 use super::compile::{unique, Errors};
+use super::compile_consent::{consent, consent_scope, Consent, Offered};
 use super::model;
 use super::units::parse_duration;
 use crate::policy::path::PathTemplate;
-use crate::policy::rar::{Comparison, DetailRequirement, JsonPointer, Operand, Rule};
+use crate::policy::rar::{DetailRequirement, JsonPointer, Rule};
 use crate::policy::routes::{conflicts, AuthMode, Route};
 use crate::policy::{ResponseFormat, UpstreamPolicy};
 use http::Method;
@@ -98,7 +99,19 @@ fn one_route(
         .max_auth_age
         .as_deref()
         .and_then(|text| errors.check(&format!("{key}.max_auth_age"), parse_duration(text)));
-    let details = details(route, key, template.as_ref(), &methods, errors);
+    let consent_scope = consent_scope(route, key, errors);
+    let offered = Offered {
+        route_id: &route.id,
+        template: template.as_ref(),
+        scope: consent_scope.as_ref(),
+        methods: &methods,
+    };
+    let details = details(route, key, &offered, errors);
+    let Consent {
+        rules,
+        consent_scope,
+        require_headers,
+    } = consent(route, key, &offered, consent_scope.clone(), errors);
     Some(Route {
         id: route.id.clone(),
         methods,
@@ -113,6 +126,9 @@ fn one_route(
         forward_token: route.forward_token.unwrap_or(false),
         acr_values,
         max_auth_age,
+        rules,
+        consent_scope,
+        require_headers,
     })
 }
 
@@ -164,6 +180,8 @@ fn auth_mode(route: &model::Route, key: &str, errors: &mut Errors) -> AuthMode {
             ),
             ("acr_values", route.acr_values.is_some()),
             ("max_auth_age", route.max_auth_age.is_some()),
+            ("match", !route.rules.is_empty()),
+            ("consent_scope", route.consent_scope.is_some()),
         ];
         for (name, set) in token_only {
             if set {
@@ -214,26 +232,13 @@ fn response_signing(
 fn details(
     route: &model::Route,
     key: &str,
-    template: Option<&PathTemplate>,
-    methods: &[Method],
+    offered: &Offered<'_>,
     errors: &mut Errors,
 ) -> Vec<DetailRequirement> {
-    let has_body = methods
-        .iter()
-        .any(|m| [Method::POST, Method::PUT, Method::PATCH].contains(m));
     let mut details = Vec::new();
     for (j, requirement) in route.authorization_details.iter().enumerate() {
         let detail_key = format!("{key}.authorization_details[{j}]");
-        if let Some(detail) = detail_requirement(requirement, &detail_key, template, errors) {
-            if detail.reads_body() && !has_body {
-                errors.add(
-                    format!("{detail_key}.match"),
-                    format!(
-                        "route \"{}\" compares with {{body/...}} but none of its methods carries a body",
-                        route.id
-                    ),
-                );
-            }
+        if let Some(detail) = detail_requirement(requirement, &detail_key, offered, errors) {
             details.push(detail);
         }
     }
@@ -243,7 +248,7 @@ fn details(
 fn detail_requirement(
     requirement: &model::DetailRequirement,
     key: &str,
-    template: Option<&PathTemplate>,
+    offered: &Offered<'_>,
     errors: &mut Errors,
 ) -> Option<DetailRequirement> {
     if requirement.kind.is_empty() {
@@ -253,49 +258,13 @@ fn detail_requirement(
     for (pointer, comparisons) in &requirement.rules {
         let rule_key = format!("{key}.match.\"{pointer}\"");
         let field = errors.check(&rule_key, JsonPointer::parse(pointer));
-        if comparisons.len() != 1 {
-            errors.add(
-                &rule_key,
-                "must hold exactly one of equals, contains, at_least, at_most",
-            );
-            continue;
-        }
-        for (name, value) in comparisons {
-            let Some(comparison) = Comparison::parse(name) else {
-                errors.add(format!("{rule_key}.{name}"), Comparison::unknown(name));
-                continue;
-            };
-            let operand = errors.check(
-                &format!("{rule_key}.{name}"),
-                super::operand::parse_operand(value),
-            );
-            match &operand {
-                Some(Operand::PathParam(param))
-                    if template.is_some_and(|t| !t.param_names().any(|n| n == param)) =>
-                {
-                    errors.add(
-                        format!("{rule_key}.{name}"),
-                        format!("{{path.{param}}} is not a parameter of the route's path"),
-                    );
-                }
-                Some(Operand::Literal(value))
-                    if matches!(comparison, Comparison::AtLeast | Comparison::AtMost)
-                        && !is_decimal(value) =>
-                {
-                    errors.add(
-                        format!("{rule_key}.{name}"),
-                        "compares decimals: write the amount as a string such as \"100.00\"",
-                    );
-                }
-                _ => {}
-            }
-            if let (Some(field), Some(operand)) = (field.clone(), operand) {
-                rules.push(Rule {
-                    field,
-                    comparison,
-                    operand,
-                });
-            }
+        let compared = offered.comparison(comparisons, &rule_key, errors);
+        if let (Some(field), Some((comparison, operand))) = (field, compared) {
+            rules.push(Rule {
+                field,
+                comparison,
+                operand,
+            });
         }
     }
     Some(DetailRequirement {

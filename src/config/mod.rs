@@ -3,10 +3,12 @@
 //! and, where it can be found, the line.
 
 mod compile;
+mod compile_consent;
 mod compile_routes;
 mod compile_state;
 mod compile_trust;
 mod files;
+mod includes;
 pub(crate) mod model;
 mod operand;
 mod pkcs11_uri;
@@ -94,22 +96,36 @@ pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
 
 /// Parses and compiles configuration text; relative paths are resolved against `base`.
 pub fn load_str(source: &str, base: &Path) -> Result<Policy, Vec<ConfigError>> {
-    let file = parse(source)?;
+    let mut file: model::File = parse(source)?;
+    let included = includes::read(&mut file, base)?;
     let locator = Locator::new(source);
     compile::compile(file, base).map_err(|errors| {
         errors
             .into_iter()
-            .map(|(key, message, transient)| ConfigError {
-                line: locator.line_of(&key),
-                key,
-                message,
-                transient,
+            .map(|(key, message, transient)| match included.locate(&key) {
+                Some((key, line)) => ConfigError {
+                    key,
+                    line,
+                    message,
+                    transient,
+                },
+                None => ConfigError {
+                    line: locator.line_of(&key),
+                    key,
+                    message,
+                    transient,
+                },
             })
             .collect()
     })
 }
 
-fn parse(source: &str) -> Result<model::File, Vec<ConfigError>> {
+/// The line of a key path in a source (for a file other than the one being loaded).
+fn line_at_key(source: &str, key: &str) -> Option<usize> {
+    Locator::new(source).line_of(key)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, Vec<ConfigError>> {
     let deserializer = toml::Deserializer::new(source);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let line = error.inner().span().map(|span| line_at(source, span.start));

@@ -32,6 +32,12 @@ pub(crate) struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub log: Option<Log>,
+    /// Route packs (files of `[[route]]` tables), relative to this file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// A pack's upstream name -> this file's `[[upstream]]` id.
+    #[serde(default)]
+    pub pack_upstreams: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +292,13 @@ pub(crate) struct Route {
     pub max_auth_age: Option<String>,
     /// Whether the upstream receives the client's `Authorization` header (default false).
     pub forward_token: Option<bool>,
+    /// The route's own rules: operand -> one comparison with another operand.
+    #[serde(rename = "match", default)]
+    pub rules: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// A scope shape such as `consent:{consent_id}`, captured as `{scope.consent_id}`.
+    pub consent_scope: Option<String>,
+    #[serde(default)]
+    pub require_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,29 +3,79 @@
 
 use crate::policy::rar::{JsonPointer, Operand};
 
-/// Reads an operand as the contract writes it: `{path.NAME}`, `{body/POINTER}` or a literal.
+/// Headers an operand may not read: the credential and proof (judged by the gateway and not
+/// forwarded) and the connection's own fields (not what the upstream receives).
+pub(super) const UNREADABLE_HEADERS: &[&str] = &[
+    "authorization",
+    "dpop",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+];
+
+/// Reads an operand as the contract writes it: `{path.NAME}`, `{body/POINTER}`,
+/// `{claim/POINTER}`, `{scope.NAME}`, `{header.NAME}` or a literal.
 pub(super) fn parse_operand(value: &toml::Value) -> Result<Operand, String> {
     if let toml::Value::String(text) = value {
-        if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-            if let Some(name) = inner.strip_prefix("path.") {
-                return Ok(Operand::PathParam(name.to_string()));
-            }
-            if let Some(pointer) = inner.strip_prefix("body") {
-                if pointer.is_empty() {
-                    return Err(
-                        "{body} needs a pointer, e.g. {body/instructedAmount/amount}".into(),
-                    );
-                }
-                return JsonPointer::parse(pointer).map(Operand::Body);
-            }
-            return Err(format!(
-                "\"{text}\" is neither {{path.NAME}} nor {{body/POINTER}}"
-            ));
+        if let Some(operand) = parse_reference(text)? {
+            return Ok(operand);
         }
     }
     serde_json::to_value(value)
         .map(Operand::Literal)
         .map_err(|e| format!("literal cannot be used: {e}"))
+}
+
+/// `{...}`: a reference to a value of the request or the token; `None` for other text.
+pub(super) fn parse_reference(text: &str) -> Result<Option<Operand>, String> {
+    let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        return Ok(None);
+    };
+    let pointer = |source: &str, rest: &str, example: &str| {
+        if rest.is_empty() || rest == "/" {
+            return Err(format!("{{{source}}} needs a pointer, e.g. {example}"));
+        }
+        JsonPointer::parse(rest)
+    };
+    let operand = if let Some(name) = inner.strip_prefix("path.") {
+        Operand::PathParam(name.to_string())
+    } else if let Some(rest) = inner.strip_prefix("body") {
+        Operand::Body(pointer("body", rest, "{body/instructedAmount/amount}")?)
+    } else if let Some(rest) = inner.strip_prefix("claim") {
+        let claim = pointer("claim", rest, "{claim/openbanking_intent_id}")?;
+        if claim.as_str() == "/authorization_details"
+            || claim.as_str().starts_with("/authorization_details/")
+        {
+            return Err(
+                "authorization_details are matched by an [[route.authorization_details]] requirement, not {claim/...}"
+                    .into(),
+            );
+        }
+        Operand::Claim(claim)
+    } else if let Some(name) = inner.strip_prefix("scope.") {
+        Operand::Scope(name.to_string())
+    } else if let Some(name) = inner.strip_prefix("header.") {
+        let header = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("\"{name}\" is not a header field name"))?;
+        if UNREADABLE_HEADERS.contains(&header.as_str()) {
+            return Err(format!(
+                "{{header.{name}}}: the gateway does not judge {header} by a rule"
+            ));
+        }
+        Operand::Header(header)
+    } else {
+        return Err(format!(
+            "\"{text}\" is none of {{path.NAME}}, {{body/POINTER}}, {{claim/POINTER}}, {{scope.NAME}}, {{header.NAME}}"
+        ));
+    };
+    Ok(Some(operand))
 }
 
 #[cfg(test)]
@@ -47,6 +97,29 @@ mod tests {
             parse_operand(&s("EUR")),
             Ok(Operand::Literal(serde_json::json!("EUR")))
         );
+        assert_eq!(
+            parse_operand(&s("{scope.consent_id}")),
+            Ok(Operand::Scope("consent_id".into()))
+        );
+        assert_eq!(
+            parse_operand(&s("{header.Consent-ID}")),
+            Ok(Operand::Header(http::HeaderName::from_static("consent-id")))
+        );
+        assert!(matches!(
+            parse_operand(&s("{claim/openbanking_intent_id}")),
+            Ok(Operand::Claim(_))
+        ));
+        for bad in [
+            "{claim}",
+            "{claim/}",
+            "{claim/authorization_details/0}",
+            "{header.Authorization}",
+            "{header.DPoP}",
+            "{header.bad name}",
+            "{claimx}",
+        ] {
+            assert!(parse_operand(&s(bad)).is_err(), "{bad}");
+        }
         assert!(parse_operand(&s("{query.x}")).is_err());
         assert!(parse_operand(&s("{body}")).is_err());
         assert!(parse_operand(&s("{bodyx}")).is_err());

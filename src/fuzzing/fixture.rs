@@ -184,6 +184,7 @@ impl Fixture {
             auth_time: None,
             token_id: None,
             token_type: None,
+            claims: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

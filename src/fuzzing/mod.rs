@@ -94,6 +94,8 @@ pub fn path_routes(data: &[u8]) {
         let _ = template.param_names().count();
         for route in fixture.policy.routes.iter() {
             let _ = template.overlaps(&route.template);
+            let _ = template.same_shape(&route.template);
+            let _ = template.specificity(&route.template);
         }
     }
 }
@@ -299,10 +301,12 @@ pub fn json_body(data: &[u8]) {
         let Some(route) = fixture.policy.routes.iter().find(|r| r.id == "payments") else {
             return;
         };
+        let headers = http::HeaderMap::new();
         let request = crate::policy::authorize::RequestView {
             url: "https://api.bank.example/payments",
             params: &[],
             body: Some(&body),
+            headers: &headers,
             now: NOW,
         };
         let _ = crate::policy::authorize::authorize(route, &fixture.payment_grant, &request);

@@ -15,8 +15,8 @@
 //!   is exact JSON equality (so account "0123" never equals "123").
 //! - `acr_values` / `max_auth_age`: the token's `acr` must be listed and `auth_time` recent.
 
-use super::decimal::Decimal;
-use super::rar::{Comparison, DetailRequirement, Operand, Rule};
+use super::operands::{holds, Sources};
+use super::rar::{Comparison, DetailRequirement, Rule};
 use super::routes::Route;
 use crate::grant::Grant;
 use serde_json::Value;
@@ -27,6 +27,7 @@ pub struct RequestView<'a> {
     pub url: &'a str,
     pub params: &'a [(String, String)],
     pub body: Option<&'a Value>,
+    pub headers: &'a http::HeaderMap,
     pub now: u64,
 }
 
@@ -40,9 +41,9 @@ pub enum Denial {
 
 /// Authorizes; on success returns the detail that granted the request, if details were needed.
 pub fn authorize<'g>(
-    route: &Route,
+    route: &'g Route,
     grant: &'g Grant,
-    request: &RequestView<'_>,
+    request: &'g RequestView<'g>,
 ) -> Result<Option<&'g Value>, Denial> {
     if let Some(missing) = route.scopes.iter().find(|s| !grant.scopes.contains(s)) {
         return Err(Denial::InsufficientScope(format!(
@@ -74,13 +75,19 @@ pub fn authorize<'g>(
             )));
         }
     }
+    let sources = Sources {
+        request,
+        grant,
+        scope: consent_scope(route, grant)?,
+    };
+    route_rules(route, &sources)?;
     if route.authorization_details.is_empty() {
         return Ok(None);
     }
     let mut first_failure = None;
     for detail in &grant.authorization_details {
         for (index, requirement) in route.authorization_details.iter().enumerate() {
-            match satisfies(detail, requirement, request) {
+            match satisfies(detail, requirement, &sources) {
                 Ok(()) => return Ok(Some(detail)),
                 Err(why) => {
                     tracing::debug!(route = %route.id, requirement = index, reason = %why, "authorization detail does not match");
@@ -118,8 +125,9 @@ impl std::fmt::Display for Miss<'_> {
 fn satisfies<'r>(
     detail: &Value,
     requirement: &'r DetailRequirement,
-    request: &RequestView<'_>,
+    sources: &Sources<'r>,
 ) -> Result<(), Miss<'r>> {
+    let request = sources.request;
     if detail.get("type").and_then(Value::as_str) != Some(requirement.kind.as_str()) {
         return Err(Miss::Type(&requirement.kind));
     }
@@ -128,7 +136,7 @@ fn satisfies<'r>(
         ("locations", &requirement.locations),
         ("datatypes", &requirement.datatypes),
     ] {
-        if let Some(missing) = wanted.iter().find(|w| !holds(detail.get(field), w)) {
+        if let Some(missing) = wanted.iter().find(|w| !lists(detail.get(field), w)) {
             return Err(Miss::Lacks(field, missing));
         }
     }
@@ -147,7 +155,7 @@ fn satisfies<'r>(
         Some(_) => return Err(Miss::Locations),
     }
     for rule in &requirement.rules {
-        if !rule_holds(detail, rule, request) {
+        if !rule_holds(detail, rule, sources) {
             return Err(Miss::Rule(rule.field.as_str()));
         }
     }
@@ -155,7 +163,7 @@ fn satisfies<'r>(
 }
 
 /// Whether a detail's array field holds the string `wanted`.
-fn holds(field: Option<&Value>, wanted: &str) -> bool {
+fn lists(field: Option<&Value>, wanted: &str) -> bool {
     matches!(field, Some(Value::Array(items)) if items.iter().any(|i| i.as_str() == Some(wanted)))
 }
 
@@ -193,52 +201,56 @@ fn at_or_below(url: &str, location: &str) -> bool {
                 .is_some_and(|rest| rest.starts_with('/')))
 }
 
-fn rule_holds(detail: &Value, rule: &Rule, request: &RequestView<'_>) -> bool {
+fn rule_holds<'s>(detail: &Value, rule: &'s Rule, sources: &Sources<'s>) -> bool {
     let Some(field) = rule.field.resolve(detail) else {
         return false;
     };
-    let owned;
-    let operand: &Value = match &rule.operand {
-        Operand::Literal(value) => value,
-        Operand::PathParam(name) => match request.params.iter().find(|(n, _)| n == name) {
-            Some((_, value)) => {
-                owned = Value::String(value.clone());
-                &owned
-            }
-            None => return false,
-        },
-        Operand::Body(pointer) => match request.body.and_then(|b| pointer.resolve(b)) {
-            Some(value) => value,
-            None => return false,
-        },
+    sources
+        .value(&rule.operand)
+        .is_ok_and(|operand| holds(rule.comparison, field, &operand))
+}
+
+/// The token's one scope of the route's `consent_scope` shape, captured; none without one.
+fn consent_scope<'g>(route: &Route, grant: &'g Grant) -> Result<Option<&'g str>, Denial> {
+    let Some(pattern) = &route.consent_scope else {
+        return Ok(None);
     };
-    match rule.comparison {
-        Comparison::Equals => equals(field, operand),
-        Comparison::Contains => match field {
-            Value::Array(items) => items.iter().any(|item| equals(item, operand)),
-            _ => false,
-        },
-        Comparison::AtLeast => compare(field, operand).is_some_and(|o| o.is_ge()),
-        Comparison::AtMost => compare(field, operand).is_some_and(|o| o.is_le()),
+    let mut found = grant.scopes.iter().filter_map(|s| pattern.capture(s));
+    match (found.next(), found.next()) {
+        (Some(captured), None) => Ok(Some(captured)),
+        (None, _) => Err(Denial::InsufficientScope(format!(
+            "route {} requires a scope {}",
+            route.id,
+            pattern.as_str()
+        ))),
+        (Some(_), Some(_)) => Err(Denial::InsufficientScope(format!(
+            "route {} accepts exactly one scope {}: the token has several",
+            route.id,
+            pattern.as_str()
+        ))),
     }
 }
 
-fn equals(a: &Value, b: &Value) -> bool {
-    let decimal_intent = |v: &Value| match v {
-        Value::Number(_) => true,
-        Value::String(s) => s.contains('.'),
-        _ => false,
-    };
-    if decimal_intent(a) || decimal_intent(b) {
-        if let Some(order) = compare(a, b) {
-            return order.is_eq();
+/// The route's own rules, in order; the first that fails is named.
+fn route_rules<'s>(route: &'s Route, sources: &Sources<'s>) -> Result<(), Denial> {
+    for rule in &route.rules {
+        let refuse = |why: String| {
+            Denial::InsufficientScope(format!("route {} rule {rule} does not hold{why}", route.id))
+        };
+        let left = if rule.comparison == Comparison::Contains {
+            sources.container(&rule.left)
+        } else {
+            sources.value(&rule.left)
+        };
+        let left = left.map_err(|u| refuse(format!(": {} {}", rule.left, u.describe())))?;
+        let right = sources
+            .value(&rule.right)
+            .map_err(|u| refuse(format!(": {} {}", rule.right, u.describe())))?;
+        if !holds(rule.comparison, &left, &right) {
+            return Err(refuse(String::new()));
         }
     }
-    a == b
-}
-
-fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
-    Some(Decimal::from_json(a)?.cmp(&Decimal::from_json(b)?))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,6 +287,9 @@ mod tests {
             forward_token: false,
             acr_values: vec![],
             max_auth_age: None,
+            rules: vec![],
+            consent_scope: None,
+            require_headers: vec![],
         }
     }
 
@@ -314,6 +329,7 @@ mod tests {
             auth_time: None,
             token_id: None,
             token_type: None,
+            claims: Default::default(),
         }
     }
 
@@ -324,6 +340,7 @@ mod tests {
             url: URL,
             params,
             body,
+            headers: Box::leak(Box::default()),
             now: 1_000,
         }
     }
@@ -483,10 +500,10 @@ mod tests {
             );
         }
         assert!(
-            !equals(&json!("0123"), &json!("123")),
+            !holds(Comparison::Equals, &json!("0123"), &json!("123")),
             "identifiers are not numbers"
         );
-        assert!(equals(&json!(100), &json!("100.00")));
+        assert!(holds(Comparison::Equals, &json!(100), &json!("100.00")));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! resolved, durations typed, keys and certificates already read.
 
 pub(crate) mod authorize;
+pub(crate) mod consent;
 pub(crate) mod decimal;
 pub(crate) mod json;
+mod operands;
 pub(crate) mod path;
 pub(crate) mod rar;
 pub(crate) mod routes;

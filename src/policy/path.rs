@@ -206,6 +206,36 @@ impl PathTemplate {
         Some(params)
     }
 
+    /// Whether both templates match exactly the same paths (parameters in the same places):
+    /// no order between them, so two such routes may not share a method.
+    pub fn same_shape(&self, other: &PathTemplate) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|pair| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    (Segment::Param(_), Segment::Param(_)) => true,
+                    _ => false,
+                })
+    }
+
+    /// Of two templates that match one path, the more specific: the one with a literal where
+    /// the other has its first parameter the first does not (OpenAPI 3 §4.8.8: concrete paths
+    /// are matched before templated ones). `Greater` when `self` is more specific.
+    pub fn specificity(&self, other: &PathTemplate) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for pair in self.segments.iter().zip(&other.segments) {
+            match pair {
+                (Segment::Literal(_), Segment::Param(_)) => return Ordering::Greater,
+                (Segment::Param(_), Segment::Literal(_)) => return Ordering::Less,
+                _ => {}
+            }
+        }
+        Ordering::Equal
+    }
+
     /// Whether some request path could match both templates.
     pub fn overlaps(&self, other: &PathTemplate) -> bool {
         self.segments.len() == other.segments.len()
@@ -368,5 +398,17 @@ mod tests {
         assert!(t("/accounts/{id}").overlaps(&t("/accounts/{other}")));
         assert!(!t("/accounts/{id}").overlaps(&t("/accounts")));
         assert!(!t("/accounts/{id}").overlaps(&t("/payments/{id}")));
+        assert!(t("/accounts/{id}").same_shape(&t("/accounts/{other}")));
+        assert!(!t("/accounts/{id}").same_shape(&t("/accounts/summary")));
+        use std::cmp::Ordering;
+        assert_eq!(
+            t("/accounts/balances").specificity(&t("/accounts/{id}")),
+            Ordering::Greater
+        );
+        assert_eq!(
+            t("/a/{x}/c").specificity(&t("/a/b/{y}")),
+            Ordering::Less,
+            "the leftmost literal decides"
+        );
     }
 }

@@ -40,9 +40,26 @@ impl JsonPointer {
         &self.text
     }
 
+    /// The value the pointer names in an object given as its members (a token's claims).
+    pub fn resolve_in<'v>(
+        &self,
+        members: &'v serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'v serde_json::Value> {
+        let (first, rest) = self.segments.split_first()?;
+        let start = members.get(first.as_str())?;
+        JsonPointer::walk(start, rest)
+    }
+
     /// The value the pointer names in `value` (RFC 6901 §4), if any.
     pub fn resolve<'v>(&self, value: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        self.segments
+        JsonPointer::walk(value, &self.segments)
+    }
+
+    fn walk<'v>(
+        value: &'v serde_json::Value,
+        segments: &[String],
+    ) -> Option<&'v serde_json::Value> {
+        segments
             .iter()
             .try_fold(value, |current, segment| match current {
                 serde_json::Value::Object(map) => map.get(segment.as_str()),
@@ -61,15 +78,34 @@ impl JsonPointer {
     }
 }
 
-/// What a detail's field is compared with.
+/// What a rule compares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
     /// `{path.NAME}`: a captured path parameter.
     PathParam(String),
     /// `{body/POINTER}`: a field of the JSON request body.
     Body(JsonPointer),
+    /// `{claim/POINTER}`: a claim of the access token (JWT claims or introspection members).
+    Claim(JsonPointer),
+    /// `{scope.NAME}`: the part of the token's one scope matching the route's `consent_scope`.
+    Scope(String),
+    /// `{header.NAME}`: a request header field, sent exactly once.
+    Header(http::HeaderName),
     /// Anything else: a literal value.
     Literal(serde_json::Value),
+}
+
+impl std::fmt::Display for Operand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operand::PathParam(name) => write!(f, "{{path.{name}}}"),
+            Operand::Body(pointer) => write!(f, "{{body{}}}", pointer.as_str()),
+            Operand::Claim(pointer) => write!(f, "{{claim{}}}", pointer.as_str()),
+            Operand::Scope(name) => write!(f, "{{scope.{name}}}"),
+            Operand::Header(name) => write!(f, "{{header.{name}}}"),
+            Operand::Literal(value) => write!(f, "{value}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +169,12 @@ impl DetailRequirement {
         self.rules
             .iter()
             .any(|rule| matches!(rule.operand, Operand::Body(_)))
+    }
+}
+
+impl Operand {
+    pub fn is_body(&self) -> bool {
+        matches!(self, Operand::Body(_))
     }
 }
 

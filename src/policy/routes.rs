@@ -1,6 +1,9 @@
-//! The route table: method plus path template to exactly one route. Overlapping routes are
-//! refused at load time, so matching never depends on declaration order.
+//! The route table: method plus path template to exactly one route. Where two templates match
+//! one path the more specific wins (a literal segment before a parameter, leftmost first, as
+//! OpenAPI orders concrete paths before templated ones); two routes of the same shape may not
+//! share a method (refused at load time). Matching never depends on declaration order.
 
+use super::consent::{RouteRule, ScopePattern};
 use super::path::{NormalPath, PathError, PathTemplate};
 use super::rar::DetailRequirement;
 use super::{ResponseFormat, UpstreamPolicy};
@@ -32,12 +35,21 @@ pub struct Route {
     pub forward_token: bool,
     pub acr_values: Vec<String>,
     pub max_auth_age: Option<Duration>,
+    /// The route's own `match` rules, each comparing two operands.
+    pub rules: Vec<RouteRule>,
+    pub consent_scope: Option<ScopePattern>,
+    /// Each must be sent exactly once (400 otherwise).
+    pub require_headers: Vec<http::HeaderName>,
 }
 
 impl Route {
     /// Whether a `match` rule reads the JSON request body.
     pub fn reads_body(&self) -> bool {
         self.authorization_details.iter().any(|d| d.reads_body())
+            || self
+                .rules
+                .iter()
+                .any(|r| r.left.is_body() || r.right.is_body())
     }
 }
 
@@ -87,17 +99,31 @@ impl RouteTable {
             Ok(path) => path,
             Err(error) => return RouteMatch::BadPath(error),
         };
+        // The most specific template that matches decides the resource; then the method
+        // chooses among the routes of that very template (or 405 with theirs).
+        let mut best: Option<&PathTemplate> = None;
+        let mut found = None;
         let mut allow: Vec<Method> = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
-            if let Some(params) = route.template.captures(&path) {
-                if route.methods.contains(method) {
-                    return RouteMatch::Found {
-                        route: index,
-                        params,
-                    };
+            let Some(params) = route.template.captures(&path) else {
+                continue;
+            };
+            match best.map(|b| route.template.specificity(b)) {
+                Some(std::cmp::Ordering::Less) => continue,
+                Some(std::cmp::Ordering::Greater) | None => {
+                    best = Some(&route.template);
+                    found = None;
+                    allow.clear();
                 }
-                allow.extend(route.methods.iter().cloned());
+                Some(std::cmp::Ordering::Equal) => {}
             }
+            if route.methods.contains(method) {
+                found = Some((index, params));
+            }
+            allow.extend(route.methods.iter().cloned());
+        }
+        if let Some((route, params)) = found {
+            return RouteMatch::Found { route, params };
         }
         if allow.is_empty() {
             RouteMatch::NotFound
@@ -109,9 +135,9 @@ impl RouteTable {
     }
 }
 
-/// Two routes conflict when they share a method and some path matches both templates.
+/// Two routes conflict when they share a method and their templates match the same paths.
 pub(crate) fn conflicts(a: &Route, b: &Route) -> bool {
-    a.methods.iter().any(|m| b.methods.contains(m)) && a.template.overlaps(&b.template)
+    a.methods.iter().any(|m| b.methods.contains(m)) && a.template.same_shape(&b.template)
 }
 
 #[cfg(test)]
@@ -147,6 +173,9 @@ mod tests {
             forward_token: false,
             acr_values: vec![],
             max_auth_age: None,
+            rules: vec![],
+            consent_scope: None,
+            require_headers: vec![],
         }
     }
 
@@ -223,11 +252,53 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_routes_conflict() {
+    fn routes_of_one_shape_conflict_on_a_shared_method() {
         let a = route("a", &[Method::GET], "/accounts/{id}");
-        let b = route("b", &[Method::GET, Method::POST], "/accounts/summary");
+        let b = route("b", &[Method::GET, Method::POST], "/accounts/{account}");
         let c = route("c", &[Method::POST], "/accounts/{id}");
+        let d = route("d", &[Method::GET], "/accounts/summary");
         assert!(conflicts(&a, &b));
         assert!(!conflicts(&a, &c));
+        assert!(!conflicts(&a, &d), "ordered by specificity");
+    }
+
+    /// CDR's GET /banking/accounts/balances beside GET /banking/accounts/{accountId}: the
+    /// literal wins whatever the declaration order, and its methods alone decide a 405.
+    #[test]
+    fn the_more_specific_template_decides_whatever_the_order() {
+        let detail = route("detail", &[Method::GET, Method::DELETE], "/accounts/{id}");
+        let bulk = route("bulk", &[Method::GET], "/accounts/balances");
+        for routes in [
+            vec![detail, bulk],
+            vec![
+                route("bulk", &[Method::GET], "/accounts/balances"),
+                route("detail", &[Method::GET, Method::DELETE], "/accounts/{id}"),
+            ],
+        ] {
+            let bulk_index = routes.iter().position(|r| r.id == "bulk").unwrap();
+            let detail_index = routes.iter().position(|r| r.id == "detail").unwrap();
+            let table = RouteTable::new(routes);
+            assert_eq!(
+                table.find(&Method::GET, "/accounts/balances"),
+                RouteMatch::Found {
+                    route: bulk_index,
+                    params: vec![]
+                }
+            );
+            assert_eq!(
+                table.find(&Method::GET, "/accounts/a1"),
+                RouteMatch::Found {
+                    route: detail_index,
+                    params: vec![("id".into(), "a1".into())]
+                }
+            );
+            assert_eq!(
+                table.find(&Method::DELETE, "/accounts/balances"),
+                RouteMatch::MethodNotAllowed {
+                    allow: vec![Method::GET]
+                },
+                "the resource is the bulk one: DELETE does not fall through to detail"
+            );
+        }
     }
 }

@@ -214,7 +214,7 @@ impl Introspector {
             }
             self.verify_signed(&bytes, now).await?
         } else {
-            serde_json::from_slice::<serde_json::Value>(&bytes)
+            crate::policy::json::parse(&bytes)
                 .map_err(|_| TokenError::Unavailable("malformed_response"))?
         };
         self.interpret(object, now)
@@ -240,7 +240,6 @@ impl Introspector {
         #[derive(Deserialize)]
         struct Envelope {
             iat: Option<u64>,
-            token_introspection: Option<serde_json::Value>,
         }
         let data = jsonwebtoken::decode::<Envelope>(jwt, &key, &validation).map_err(|e| {
             tracing::warn!(
@@ -258,8 +257,9 @@ impl Introspector {
         {
             return Err(TokenError::Unavailable("stale_response"));
         }
-        data.claims
-            .token_introspection
+        // Read again strictly: a member twice is not believed (see `strict_payload`).
+        super::jwt::strict_payload(jwt)
+            .and_then(|mut envelope| envelope.remove("token_introspection"))
             .ok_or(TokenError::Unavailable("malformed_response"))
     }
 
@@ -285,9 +285,11 @@ impl Introspector {
         {
             return Err(TokenError::Invalid("the access token has the wrong issuer"));
         }
-        let claims: TokenClaims = serde_json::from_value(object)
+        let serde_json::Value::Object(members) = object else {
+            return Err(TokenError::Unavailable("malformed_response"));
+        };
+        let grant = TokenClaims::grant_from(members, &self.issuer)
             .map_err(|_| TokenError::Unavailable("malformed_response"))?;
-        let grant = claims.into_grant(&self.issuer);
         if !audience_ok {
             return Err(TokenError::Invalid(
                 "the access token is not for this resource server",

@@ -71,6 +71,19 @@ pub(crate) fn checked_header(
     Ok(header)
 }
 
+/// The payload of a compact JWS read with the one strict JSON reader (RFC 7493 I-JSON: no
+/// duplicate member, exact numbers), when it is an object. The signature is not checked here.
+pub(crate) fn strict_payload(jws: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let payload = jws.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    match crate::policy::json::parse(&bytes).ok()? {
+        serde_json::Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
 #[derive(Deserialize)]
 struct IssuerOnly {
     iss: Option<String>,
@@ -113,9 +126,15 @@ pub async fn verify_access_token(
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     validation.leeway = skew.as_secs();
     validation.validate_nbf = true;
-    let data = jsonwebtoken::decode::<TokenClaims>(token, &key, &validation)
+    jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key, &validation)
         .map_err(|e| TokenError::Invalid(describe(e.kind())))?;
-    let grant = data.claims.into_grant(&issuer.issuer);
+    // The claims rules judge are read once more, strictly: a claim sent twice would be read
+    // differently by the upstream or another reader (serde_json keeps the last).
+    let claims = strict_payload(token).ok_or(TokenError::Invalid(
+        "the access token's claims are not I-JSON (a member twice, or an inexact number)",
+    ))?;
+    let grant = TokenClaims::grant_from(claims, &issuer.issuer)
+        .map_err(|_| TokenError::Invalid("the access token's claims are malformed"))?;
     let ttl = grant
         .expires_at
         .map(|exp| Duration::from_secs((exp + skew.as_secs()).saturating_sub(now)))

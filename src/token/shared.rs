@@ -206,6 +206,7 @@ mod tests {
             auth_time: None,
             token_id: None,
             token_type: None,
+            claims: Default::default(),
         }
     }
 

@@ -98,6 +98,15 @@ const clientCAs = cfg.client_ca
 // introspection response) through oidc-provider's extraTokenClaims.
 const extraClaims = cfg.extra_token_claims ?? undefined;
 
+// Per-token claims asked for through /__test/token (`claims`), as an ecosystem's AS adds
+// them (UK openbanking_intent_id, CDR cdr_arrangement_id): kept for the client until its
+// next token is issued. Test token calls of one client run one at a time.
+const pendingClaims = new Map();
+
+// `scope_from_request: true`: the resource server accepts whatever scope the client asks
+// for, so dynamic consent scopes (Brazil consent:<id>, Berlin Group AIS:<id>) can be issued.
+const scopeFromRequest = cfg.scope_from_request === true;
+
 const scheme = tlsOptions ? 'https' : 'http';
 
 // ------------------------------------------------------------- helpers ---
@@ -197,7 +206,11 @@ function buildProvider(issuerUrl) {
       dPoPSigningAlgValues: ['ES256', 'PS256', 'EdDSA', 'Ed25519'],
       clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256', 'Ed25519', 'EdDSA'],
     },
-    extraTokenClaims: async () => (extraClaims ? { ...extraClaims } : undefined),
+    extraTokenClaims: async (ctx, token) => {
+      const own = pendingClaims.get(token.clientId);
+      if (!extraClaims && !own) return undefined;
+      return { ...(extraClaims ?? {}), ...(own ?? {}) };
+    },
     ttl: {
       AccessToken: accessTokenTTL,
       ClientCredentials: accessTokenTTL,
@@ -259,8 +272,9 @@ function buildProvider(issuerUrl) {
         useGrantedResource: async () => true,
         getResourceServerInfo: async (ctx, resourceIndicator, client) => {
           const format = formatByClient[client?.clientId] ?? accessTokenFormat;
+          const requested = scopeFromRequest ? ctx.oidc.params?.scope : undefined;
           return {
-            scope: 'accounts payments',
+            scope: typeof requested === 'string' && requested ? requested : 'accounts payments',
             audience,
             accessTokenTTL,
             accessTokenFormat: format,
@@ -486,6 +500,14 @@ async function testToken(body) {
     );
   }
   await applyClientAuth(body, form, headers, provider.issuer);
+  if (body.claims !== undefined) {
+    if (typeof body.claims !== 'object' || body.claims === null || Array.isArray(body.claims)) {
+      throw new HttpError(400, 'claims must be an object');
+    }
+    pendingClaims.set(body.client_id, body.claims);
+  } else {
+    pendingClaims.delete(body.client_id);
+  }
 
   let dpopKeyId;
   if (body.dpop) {

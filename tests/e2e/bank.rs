@@ -55,6 +55,10 @@ pub struct Options {
     pub response_key: Option<String>,
     /// Environment variables of the gateway processes.
     pub gateway_env: Vec<(String, String)>,
+    /// Top-level keys put before the first table (`include = [...]`).
+    pub prelude: String,
+    /// The test AS grants whatever scope is asked for (dynamic consent scopes).
+    pub scope_from_request: bool,
 }
 
 impl Default for Options {
@@ -86,6 +90,8 @@ impl Default for Options {
             audit_extra: "",
             response_key: None,
             gateway_env: Vec::new(),
+            prelude: String::new(),
+            scope_from_request: false,
         }
     }
 }
@@ -208,6 +214,7 @@ pub fn as_config(dir: &Path, as_port: u16, gateway_port: u16, options: &Options)
         "access_token_format_by_client": {"tpp-opaque": "opaque", "tpp-mtls-opaque": "opaque"},
         "access_token_alg": options.access_token_alg,
         "access_token_ttl": options.access_token_ttl,
+        "scope_from_request": options.scope_from_request,
         "clients": [
             {"client_id": "fapigate", "client_secret": "gw-secret"},
             {"client_id": "tpp", "client_secret": "tpp-secret"},
@@ -389,7 +396,9 @@ timeout = "2s"
             state.push_str(&format!("replay_entries_per_key = {per_key}\n"));
         }
         // Placeholders that cannot occur in the rest of the file.
-        let template = config_text(1, 2, 3, upstream.addr, &format!("{extra}{state}"))
+        let template = config_text(1, 2, 3, upstream.addr, &format!("{extra}{state}"));
+        let template = format!("{}{template}", options.prelude);
+        let template = template
             .replace("[profile]\nname = \"fapi2\"\n", &profile)
             .replace(
                 "level = \"info\"",

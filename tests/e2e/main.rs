@@ -10,6 +10,7 @@ mod cli;
 mod config_check;
 mod deploy;
 mod deploy_serving;
+mod ecosystems;
 mod evidence;
 mod hostile;
 mod hostile_timing;
