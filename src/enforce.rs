@@ -402,8 +402,34 @@ impl<'e> Enforcer<'e> {
 }
 
 /// `require_headers`: each exactly once (an idempotency key sent twice is two keys to the
-/// upstream's readers).
+/// upstream's readers). And every header the route judges reaches the upstream as judged: not
+/// named by `Connection` (which would have it removed on the way) and not shadowed by an `_`
+/// spelling (CGI, WSGI and Rack read `Consent_ID` as `Consent-ID`).
 fn required_headers(route: &Route, headers: &http::HeaderMap) -> Result<(), Rejection> {
+    let mut judged = route.judged_headers().peekable();
+    if judged.peek().is_some() {
+        let nominated: Vec<String> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        for name in judged {
+            let description = if nominated.iter().any(|n| n == name.as_str()) {
+                format!("the Connection header names {name}, which this route judges")
+            } else if headers.keys().any(|k| {
+                k != name
+                    && k.as_str().contains('_')
+                    && k.as_str().replace('_', "-") == name.as_str()
+            }) {
+                format!("{name} is also sent spelled with _: send it once, with -")
+            } else {
+                continue;
+            };
+            return Err(Rejection::RequiredHeader { description });
+        }
+    }
     for name in &route.require_headers {
         let mut values = headers.get_all(name).iter();
         let description = match (values.next(), values.next()) {

@@ -64,6 +64,10 @@ pub(super) fn compile(
         upstreams: &upstreams,
         signing: response_signing.is_some(),
         clients: !clients.is_empty(),
+        forwarded: forward
+            .as_ref()
+            .map(|f| f.owned_headers().map(Clone::clone).to_vec())
+            .unwrap_or_default(),
     };
     let routes = routes(&file.route, &context, &mut errors);
 

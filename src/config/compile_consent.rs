@@ -16,6 +16,7 @@ pub(super) struct Offered<'a> {
     pub template: Option<&'a PathTemplate>,
     pub scope: Option<&'a ScopePattern>,
     pub methods: &'a [Method],
+    pub forwarded: &'a [HeaderName],
 }
 
 impl Offered<'_> {
@@ -44,6 +45,10 @@ impl Offered<'_> {
                     "route \"{}\" compares with {{body/...}} but none of its methods carries a body",
                     self.route_id
                 ),
+            ),
+            Operand::Header(name) if self.forwarded.contains(name) => errors.add(
+                key,
+                format!("{name} is a [forward] header: the gateway replaces the client's, so a rule cannot judge it"),
             ),
             Operand::Scope(name) => match self.scope {
                 None => errors.add(
@@ -155,20 +160,29 @@ pub(super) fn consent(
     Consent {
         rules,
         consent_scope,
-        require_headers: require_headers(route, key, errors),
+        require_headers: require_headers(route, key, offered.forwarded, errors),
     }
 }
 
-fn require_headers(route: &model::Route, key: &str, errors: &mut Errors) -> Vec<HeaderName> {
+fn require_headers(
+    route: &model::Route,
+    key: &str,
+    forwarded: &[HeaderName],
+    errors: &mut Errors,
+) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = Vec::new();
     for (j, text) in route.require_headers.iter().enumerate() {
         let key = format!("{key}.require_headers[{j}]");
         match HeaderName::from_bytes(text.as_bytes()) {
             Err(_) => errors.add(key, format!("\"{text}\" is not a header field name")),
-            Ok(name) if UNREADABLE_HEADERS.contains(&name.as_str()) => errors.add(
-                key,
-                format!("{name} is the gateway's to judge, not a route's requirement"),
-            ),
+            Ok(name)
+                if UNREADABLE_HEADERS.contains(&name.as_str()) || forwarded.contains(&name) =>
+            {
+                errors.add(
+                    key,
+                    format!("{name} is the gateway's to judge, not a route's requirement"),
+                )
+            }
             Ok(name) if names.contains(&name) => {
                 errors.add(key, format!("\"{text}\" is listed twice"))
             }
@@ -349,5 +363,15 @@ consent_scope = "consent:{consent_id}"
             "route[5].consent_scope"
         )
         .contains("one {NAME}"));
+        assert!(error(
+            &route("[route.match]\n\"{header.x-fapi-client-id}\" = { equals = \"tpp\" }\n"),
+            "route[5].match.\"{header.x-fapi-client-id}\""
+        )
+        .contains("[forward] header"));
+        assert!(error(
+            &route("require_headers = [\"x-fapi-subject\"]\n"),
+            "route[5].require_headers[0]"
+        )
+        .contains("the gateway's to judge"));
     }
 }

@@ -17,6 +17,8 @@ pub(super) struct RouteContext<'a> {
     pub upstreams: &'a [Arc<UpstreamPolicy>],
     pub signing: bool,
     pub clients: bool,
+    /// The `[forward]` headers: the gateway removes the client's and sets its own.
+    pub forwarded: Vec<http::HeaderName>,
 }
 
 const KNOWN_METHODS: [Method; 7] = [
@@ -105,6 +107,7 @@ fn one_route(
         template: template.as_ref(),
         scope: consent_scope.as_ref(),
         methods: &methods,
+        forwarded: &context.forwarded,
     };
     let details = details(route, key, &offered, errors);
     let Consent {

@@ -18,6 +18,14 @@ pub(super) const UNREADABLE_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
     "host",
+    // Set or rewritten by the gateway towards the upstream (see proxy::headers).
+    "x-fapi-interaction-id",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "client-cert",
+    "client-cert-chain",
 ];
 
 /// Reads an operand as the contract writes it: `{path.NAME}`, `{body/POINTER}`,

@@ -43,6 +43,30 @@ pub struct Route {
 }
 
 impl Route {
+    /// Every request header this route's decision reads: `require_headers` and the
+    /// `{header.NAME}` operands. The upstream must receive exactly these.
+    pub fn judged_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        use super::rar::Operand;
+        fn header(operand: &Operand) -> Option<&http::HeaderName> {
+            match operand {
+                Operand::Header(name) => Some(name),
+                _ => None,
+            }
+        }
+        let of_rules = self
+            .rules
+            .iter()
+            .flat_map(|r| [header(&r.left), header(&r.right)]);
+        let of_details = self
+            .authorization_details
+            .iter()
+            .flat_map(|d| d.rules.iter())
+            .map(|r| header(&r.operand));
+        self.require_headers
+            .iter()
+            .chain(of_rules.chain(of_details).flatten())
+    }
+
     /// Whether a `match` rule reads the JSON request body.
     pub fn reads_body(&self) -> bool {
         self.authorization_details.iter().any(|d| d.reads_body())

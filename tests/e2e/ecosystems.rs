@@ -45,7 +45,18 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<String> {
 }
 
 fn get(bank: &Bank, path: &str, token: &(String, String), pairs: &[(&str, &str)]) -> Response {
-    let args = headers(pairs);
+    get_with(bank, path, token, pairs, &[])
+}
+
+fn get_with(
+    bank: &Bank,
+    path: &str,
+    token: &(String, String),
+    pairs: &[(&str, &str)],
+    flags: &[&str],
+) -> Response {
+    let mut args = headers(pairs);
+    args.extend(flags.iter().map(|f| f.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     bank.dpop_get(path, &token.0, &token.1, &args)
 }
@@ -335,6 +346,36 @@ fn berlin_group_consent_id_must_be_the_tokens_consent() {
     assert_eq!(
         get(&bank, path, &ais, &[request_id, ("Consent-ID", consent)]).status,
         200
+    );
+    // What is judged is what the upstream gets: a Consent-ID that Connection would have
+    // removed on the way, or a second spelling an upstream framework reads as the same.
+    assert_header_refused(
+        // HTTP/1.1: HTTP/2 has no Connection header.
+        &get_with(
+            &bank,
+            path,
+            &ais,
+            &[
+                request_id,
+                ("Consent-ID", consent),
+                ("Connection", "keep-alive, Consent-ID"),
+            ],
+            &["--http1.1"],
+        ),
+        "the Connection header names consent-id, which this route judges",
+    );
+    assert_header_refused(
+        &get(
+            &bank,
+            path,
+            &ais,
+            &[
+                request_id,
+                ("Consent-ID", consent),
+                ("Consent_ID", "VOLA-other"),
+            ],
+        ),
+        "consent-id is also sent spelled with _: send it once, with -",
     );
     // A missing Consent-ID.
     assert_header_refused(
