@@ -6,6 +6,7 @@ use crate::audit::{AuditTrail, TrailError};
 use crate::binding::{Binder, Bound, LocalState};
 use crate::credential::{self, Credential};
 use crate::grant::Grant;
+use crate::limiter::{Caller, Limiter};
 use crate::policy::authorize::{authorize, Denial, RequestView};
 use crate::policy::routes::{AuthMode, Route};
 use crate::policy::StateBackend;
@@ -39,6 +40,9 @@ pub struct Engine {
     pub audit: Option<Arc<AuditTrail>>,
     /// Shared state for `[state] backend = "redis"`.
     pub redis: Option<Arc<Redis>>,
+    /// `[[rate_limit]]`, with its cells (a reload starts them afresh).
+    pub(crate) limiter: Limiter,
+    metrics: Arc<Metrics>,
     /// The RFC 9728 protected resource metadata document.
     pub resource_metadata: String,
     /// Latency series by route index, and for requests that matched no route.
@@ -94,7 +98,10 @@ impl Engine {
             .iter()
             .map(|r| RouteSeries::new(&r.id))
             .collect();
+        let limiter = Limiter::new(&policy, redis.clone());
         Ok(Engine {
+            limiter,
+            metrics,
             series,
             unrouted: RouteSeries::new("none"),
             resource_metadata,
@@ -232,6 +239,18 @@ impl<'e> Enforcer<'e> {
             route: Some(route_index),
             rejection,
         };
+        // What the connection shows (a certificate, the peer) is counted before any credential
+        // is looked at; the client, once its token is known.
+        let connection = Caller {
+            client_id: None,
+            certificate: head.client_cert.map(|c| &c.x5t_s256),
+            peer: head.peer,
+        };
+        self.engine
+            .limiter
+            .admit(route_index, &connection, &self.engine.metrics)
+            .await
+            .map_err(on_route)?;
         if route.auth == AuthMode::None {
             required_headers(route, head.headers).map_err(on_route)?;
             return Ok(Authenticated {
@@ -262,6 +281,15 @@ impl<'e> Enforcer<'e> {
         )
         .await
         .map_err(|e| on_route(e.into()))?;
+        let client = Caller {
+            client_id: grant.client_id.as_deref(),
+            ..Caller::default()
+        };
+        self.engine
+            .limiter
+            .admit(route_index, &client, &self.engine.metrics)
+            .await
+            .map_err(on_route)?;
         // After the token: a caller without one learns nothing about the route's headers.
         required_headers(route, head.headers).map_err(on_route)?;
         Ok(Authenticated {
@@ -408,15 +436,20 @@ impl<'e> Enforcer<'e> {
 fn required_headers(route: &Route, headers: &http::HeaderMap) -> Result<(), Rejection> {
     let mut judged = route.judged_headers().peekable();
     if judged.peek().is_some() {
-        let nominated: Vec<String> = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect();
+        // By bytes, as the connection reads it (a value that is not text still names fields).
+        let nominates = |name: &http::HeaderName| {
+            headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .any(|token| {
+                    token
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+        };
         for name in judged {
-            let description = if nominated.iter().any(|n| n == name.as_str()) {
+            let description = if nominates(name) {
                 format!("the Connection header names {name}, which this route judges")
             } else if headers.keys().any(|k| {
                 k != name

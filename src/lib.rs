@@ -21,9 +21,12 @@ mod enforce;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;
+mod gateway_headers;
 mod grant;
 mod interaction;
+mod limiter;
 mod notify;
+mod openapi;
 mod policy;
 mod proxy;
 mod reject;
@@ -47,6 +50,8 @@ pub use config::{
     load as load_config, load_str as load_config_str, read_certificates, ConfigErrors,
 };
 pub use enforce::Engine;
+// `fapigate routes --from-openapi`.
+pub use openapi::draft_routes;
 pub use policy::{Pkcs11Uri, Policy};
 pub use server::run;
 pub use signing::signer::ResponseSigner;

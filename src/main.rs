@@ -1,4 +1,5 @@
-//! The `fapigate` command: run the gateway, check a configuration file, print the version.
+//! The `fapigate` command: run the gateway, check a configuration file, draft routes from an
+//! OpenAPI description, print the version.
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,6 +44,23 @@ enum Command {
     Healthcheck {
         #[arg(long, short, env = "FAPIGATE_CONFIG")]
         config: PathBuf,
+    },
+    /// Print `[[route]]` blocks drafted from a bank's OpenAPI 3.0 or 3.1 description.
+    ///
+    /// One route per operation: its id from the operationId, its path from the spec's template
+    /// (parameters renamed to lowercase and _), its scopes from the operation's security
+    /// requirements, `auth = "none"` only where the spec says `security: []`; rules on request
+    /// bodies and path parameters as commented suggestions, and a route that could not load
+    /// left commented out with the reason. A draft to review before it is appended to a
+    /// configuration. The description may be YAML or JSON; exit 1 naming the place (line and
+    /// column, key path, $ref and operation) when it cannot be read.
+    Routes {
+        /// The OpenAPI description to draft from.
+        #[arg(long, value_name = "SPEC")]
+        from_openapi: PathBuf,
+        /// The `[[upstream]]` id the drafted routes send to.
+        #[arg(long, default_value = "core")]
+        upstream: String,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -126,6 +144,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Routes {
+            from_openapi,
+            upstream,
+        } => {
+            let drafted = std::fs::read_to_string(&from_openapi)
+                .map_err(|e| e.to_string())
+                .and_then(|spec| fapigate::draft_routes(&spec, &upstream));
+            let written = drafted.and_then(|routes| {
+                std::io::Write::write_all(&mut std::io::stdout(), routes.as_bytes())
+                    .map_err(|e| format!("writing the routes: {e}"))
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fapigate routes: {}: {error}", from_openapi.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

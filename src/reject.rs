@@ -35,6 +35,11 @@ pub enum Rejection {
     RequiredHeader {
         description: String,
     },
+    /// A `[[rate_limit]]` reached (RFC 6585 §4: 429 with `Retry-After`).
+    RateLimited {
+        retry_after: u64,
+        description: String,
+    },
     /// No credential of an accepted scheme (401, challenges without an error code).
     NoCredentials,
     /// RFC 6750 `invalid_token` (401), under the scheme the client used.
@@ -160,6 +165,7 @@ impl Rejection {
             Rejection::MethodNotAllowed { .. } => "method_not_allowed",
             Rejection::InvalidRequest { .. } => "invalid_request",
             Rejection::RequiredHeader { .. } => "required_header",
+            Rejection::RateLimited { .. } => "rate_limited",
             Rejection::NoCredentials => "no_credentials",
             Rejection::InvalidToken { .. } => "invalid_token",
             Rejection::InsufficientScope { .. } => "insufficient_scope",
@@ -214,7 +220,7 @@ impl Rejection {
             Rejection::AuthorizationServerUnavailable
             | Rejection::StateUnavailable
             | Rejection::EvidenceUnavailable => 503,
-            Rejection::ReplayShareExhausted { .. } => 429,
+            Rejection::ReplayShareExhausted { .. } | Rejection::RateLimited { .. } => 429,
         }
     }
 
@@ -259,6 +265,7 @@ impl Rejection {
             ),
             Rejection::InvalidRequest { description } => ("invalid_request", description),
             Rejection::RequiredHeader { description } => ("invalid_request", description),
+            Rejection::RateLimited { description, .. } => ("rate_limit_exceeded", description),
             Rejection::NoCredentials => ("invalid_request", "an access token is required"),
             Rejection::InvalidToken { description, .. } => ("invalid_token", description),
             Rejection::HeadersTooLarge => (
@@ -383,7 +390,8 @@ impl Rejection {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Rejection::StateUnavailable => Some(RETRY_STATE),
-            Rejection::ReplayShareExhausted { retry_after } => Some(*retry_after),
+            Rejection::ReplayShareExhausted { retry_after }
+            | Rejection::RateLimited { retry_after, .. } => Some(*retry_after),
             Rejection::AuthorizationServerUnavailable => Some(RETRY_AUTHORIZATION_SERVER),
             Rejection::EvidenceUnavailable => Some(RETRY_EVIDENCE),
             _ => None,

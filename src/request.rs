@@ -68,6 +68,8 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client_cert: Option<&'a ClientCert>,
+    /// The connection's peer address (what `by = "peer_ip"` limits count).
+    pub peer: Option<std::net::IpAddr>,
     /// The JSON request body, parsed only for routes whose rules read it.
     pub body: Option<&'a serde_json::Value>,
     /// The request body bytes, read for routes that verify signatures or sign responses.

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_fallbacks: IntCounterVec,
     pub reloads: IntCounterVec,
     /// Whether the last reload took (1) or was refused (0); 1 before any.
     pub last_reload_successful: IntGauge,
@@ -72,6 +74,20 @@ impl Metrics {
                 "Requests refused by the gateway, by route and reason",
             ),
             &["route", "reason"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "fapigate_rate_limited_total",
+                "Requests refused by a [[rate_limit]], by limit and client (clients named in [[client]] or the limit's clients; others are \"other\")",
+            ),
+            &["limit", "client"],
+        )?;
+        let rate_limit_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "fapigate_rate_limit_fallbacks_total",
+                "Shared rate-limit checks Redis could not answer, decided by this replica's own cell instead",
+            ),
+            &["limit"],
         )?;
         let reloads = IntCounterVec::new(
             Opts::new(
@@ -182,6 +198,8 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(rate_limit_fallbacks.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_successful.clone()))?;
         registry.register(Box::new(last_reload_timestamp.clone()))?;
@@ -201,6 +219,8 @@ impl Metrics {
             request_duration,
             upstream_duration,
             rejections,
+            rate_limited,
+            rate_limit_fallbacks,
             reloads,
             last_reload_successful,
             last_reload_timestamp,

@@ -70,6 +70,12 @@ pub(super) fn compile(
             .unwrap_or_default(),
     };
     let routes = routes(&file.route, &context, &mut errors);
+    let rate_limits = super::compile_limits::rate_limits(
+        &file.rate_limit,
+        &routes,
+        matches!(state.backend, crate::policy::StateBackend::Redis(_)),
+        &mut errors,
+    );
 
     if !errors.0.is_empty() {
         return Err(errors.0);
@@ -89,6 +95,7 @@ pub(super) fn compile(
             upstreams,
             forward,
             routes: RouteTable::new(routes),
+            rate_limits,
         }),
         // Every `None` above was recorded as an error.
         _ => Err(vec![(

@@ -4,7 +4,7 @@
 
 use super::compile::Errors;
 use super::model;
-use super::operand::{parse_operand, parse_reference, UNREADABLE_HEADERS};
+use super::operand::{parse_operand, parse_reference, unjudgeable};
 use crate::policy::consent::{RouteRule, ScopePattern};
 use crate::policy::path::PathTemplate;
 use crate::policy::rar::{Comparison, Operand};
@@ -175,14 +175,10 @@ fn require_headers(
         let key = format!("{key}.require_headers[{j}]");
         match HeaderName::from_bytes(text.as_bytes()) {
             Err(_) => errors.add(key, format!("\"{text}\" is not a header field name")),
-            Ok(name)
-                if UNREADABLE_HEADERS.contains(&name.as_str()) || forwarded.contains(&name) =>
-            {
-                errors.add(
-                    key,
-                    format!("{name} is the gateway's to judge, not a route's requirement"),
-                )
-            }
+            Ok(name) if unjudgeable(name.as_str()) || forwarded.contains(&name) => errors.add(
+                key,
+                format!("{name} is the gateway's to judge, not a route's requirement"),
+            ),
             Ok(name) if names.contains(&name) => {
                 errors.add(key, format!("\"{text}\" is listed twice"))
             }
@@ -272,7 +268,7 @@ consent_scope = "consent:{consent_id}"
         let numeric = grant(json!({"scope": "payments", "openbanking_intent_id": 1}));
         assert_eq!(
             judge("uk-payment", &numeric, body(json!("1")), &headers),
-            Err("route uk-payment rule {body/Data/ConsentId} equals {claim/openbanking_intent_id} does not hold: {claim/openbanking_intent_id} is not a string".into())
+            Err("route uk-payment rule {body/Data/ConsentId} equals {claim/openbanking_intent_id} does not hold: {claim/openbanking_intent_id} is not a string, object or array".into())
         );
     }
 

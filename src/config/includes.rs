@@ -1,6 +1,7 @@
 //! `include = ["packs/uk-ob.toml"]`: route packs kept in their own files. A pack holds only
 //! `[[route]]` tables; its routes join the including file's, their `upstream` names mapped
-//! through `[pack_upstreams]` (pack name -> this file's `[[upstream]]` id). Errors in a pack's
+//! through `[pack_upstreams]` (pack name -> this file's `[[upstream]]` id; every name a pack
+//! uses must be mapped). Errors in a pack's
 //! routes name the pack, its route index and the line in the pack.
 
 use super::{line_at_key, parse, ConfigError};
@@ -65,10 +66,23 @@ pub(super) fn read(
             }
         };
         let mut routes = pack.route;
-        for route in &mut routes {
-            if let Some(ours) = file.pack_upstreams.get(&route.upstream) {
-                used.insert(route.upstream.clone());
-                route.upstream = ours.clone();
+        for (j, route) in routes.iter_mut().enumerate() {
+            // Every name mapped: a forgotten mapping must not bind the pack's routes to an
+            // upstream of this file that happens to bear the same name.
+            match file.pack_upstreams.get(&route.upstream) {
+                Some(ours) => {
+                    used.insert(route.upstream.clone());
+                    route.upstream = ours.clone();
+                }
+                None => errors.push(ConfigError {
+                    key: format!("{key} ({name}): route[{j}].upstream"),
+                    line: None,
+                    message: format!(
+                        "the pack's upstream \"{}\" is not mapped: add it to [pack_upstreams]",
+                        route.upstream
+                    ),
+                    transient: false,
+                }),
             }
         }
         included.packs.push(PackSource {
@@ -78,8 +92,9 @@ pub(super) fn read(
         });
         file.route.extend(routes);
     }
+    let all_read = included.packs.len() == file.include.len();
     for name in file.pack_upstreams.keys() {
-        if !used.contains(name) {
+        if all_read && !used.contains(name) {
             errors.push(ConfigError {
                 key: format!("pack_upstreams.{name}"),
                 line: None,

@@ -4,6 +4,7 @@
 
 mod compile;
 mod compile_consent;
+mod compile_limits;
 mod compile_routes;
 mod compile_state;
 mod compile_trust;

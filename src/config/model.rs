@@ -32,6 +32,8 @@ pub(crate) struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub log: Option<Log>,
+    #[serde(default)]
+    pub rate_limit: Vec<RateLimit>,
     /// Route packs (files of `[[route]]` tables), relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -315,4 +317,27 @@ pub(crate) struct DetailRequirement {
     /// JSON pointer into the detail -> one comparison.
     #[serde(rename = "match", default)]
     pub rules: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimit {
+    pub id: String,
+    /// `client_id`, `certificate` or `peer_ip`.
+    pub by: String,
+    /// `"20/s"`, `"600/m"`, `"10000/h"`.
+    pub rate: String,
+    pub burst: Option<u64>,
+    /// Route ids; default every route the key applies to.
+    pub routes: Option<Vec<String>>,
+    pub shared: Option<bool>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientRate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientRate {
+    pub rate: String,
+    pub burst: Option<u64>,
 }

@@ -3,30 +3,12 @@
 
 use crate::policy::rar::{JsonPointer, Operand};
 
-/// Headers an operand may not read: the credential and proof (judged by the gateway and not
-/// forwarded) and the connection's own fields (not what the upstream receives).
-pub(super) const UNREADABLE_HEADERS: &[&str] = &[
-    "authorization",
-    "dpop",
-    "cookie",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-    // Set or rewritten by the gateway towards the upstream (see proxy::headers).
-    "x-fapi-interaction-id",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "client-cert",
-    "client-cert-chain",
-];
+/// Whether a rule may judge the header field `name`: not the credential and proof (judged by
+/// the gateway and not forwarded), not one the gateway sets, removes or the connection
+/// consumes (see `gateway_headers`).
+pub(super) fn unjudgeable(name: &str) -> bool {
+    crate::gateway_headers::not_passed_as_sent(name)
+}
 
 /// Reads an operand as the contract writes it: `{path.NAME}`, `{body/POINTER}`,
 /// `{claim/POINTER}`, `{scope.NAME}`, `{header.NAME}` or a literal.
@@ -72,7 +54,7 @@ pub(super) fn parse_reference(text: &str) -> Result<Option<Operand>, String> {
     } else if let Some(name) = inner.strip_prefix("header.") {
         let header = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("\"{name}\" is not a header field name"))?;
-        if UNREADABLE_HEADERS.contains(&header.as_str()) {
+        if unjudgeable(header.as_str()) {
             return Err(format!(
                 "{{header.{name}}}: the gateway does not judge {header} by a rule"
             ));

@@ -15,8 +15,8 @@
 //!   is exact JSON equality (so account "0123" never equals "123").
 //! - `acr_values` / `max_auth_age`: the token's `acr` must be listed and `auth_time` recent.
 
-use super::operands::{holds, Sources};
-use super::rar::{Comparison, DetailRequirement, Rule};
+use super::operands::{holds, holds_with, Equality, Sources};
+use super::rar::{Comparison, DetailRequirement, Operand, Rule};
 use super::routes::Route;
 use crate::grant::Grant;
 use serde_json::Value;
@@ -246,7 +246,11 @@ fn route_rules<'s>(route: &'s Route, sources: &Sources<'s>) -> Result<(), Denial
         let right = sources
             .value(&rule.right)
             .map_err(|u| refuse(format!(": {} {}", rule.right, u.describe())))?;
-        if !holds(rule.comparison, &left, &right) {
+        let equality = match rule.right {
+            Operand::Literal(_) => Equality::Decimal,
+            _ => Equality::Exact,
+        };
+        if !holds_with(equality, rule.comparison, &left, &right) {
             return Err(refuse(String::new()));
         }
     }
@@ -257,7 +261,7 @@ fn route_rules<'s>(route: &'s Route, sources: &Sources<'s>) -> Result<(), Denial
 mod tests {
     use super::*;
     use crate::policy::path::PathTemplate;
-    use crate::policy::rar::{JsonPointer, Operand};
+    use crate::policy::rar::JsonPointer;
     use crate::policy::routes::AuthMode;
     use serde_json::json;
     use std::sync::Arc;

@@ -63,6 +63,18 @@ impl JsonError {
 
 /// Parses a whole body strictly (see the module doc).
 pub(crate) fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
+    parse_with(bytes, false)
+}
+
+/// Parses the claims of a token or an introspection response: only a member twice is
+/// refused (the one ambiguity that lets two readers act on two values). Names that differ
+/// only in case are an AS's to issue (Keycloak keys `resource_access` by client id, `App` and
+/// `app` alike), and numbers are read as serde_json reads them.
+pub(crate) fn parse_claims(bytes: &[u8]) -> Result<Value, JsonError> {
+    parse_with(bytes, true)
+}
+
+fn parse_with(bytes: &[u8], claims: bool) -> Result<Value, JsonError> {
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(JsonError::ByteOrderMark);
     }
@@ -70,6 +82,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut reader = Reader {
         bytes: text.as_bytes(),
         at: 0,
+        claims,
     };
     let value = reader.value(0)?;
     reader.whitespace();
@@ -91,6 +104,8 @@ fn folded(name: &str) -> String {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Claims, not a body: case-folded names and inexact numbers are accepted.
+    claims: bool,
 }
 
 impl Reader<'_> {
@@ -157,7 +172,7 @@ impl Reader<'_> {
             if members.contains_key(&name) {
                 return Err(JsonError::DuplicateMember);
             }
-            if !folded_names.insert(folded(&name)) {
+            if !self.claims && !folded_names.insert(folded(&name)) {
                 return Err(JsonError::CaseFoldedMember);
             }
             members.insert(name, value);
@@ -319,9 +334,14 @@ impl Reader<'_> {
             if let Ok(n) = text.parse::<i64>() {
                 return Ok(Number::from(n));
             }
-            return Err(JsonError::InexactNumber);
+            if !self.claims {
+                return Err(JsonError::InexactNumber);
+            }
         }
         let double = text.parse::<f64>().map_err(|_| JsonError::Syntax)?;
+        if self.claims {
+            return Number::from_f64(double).ok_or(JsonError::InexactNumber);
+        }
         // Below the normal range a double keeps fewer digits, and common readers round such
         // numbers differently (serde_json reads 730E-311 as 7.299999999999997e-309).
         if double != 0.0 && double.abs() < f64::MIN_POSITIVE {

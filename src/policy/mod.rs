@@ -6,6 +6,7 @@ pub(crate) mod authorize;
 pub(crate) mod consent;
 pub(crate) mod decimal;
 pub(crate) mod json;
+pub(crate) mod limits;
 mod operands;
 pub(crate) mod path;
 pub(crate) mod rar;
@@ -35,6 +36,7 @@ pub struct Policy {
     pub upstreams: Vec<Arc<UpstreamPolicy>>,
     pub forward: ForwardPolicy,
     pub routes: RouteTable,
+    pub rate_limits: Vec<limits::RateLimit>,
 }
 
 /// How long a body may take before `body_min_rate` applies (Kestrel's is 5 s).
@@ -61,6 +63,18 @@ pub struct ListenerPolicy {
 impl Policy {
     /// This deployment's prefix of keys in Redis: `[state] namespace`, or the `public_url`
     /// authority and path (two deployments with one Redis do not read each other's values).
+    /// The claims some rule reads: the only ones a grant keeps (in memory, in Redis).
+    pub fn claims_read(&self) -> std::collections::BTreeSet<String> {
+        self.routes
+            .iter()
+            .flat_map(|route| route.operands())
+            .filter_map(|operand| match operand {
+                rar::Operand::Claim(pointer) => pointer.first().map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn state_namespace(&self) -> String {
         self.state.namespace.clone().unwrap_or_else(|| {
             let url = &self.listener.public_url;

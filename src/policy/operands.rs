@@ -23,8 +23,8 @@ pub(super) enum Unresolved {
     Missing,
     Repeated,
     NotText,
-    /// A claim compared as one value must be a string (an identifier, or an amount written
-    /// as a decimal string); only the array side of `contains` may be another type.
+    /// A claim compared as one value must be a string, or an object or array compared whole
+    /// (a consent's Initiation); a number, boolean or null is not believed as an identifier.
     NotString,
 }
 
@@ -34,7 +34,7 @@ impl Unresolved {
             Unresolved::Missing => "is absent",
             Unresolved::Repeated => "is sent more than once",
             Unresolved::NotText => "is not visible ASCII text",
-            Unresolved::NotString => "is not a string",
+            Unresolved::NotString => "is not a string, object or array",
         }
     }
 }
@@ -43,7 +43,11 @@ impl<'s> Sources<'s> {
     /// The value of an operand compared as one value.
     pub(super) fn value(&self, operand: &'s Operand) -> Result<Cow<'s, Value>, Unresolved> {
         let value = self.container(operand)?;
-        if matches!(operand, Operand::Claim(_)) && !value.is_string() {
+        let comparable = matches!(
+            &*value,
+            Value::String(_) | Value::Object(_) | Value::Array(_)
+        );
+        if matches!(operand, Operand::Claim(_)) && !comparable {
             return Err(Unresolved::NotString);
         }
         Ok(value)
@@ -87,12 +91,35 @@ impl<'s> Sources<'s> {
     }
 }
 
+/// How `equals` (and `contains`) compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Equality {
+    /// Decimals folded ("100.00" equals 100): RAR rules, and a route rule against a literal.
+    Decimal,
+    /// Exact JSON: a route rule between two values of the request and the token, where both
+    /// are identifiers or whole objects ("0123" never equals 123, "12.5" never "12.50").
+    Exact,
+}
+
 /// `field <comparison> operand`.
 pub(super) fn holds(comparison: Comparison, field: &Value, operand: &Value) -> bool {
+    holds_with(Equality::Decimal, comparison, field, operand)
+}
+
+pub(super) fn holds_with(
+    equality: Equality,
+    comparison: Comparison,
+    field: &Value,
+    operand: &Value,
+) -> bool {
+    let same = |a: &Value, b: &Value| match equality {
+        Equality::Decimal => equals(a, b),
+        Equality::Exact => a == b,
+    };
     match comparison {
-        Comparison::Equals => equals(field, operand),
+        Comparison::Equals => same(field, operand),
         Comparison::Contains => match field {
-            Value::Array(items) => items.iter().any(|item| equals(item, operand)),
+            Value::Array(items) => items.iter().any(|item| same(item, operand)),
             _ => false,
         },
         Comparison::AtLeast => compare(field, operand).is_some_and(|o| o.is_ge()),
@@ -104,6 +131,9 @@ pub(super) fn holds(comparison: Comparison, field: &Value, operand: &Value) -> b
 /// one of them is a JSON number or has a decimal point; otherwise exact JSON equality (so
 /// account "0123" never equals "123").
 fn equals(a: &Value, b: &Value) -> bool {
+    if a.is_object() || a.is_array() || b.is_object() || b.is_array() {
+        return a == b;
+    }
     let decimal_intent = |v: &Value| match v {
         Value::Number(_) => true,
         Value::String(s) => s.contains('.'),

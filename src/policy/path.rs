@@ -236,6 +236,26 @@ impl PathTemplate {
         Ordering::Equal
     }
 
+    /// Whether `self` is strictly more specific than `other` wherever both match: the same
+    /// literals where `other` has literals, and a literal somewhere `other` has a parameter.
+    /// Of two overlapping templates where neither dominates (`/a/{x}/{y}` and `/{p}/b/c`),
+    /// frameworks disagree on the winner, so the gateway refuses the pair.
+    pub fn dominates(&self, other: &PathTemplate) -> bool {
+        if self.segments.len() != other.segments.len() {
+            return false;
+        }
+        let mut stricter = false;
+        for pair in self.segments.iter().zip(&other.segments) {
+            match pair {
+                (Segment::Literal(a), Segment::Literal(b)) if a == b => {}
+                (Segment::Literal(_), Segment::Param(_)) => stricter = true,
+                (Segment::Param(_), Segment::Param(_)) => {}
+                _ => return false,
+            }
+        }
+        stricter
+    }
+
     /// Whether some request path could match both templates.
     pub fn overlaps(&self, other: &PathTemplate) -> bool {
         self.segments.len() == other.segments.len()
@@ -410,5 +430,10 @@ mod tests {
             Ordering::Less,
             "the leftmost literal decides"
         );
+        assert!(t("/accounts/balances").dominates(&t("/accounts/{id}")));
+        assert!(!t("/accounts/{id}").dominates(&t("/accounts/balances")));
+        assert!(!t("/a/{x}/c").dominates(&t("/a/b/{y}")), "crossed");
+        assert!(!t("/a/b/{y}").dominates(&t("/a/{x}/c")), "crossed");
+        assert!(!t("/a/{x}").dominates(&t("/a/{y}")), "the same shape");
     }
 }

@@ -40,6 +40,11 @@ impl JsonPointer {
         &self.text
     }
 
+    /// The member it starts at (for a claim: the claim's name).
+    pub fn first(&self) -> Option<&str> {
+        self.segments.first().map(String::as_str)
+    }
+
     /// The value the pointer names in an object given as its members (a token's claims).
     pub fn resolve_in<'v>(
         &self,

@@ -1,7 +1,8 @@
 //! The route table: method plus path template to exactly one route. Where two templates match
-//! one path the more specific wins (a literal segment before a parameter, leftmost first, as
-//! OpenAPI orders concrete paths before templated ones); two routes of the same shape may not
-//! share a method (refused at load time). Matching never depends on declaration order.
+//! one path, one must dominate the other (its literals where the other has literals, and more)
+//! and it wins, as OpenAPI orders concrete paths before templated ones; crossed templates, and
+//! two routes of the same shape sharing a method, are refused at load time. Matching never
+//! depends on declaration order.
 
 use super::consent::{RouteRule, ScopePattern};
 use super::path::{NormalPath, PathError, PathTemplate};
@@ -43,28 +44,23 @@ pub struct Route {
 }
 
 impl Route {
+    /// Every operand of the route's rules and requirements.
+    pub fn operands(&self) -> impl Iterator<Item = &super::rar::Operand> {
+        self.rules.iter().flat_map(|r| [&r.left, &r.right]).chain(
+            self.authorization_details
+                .iter()
+                .flat_map(|d| d.rules.iter().map(|r| &r.operand)),
+        )
+    }
+
     /// Every request header this route's decision reads: `require_headers` and the
     /// `{header.NAME}` operands. The upstream must receive exactly these.
     pub fn judged_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
-        use super::rar::Operand;
-        fn header(operand: &Operand) -> Option<&http::HeaderName> {
-            match operand {
-                Operand::Header(name) => Some(name),
-                _ => None,
-            }
-        }
-        let of_rules = self
-            .rules
-            .iter()
-            .flat_map(|r| [header(&r.left), header(&r.right)]);
-        let of_details = self
-            .authorization_details
-            .iter()
-            .flat_map(|d| d.rules.iter())
-            .map(|r| header(&r.operand));
-        self.require_headers
-            .iter()
-            .chain(of_rules.chain(of_details).flatten())
+        let of_rules = self.operands().filter_map(|operand| match operand {
+            super::rar::Operand::Header(name) => Some(name),
+            _ => None,
+        });
+        self.require_headers.iter().chain(of_rules)
     }
 
     /// Whether a `match` rule reads the JSON request body.
@@ -159,9 +155,12 @@ impl RouteTable {
     }
 }
 
-/// Two routes conflict when they share a method and their templates match the same paths.
+/// Two routes conflict when their templates cross (some path matches both and neither is
+/// more specific: refused whatever the methods), or match the same paths and share a method.
 pub(crate) fn conflicts(a: &Route, b: &Route) -> bool {
-    a.methods.iter().any(|m| b.methods.contains(m)) && a.template.same_shape(&b.template)
+    let (x, y) = (&a.template, &b.template);
+    let crossed = x.overlaps(y) && !x.same_shape(y) && !x.dominates(y) && !y.dominates(x);
+    crossed || (a.methods.iter().any(|m| b.methods.contains(m)) && x.same_shape(y))
 }
 
 #[cfg(test)]
@@ -284,6 +283,12 @@ mod tests {
         assert!(conflicts(&a, &b));
         assert!(!conflicts(&a, &c));
         assert!(!conflicts(&a, &d), "ordered by specificity");
+        let crossed_a = route("x", &[Method::GET], "/a/{x}/{y}");
+        let crossed_b = route("y", &[Method::POST], "/{p}/b/c");
+        assert!(
+            conflicts(&crossed_a, &crossed_b),
+            "crossed: refused whatever the methods"
+        );
     }
 
     /// CDR's GET /banking/accounts/balances beside GET /banking/accounts/{accountId}: the

@@ -8,8 +8,7 @@ use crate::request::{parse_client_cert, CertSource, ClientCert};
 use pingora::proxy::Session;
 use std::net::IpAddr;
 
-pub(crate) const CLIENT_CERT: &str = "client-cert";
-pub(crate) const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
+pub(crate) use crate::gateway_headers::CLIENT_CERT;
 
 pub(crate) fn from_tls(session: &Session) -> Option<&ClientCert> {
     session

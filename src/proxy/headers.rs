@@ -18,8 +18,10 @@
 //! `Content-Type`; others lower case), as HAProxy and Envoy send them: field names are
 //! case-insensitive (RFC 9110 §5.1) and HTTP/2 clients send them in lower case anyway.
 
-use super::client_cert::{CLIENT_CERT, CLIENT_CERT_CHAIN};
 use super::RequestContext;
+use crate::gateway_headers::{
+    is_hop_header, CLIENT_CERT, CLIENT_CERT_CHAIN, GATEWAY_HEADERS, OVERRIDE_HEADERS, PROXY_HEADERS,
+};
 use crate::interaction;
 use crate::policy::ForwardPolicy;
 use base64::Engine as _;
@@ -144,23 +146,6 @@ pub(crate) struct Hop {
     pub from_trusted_proxy: bool,
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, not the message.
-pub(super) fn is_hop_header(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "http2-settings"
-    )
-}
-
 /// What the upstream is handed besides the client's request.
 pub(crate) struct Handoff<'a> {
     /// The route forwards the client's `Authorization` header (`forward_token`).
@@ -170,43 +155,6 @@ pub(crate) struct Handoff<'a> {
     /// The `public_url` authority, for `X-Forwarded-Host`.
     pub public_host: &'a HeaderValue,
 }
-
-/// Headers no client may send to the upstream: they rewrite the method or the URL in the
-/// frameworks that read them (IIS, Symfony, Zend, Rails, ASP.NET; RFC 9110 §9 gives no such
-/// field).
-const OVERRIDE_HEADERS: [&str; 5] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// Client-address and client-URL fields that only a trusted proxy may send (RFC 7239 §8.1:
-/// a proxy that does not vouch for them must not pass them on).
-const PROXY_HEADERS: [&str; 6] = [
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-ssl",
-    "x-real-ip",
-    "true-client-ip",
-];
-
-/// Fields the gateway alone speaks for towards the upstream, besides the `[forward]` ones.
-/// CGI, WSGI, PHP and Rack read a name with `_` as the same variable as with `-`
-/// (`HTTP_X_FAPI_SUBJECT`), so a client's `X_Fapi_Subject` counts as the gateway's field too.
-const GATEWAY_HEADERS: [&str; 9] = [
-    CLIENT_CERT,
-    CLIENT_CERT_CHAIN,
-    crate::interaction::HEADER,
-    "authorization",
-    "dpop",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-];
 
 /// What the client sent for the gateway alone is removed (RFC 9440 `Client-Cert`, the
 /// `[forward]` headers and their `_` spellings, the DPoP proof, the access token unless the

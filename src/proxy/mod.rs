@@ -8,6 +8,7 @@ pub(crate) mod deadline;
 pub(crate) mod framing;
 pub(crate) mod headers;
 mod signed;
+mod stamp;
 pub(crate) mod tls;
 
 use crate::enforce::{Enforcer, Engine};
@@ -20,12 +21,12 @@ use crate::request::{RequestFacts, X5tS256};
 use crate::telemetry::{access_log, access_log_enabled, AccessRecord, RouteSeries};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
+use stamp::{add_dpop_nonce, stamp, stamp_response};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -174,7 +175,7 @@ impl ProxyHttp for FapiProxy {
         };
         let enforcer = Enforcer::new(&engine);
         let authenticated = {
-            let head = facts(session, from_header.as_ref(), None, ctx.now);
+            let head = facts(session, from_header.as_ref(), ctx.peer, None, ctx.now);
             ctx.client_cert = head.client_cert.map(|c| c.x5t_s256);
             Box::pin(enforcer.authenticate(&head)).await
         };
@@ -199,7 +200,13 @@ impl ProxyHttp for FapiProxy {
             ctx.now = crate::clock::unix_seconds();
         }
         let decision = {
-            let facts = facts(session, from_header.as_ref(), body.as_ref(), ctx.now);
+            let facts = facts(
+                session,
+                from_header.as_ref(),
+                ctx.peer,
+                body.as_ref(),
+                ctx.now,
+            );
             Box::pin(enforcer.conclude(authenticated, &facts)).await
         };
         let admission = match decision {
@@ -372,60 +379,6 @@ impl ProxyHttp for FapiProxy {
     }
 }
 
-static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
-
-/// RFC 9449 §8.2: the rotated nonce of an admitted DPoP request, on a response not cached.
-fn add_dpop_nonce(headers: &mut HeaderMap, ctx: &RequestContext) -> Result<()> {
-    if let Some(nonce) = &ctx.dpop_nonce {
-        let nonce =
-            HeaderValue::from_str(nonce).or_err(ErrorType::InternalError, "dpop nonce header")?;
-        headers.insert(DPOP_NONCE.clone(), nonce);
-        headers.insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
-    }
-    Ok(())
-}
-
-/// `Date` and `x-fapi-interaction-id` on every response, errors included (FAPI1-RS-10/11).
-fn stamp_response(response: &mut ResponseHeader, ctx: &RequestContext) {
-    headers::edit_response(response, |headers| stamp(headers, ctx));
-}
-
-pub(crate) fn stamp(headers: &mut HeaderMap, ctx: &RequestContext) {
-    if !headers.contains_key(http::header::DATE) {
-        headers.insert(http::header::DATE, http_date(ctx.now));
-    }
-    let echo = ctx
-        .engine
-        .as_ref()
-        .is_none_or(|engine| engine.policy.profile.interaction_id);
-    if let (true, Some(id)) = (echo, &ctx.interaction) {
-        headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
-    }
-}
-
-/// The `Date` value: the request's second, or a later one this thread has already formatted
-/// (each second is formatted once per thread, and a date never goes back).
-fn http_date(second: u64) -> http::HeaderValue {
-    thread_local! {
-        static CACHED: std::cell::RefCell<(u64, http::HeaderValue)> =
-            const { std::cell::RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
-    }
-    CACHED.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 == u64::MAX || cached.0 < second {
-            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(second);
-            // An HTTP date is always a valid header value.
-            if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(time)) {
-                *cached = (second, value);
-            }
-        }
-        cached.1.clone()
-    })
-}
-
 fn is_get(session: &Session, path: &str) -> bool {
     let header = session.req_header();
     header.uri.path() == path
@@ -589,6 +542,7 @@ fn builtin_document<'e>(session: &Session, engine: &'e Engine) -> Option<(&'stat
 fn facts<'a>(
     session: &'a Session,
     from_header: Option<&'a crate::request::ClientCert>,
+    peer: Option<std::net::IpAddr>,
     body: Option<&'a body::RequestBody>,
     now: u64,
 ) -> RequestFacts<'a> {
@@ -599,6 +553,7 @@ fn facts<'a>(
         query: header.uri.query(),
         headers: &header.headers,
         client_cert: client_cert::from_tls(session).or(from_header),
+        peer,
         body: body.and_then(|b| b.json.as_ref()),
         raw_body: body.map(|b| b.bytes.as_ref()),
         now,
@@ -614,17 +569,4 @@ async fn refuse(
 ) -> Result<bool> {
     Box::pin(respond(session, ctx, policy, rejection)).await?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::http_date;
-
-    #[test]
-    fn fapi1_rs_10_the_date_is_the_requests_second_and_never_goes_back() {
-        assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
-        // A request that started earlier, answered later on this thread, gets the later date.
-        assert_eq!(http_date(1_699_999_990), "Tue, 14 Nov 2023 22:13:20 GMT");
-        assert_eq!(http_date(1_700_000_001), "Tue, 14 Nov 2023 22:13:21 GMT");
-    }
 }

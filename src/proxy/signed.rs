@@ -5,7 +5,8 @@
 //! request whose answer had not begun; 502 on upstream failure or an oversized body, 504 on
 //! timeout.
 
-use super::{add_dpop_nonce, headers, stamp, RequestContext};
+use super::stamp::{add_dpop_nonce, stamp};
+use super::{headers, RequestContext};
 use crate::audit::Record;
 use crate::enforce::Engine;
 use crate::policy::routes::Route;

@@ -8,6 +8,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 
+pub(crate) mod rate_limit;
 mod redis_replay;
 pub(crate) mod replay;
 pub(crate) use redis_replay::RedisReplayStore;

@@ -214,7 +214,7 @@ impl Introspector {
             }
             self.verify_signed(&bytes, now).await?
         } else {
-            crate::policy::json::parse(&bytes)
+            crate::policy::json::parse_claims(&bytes)
                 .map_err(|_| TokenError::Unavailable("malformed_response"))?
         };
         self.interpret(object, now)

@@ -71,14 +71,14 @@ pub(crate) fn checked_header(
     Ok(header)
 }
 
-/// The payload of a compact JWS read with the one strict JSON reader (RFC 7493 I-JSON: no
-/// duplicate member, exact numbers), when it is an object. The signature is not checked here.
+/// The payload of a compact JWS read by the claims reader (a member twice is refused, RFC 7493
+/// §2.3), when it is an object. The signature is not checked here.
 pub(crate) fn strict_payload(jws: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let payload = jws.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    match crate::policy::json::parse(&bytes).ok()? {
+    match crate::policy::json::parse_claims(&bytes).ok()? {
         serde_json::Value::Object(claims) => Some(claims),
         _ => None,
     }
@@ -131,7 +131,7 @@ pub async fn verify_access_token(
     // The claims rules judge are read once more, strictly: a claim sent twice would be read
     // differently by the upstream or another reader (serde_json keeps the last).
     let claims = strict_payload(token).ok_or(TokenError::Invalid(
-        "the access token's claims are not I-JSON (a member twice, or an inexact number)",
+        "the access token's claims hold a member twice",
     ))?;
     let grant = TokenClaims::grant_from(claims, &issuer.issuer)
         .map_err(|_| TokenError::Invalid("the access token's claims are malformed"))?;
@@ -158,6 +158,29 @@ pub(crate) fn describe(kind: &ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claim twice would be read as its last value here and perhaps its first elsewhere:
+    /// the token is refused. Case-differing names and large numbers are an AS's to issue.
+    #[test]
+    fn claims_are_read_once_and_a_claim_twice_is_refused() {
+        let jws = |payload: &str| {
+            let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+            format!("{}.{}.c2ln", b64(r#"{"alg":"ES256"}"#), b64(payload))
+        };
+        assert!(strict_payload(&jws(
+            r#"{"openbanking_intent_id":"a","openbanking_intent_id":"b"}"#
+        ))
+        .is_none());
+        let claims = strict_payload(&jws(
+            r#"{"resource_access":{"App":{},"app":{}},"n":123456789012345678901234567890,"x":0.1}"#,
+        ))
+        .expect("accepted");
+        assert_eq!(
+            claims["resource_access"].as_object().map(|m| m.len()),
+            Some(2)
+        );
+        assert!(strict_payload(&jws("[1]")).is_none(), "not an object");
+    }
 
     #[test]
     fn jwt_and_opaque_tokens_are_told_apart() {

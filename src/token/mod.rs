@@ -117,6 +117,9 @@ pub struct Tokens {
     counters: Counters,
     /// Introspection results shared by replicas (in front: the local cache).
     shared: Option<SharedVerdicts>,
+    /// The claims the policy's rules read; a grant keeps no other (data minimisation: the
+    /// rest of a token's claims, an e-mail or a name, is neither cached nor shared).
+    claims_read: std::collections::BTreeSet<String>,
 }
 
 impl Tokens {
@@ -189,6 +192,7 @@ impl Tokens {
             counters: Counters::new(&metrics),
             metrics,
             shared,
+            claims_read: policy.claims_read(),
         })
     }
 
@@ -249,8 +253,9 @@ impl Tokens {
                 let issuer = self.jwt_issuers.iter().find(|i| i.issuer == iss).ok_or(
                     TokenError::Invalid("the access token's issuer is not trusted"),
                 )?;
-                let (grant, ttl) =
+                let (mut grant, ttl) =
                     jwt::verify_access_token(token, issuer, &self.algs, self.skew, now).await?;
+                self.keep_read_claims(&mut grant);
                 Ok(Cached {
                     verdict: Verdict::Valid(Arc::new(grant)),
                     ttl,
@@ -289,6 +294,12 @@ impl Tokens {
         }
     }
 
+    fn keep_read_claims(&self, grant: &mut Grant) {
+        grant
+            .claims
+            .retain(|name, _| self.claims_read.contains(name));
+    }
+
     /// The one AS an opaque token can be from: the one whose `token_prefix` it starts with,
     /// or the only one that introspects (whose prefix, if set, it must carry).
     fn introspector_for(&self, token: &str) -> Option<&Introspector> {
@@ -306,7 +317,10 @@ impl Tokens {
         now: u64,
     ) -> Result<Cached, TokenError> {
         let (verdict, ttl) = match introspector.introspect(token, now, &self.metrics).await? {
-            Introspected::Active(grant, ttl) => (Verdict::Valid(Arc::new(*grant)), ttl),
+            Introspected::Active(mut grant, ttl) => {
+                self.keep_read_claims(&mut grant);
+                (Verdict::Valid(Arc::new(*grant)), ttl)
+            }
             Introspected::Inactive(ttl) => (Verdict::Inactive, ttl),
         };
         Ok(Cached {

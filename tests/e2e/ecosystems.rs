@@ -68,16 +68,33 @@ fn post(
     body: &Value,
     pairs: &[(&str, &str)],
 ) -> Response {
+    post_as(
+        bank,
+        path,
+        token,
+        "application/json",
+        body.to_string(),
+        pairs,
+    )
+}
+
+fn post_as(
+    bank: &Bank,
+    path: &str,
+    token: &(String, String),
+    content_type: &str,
+    body: String,
+    pairs: &[(&str, &str)],
+) -> Response {
     let proof = bank
         .auth
         .proof(&token.1, "POST", &bank.url(path), &token.0, None);
     let mut args = headers(&[
         ("Authorization", &format!("DPoP {}", token.0)),
         ("DPoP", &proof),
-        ("Content-Type", "application/json"),
+        ("Content-Type", content_type),
     ]);
     args.extend(headers(pairs));
-    let body = body.to_string();
     args.extend([
         "-X".to_string(),
         "POST".to_string(),
@@ -240,20 +257,24 @@ fn uk_ob_accounts_of_the_consent_and_the_payment_it_authorised() {
         &idempotent,
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
-    // "165.880" is the same amount, exactly.
-    let same = post(
-        &bank,
-        payments,
-        &pisp,
-        &uk_payment("pdc-58923", "165.880"),
-        &idempotent,
-    );
-    assert_eq!(same.status, 200, "{}", same.body);
-    // An altered payment amount.
-    assert_refused(
-        &post(&bank, payments, &pisp, &uk_payment("pdc-58923", "1165.88"), &idempotent),
-        "route uk-domestic-payments rule {body/Data/Initiation/InstructedAmount/Amount} equals {claim/ob_initiation/InstructedAmount/Amount} does not hold",
-    );
+    // The Initiation is compared whole and exactly: an amount written otherwise, an altered
+    // amount, an added roll number are all another payment.
+    let initiation_rule = "route uk-domestic-payments rule {body/Data/Initiation} equals {claim/ob_initiation} does not hold";
+    for altered in [
+        uk_payment("pdc-58923", "165.880"),
+        uk_payment("pdc-58923", "1165.88"),
+        {
+            let mut body = uk_payment("pdc-58923", "165.88");
+            body["Data"]["Initiation"]["CreditorAccount"]["SecondaryIdentification"] =
+                json!("0002");
+            body
+        },
+    ] {
+        assert_refused(
+            &post(&bank, payments, &pisp, &altered, &idempotent),
+            initiation_rule,
+        );
+    }
     // Another consent's id in the body.
     assert_refused(
         &post(&bank, payments, &pisp, &uk_payment("pdc-00001", "165.88"), &idempotent),
@@ -280,7 +301,7 @@ fn uk_ob_accounts_of_the_consent_and_the_payment_it_authorised() {
         ),
         "the header x-idempotency-key must be sent exactly once",
     );
-    assert_eq!(bank.upstream.requests_for(payments), 2);
+    assert_eq!(bank.upstream.requests_for(payments), 1);
 }
 
 const BRAZIL: &str = "[pack_upstreams]\naccounts = \"core\"\npayments = \"core\"\n";
@@ -315,20 +336,30 @@ fn brazil_the_consent_scope_names_the_consent_once() {
 
     let payments = token(&bank, &format!("payments consent:{consent}"), json!({}));
     let pix = "/open-banking/payments/v2/pix/payments";
-    let body = |id: &str| {
-        json!({"data": {"consentId": id, "localInstrument": "DICT", "endToEndId": "E9040088820210128000800123873170",
-            "payment": {"amount": "100.12", "currency": "BRL"},
-            "creditorAccount": {"ispb": "12345678", "number": "1234567890", "accountType": "CACC"}}})
-    };
+    // The body is a signed JWS (application/jwt): passed on as it came, for the core.
+    let jws = "eyJhbGciOiJQUzI1NiIsInR5cCI6IkpXVCJ9.eyJkYXRhIjp7ImNvbnNlbnRJZCI6InVybjpiYW5jb2V4OkMxREQzMzEyMyJ9fQ.c2lnbmF0dXJl";
     let key = [("x-idempotency-key", "7a4c3f0e")];
-    let ok = post(&bank, pix, &payments, &body(consent), &key);
+    let send = |token: &(String, String), pairs: &[(&str, &str)]| {
+        post_as(&bank, pix, token, "application/jwt", jws.to_string(), pairs)
+    };
+    let ok = send(&payments, &key);
     assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(
+        ok.body.contains(jws),
+        "the upstream got the JWS as sent: {}",
+        ok.body
+    );
+    let two_payments = token(
+        &bank,
+        &format!("payments consent:{consent} consent:urn:bancoex:FFFF0000"),
+        json!({}),
+    );
     assert_refused(
-        &post(&bank, pix, &payments, &body("urn:bancoex:OTHER"), &key),
-        "route br-pix-payments rule {body/data/consentId} equals {scope.consent_id} does not hold",
+        &send(&two_payments, &key),
+        "route br-pix-payments accepts exactly one scope consent:{consent_id}: the token has several",
     );
     assert_header_refused(
-        &post(&bank, pix, &payments, &body(consent), &[]),
+        &send(&payments, &[]),
         "route br-pix-payments requires the header x-idempotency-key",
     );
     assert_eq!(bank.upstream.requests_for(pix), 1);

@@ -1,0 +1,139 @@
+//! Applies `[[rate_limit]]` to a request: which limits cover its route, what key each counts
+//! by, and the cell's answer, locally or in Redis. A limited request is refused with 429 and
+//! `Retry-After` before anything is recorded for it (its DPoP proof is not used up).
+
+use crate::policy::limits::{LimitKey, RateLimit};
+use crate::policy::Policy;
+use crate::reject::Rejection;
+use crate::state::rate_limit::{admit_shared, Admit, LocalCells};
+use crate::state::Redis;
+use crate::telemetry::Metrics;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Clients kept per limit on one replica; the least recently seen are forgotten first.
+const CELLS_PER_LIMIT: u64 = 100_000;
+
+/// What identifies the caller, as far as it is known at the point of the check.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub client_id: Option<&'a str>,
+    pub certificate: Option<&'a crate::request::X5tS256>,
+    pub peer: Option<IpAddr>,
+}
+
+struct Applied {
+    limit: RateLimit,
+    cells: LocalCells,
+    /// The `client` label of each known client; others count as "other".
+    known: std::collections::HashSet<String>,
+}
+
+pub(crate) struct Limiter {
+    limits: Vec<Applied>,
+    redis: Option<Arc<Redis>>,
+    namespace: String,
+    /// Microseconds (the Unix clock in service; a fixed one in tests).
+    clock: fn() -> u64,
+}
+
+impl Limiter {
+    pub(crate) fn new(policy: &Policy, redis: Option<Arc<Redis>>) -> Limiter {
+        let limits = policy
+            .rate_limits
+            .iter()
+            .map(|limit| {
+                let longest = limit
+                    .clients
+                    .values()
+                    .chain(std::iter::once(&limit.rate))
+                    .max_by_key(|r| r.tolerance_us().saturating_add(r.emission_us()))
+                    .copied()
+                    .unwrap_or(limit.rate);
+                let known = policy
+                    .clients
+                    .iter()
+                    .map(|c| c.client_id.clone())
+                    .chain(limit.clients.keys().cloned())
+                    .collect();
+                Applied {
+                    limit: limit.clone(),
+                    cells: LocalCells::new(CELLS_PER_LIMIT, &longest),
+                    known,
+                }
+            })
+            .collect();
+        Limiter {
+            limits,
+            redis,
+            namespace: policy.state_namespace(),
+            clock: crate::clock::unix_micros,
+        }
+    }
+
+    /// Every limit over `route` whose key `caller` holds; the first that refuses answers.
+    pub(crate) async fn admit(
+        &self,
+        route: usize,
+        caller: &Caller<'_>,
+        metrics: &Metrics,
+    ) -> Result<(), Rejection> {
+        for applied in &self.limits {
+            let limit = &applied.limit;
+            if !limit.routes.contains(&route) {
+                continue;
+            }
+            let key = match limit.key {
+                LimitKey::ClientId => caller.client_id.map(str::to_string),
+                LimitKey::Certificate => caller.certificate.map(|x5t| x5t.encoded()),
+                LimitKey::PeerIp => caller.peer.map(|ip| ip.to_string()),
+            };
+            let Some(key) = key else { continue };
+            let rate = limit.rate_for(caller.client_id);
+            let shared = match (&self.redis, limit.shared) {
+                (Some(redis), true) => {
+                    // One hash tag per cell: a cluster keeps it on one master.
+                    let cell = format!("fapigate:{}:rl:{{{}:{key}}}", self.namespace, limit.id);
+                    match admit_shared(redis, &cell, &rate).await {
+                        Ok(admit) => Some(admit),
+                        Err(_) => {
+                            metrics
+                                .rate_limit_fallbacks
+                                .with_label_values(&[&limit.id])
+                                .inc();
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let admit = match shared {
+                Some(admit) => admit,
+                None => applied.cells.admit(&key, &rate, (self.clock)()),
+            };
+            if let Admit::After(wait) = admit {
+                let client = match caller.client_id {
+                    Some(id) if applied.known.contains(id) => id,
+                    _ => "other",
+                };
+                metrics
+                    .rate_limited
+                    .with_label_values(&[&limit.id, client])
+                    .inc();
+                // Whole seconds, rounded up: never an invitation to come back too early.
+                let retry_after = wait.as_micros().div_ceil(1_000_000).max(1) as u64;
+                return Err(Rejection::RateLimited {
+                    retry_after,
+                    description: format!(
+                        "rate limit {} ({} per {} s, burst {}) reached; retry after {retry_after} s",
+                        limit.id,
+                        rate.requests,
+                        rate.period.as_secs(),
+                        rate.burst
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
