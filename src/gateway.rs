@@ -114,12 +114,18 @@ impl Gateway {
     /// Re-reads the configuration file. A valid file replaces the engine for new requests
     /// (requests in flight finish under the one they started with); an invalid one is
     /// reported and the running engine stays. Listener and TLS settings need a restart.
-    pub(crate) fn reload(&self) -> Result<(), String> {
+    /// `before_swap` sees the new policy last and may still refuse it (the listener's TLS
+    /// files are read there: a broken certificate keeps the old configuration as a whole).
+    pub(crate) fn reload(
+        &self,
+        before_swap: impl FnOnce(&crate::policy::Policy) -> Result<(), String>,
+    ) -> Result<(), String> {
         let outcome = config::load(&self.config_path)
             .map_err(|errors| errors.to_string())
             .and_then(|policy| {
                 Engine::new(policy, self.metrics.clone(), &self.local).map_err(|e| e.to_string())
-            });
+            })
+            .and_then(|engine| before_swap(&engine.policy).map(|()| engine));
         match outcome {
             Ok(engine) => {
                 let running = self.engine();
@@ -130,6 +136,7 @@ impl Gateway {
                 {
                     tracing::warn!("listener addresses changed: they take effect after a restart");
                 }
+                crate::certificates::record(&self.metrics, &engine.policy);
                 self.engine.store(Arc::new(engine));
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 self.metrics.last_reload_successful.set(1);

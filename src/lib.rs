@@ -13,6 +13,7 @@
 mod admin;
 mod audit;
 mod binding;
+mod certificates;
 mod clock;
 mod config;
 mod credential;
@@ -54,6 +55,13 @@ pub use enforce::Engine;
 pub use openapi::draft_routes;
 pub use policy::{Pkcs11Uri, Policy};
 pub use server::run;
+
+/// What `fapigate check` warns about in a valid configuration: a certificate that expires
+/// within 30 days (or a CRL due for its next update), a listener certificate whose names do
+/// not cover the `public_url` host.
+pub fn certificate_warnings(policy: &Policy) -> Vec<String> {
+    certificates::warnings(policy, clock::unix_seconds())
+}
 pub use signing::signer::ResponseSigner;
 pub use startup::StartError;
 pub use telemetry::{init_logging, Metrics};

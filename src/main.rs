@@ -122,7 +122,10 @@ fn main() -> ExitCode {
                         fapigate::Engine::new(policy, std::sync::Arc::new(m), &local)
                             .map_err(|e| e.to_string())
                     }) {
-                    Ok(_) => {
+                    Ok(engine) => {
+                        for warning in fapigate::certificate_warnings(&engine.policy) {
+                            eprintln!("{}: warning: {warning}", config.display());
+                        }
                         println!("{}: ok: {summary}", config.display());
                         ExitCode::SUCCESS
                     }

@@ -7,6 +7,7 @@ use crate::admin::AdminApp;
 use crate::enforce::Engine;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
+use crate::proxy::listener_tls::ListenerTls;
 use crate::proxy::{tls, FapiProxy};
 use crate::sockets::Sockets;
 use crate::startup::StartError;
@@ -33,10 +34,15 @@ pub fn run(
     let metrics =
         Arc::new(crate::telemetry::Metrics::new().map_err(|e| Unavailable(e.to_string()))?);
     let has_tls = policy.listener.tls.is_some();
-    let tls_settings = match &policy.listener.tls {
-        Some(tls_policy) => Some(tls::listener_settings(tls_policy).map_err(Configuration)?),
+    let listener_tls = match &policy.listener.tls {
+        Some(tls_policy) => Some(ListenerTls::load(tls_policy).map_err(Configuration)?),
         None => None,
     };
+    let tls_settings = match &listener_tls {
+        Some(tls) => Some(tls.settings().map_err(Configuration)?),
+        None => None,
+    };
+    crate::certificates::record(&metrics, &policy);
     let mut wanted = vec![policy.listener.addr, policy.admin_addr];
     wanted.extend(policy.listener.plain_addr);
     let sockets = Sockets::bind(&wanted).map_err(Unavailable)?;
@@ -92,6 +98,7 @@ pub fn run(
             gateway: gateway.clone(),
             bound,
             tls: has_tls,
+            listener_tls,
             ready_file,
         },
     );
@@ -263,7 +270,50 @@ struct Lifecycle {
     gateway: Arc<Gateway>,
     bound: Bound,
     tls: bool,
+    /// The listener's certificate, key, client CAs and CRLs, reloaded live.
+    listener_tls: Option<Arc<ListenerTls>>,
     ready_file: Option<PathBuf>,
+}
+
+/// How often the listener's TLS files are looked at for a change on disk.
+const TLS_WATCH: Duration = Duration::from_secs(2);
+
+impl Lifecycle {
+    /// Serves the TLS files `policy` names from the next handshake, or says why not.
+    fn reload_tls(&self, policy: &Policy) -> Result<(), String> {
+        let (Some(tls), Some(tls_policy)) = (&self.listener_tls, &policy.listener.tls) else {
+            return Ok(());
+        };
+        let outcome = tls.reload(tls_policy);
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        self.gateway
+            .metrics
+            .tls_reloads
+            .with_label_values(&[result])
+            .inc();
+        outcome
+    }
+
+    /// A change on disk (no SIGHUP): only the TLS files are read again.
+    fn watch_tls(&self) {
+        let engine = self.gateway.engine();
+        let (Some(tls), Some(tls_policy)) = (&self.listener_tls, &engine.policy.listener.tls)
+        else {
+            return;
+        };
+        if !tls.changed_on_disk(tls_policy) {
+            return;
+        }
+        match self.reload_tls(&engine.policy) {
+            Ok(()) => {
+                crate::certificates::record(&self.gateway.metrics, &engine.policy);
+                tracing::info!("listener TLS files changed on disk: reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "listener TLS files changed on disk but do not load; the serving ones stay")
+            }
+        }
+    }
 }
 
 /// Whether `addr` accepts a connection (and, for `tls`, completes a handshake).
@@ -329,8 +379,10 @@ impl BackgroundService for Lifecycle {
             "fapigate ready"
         );
         let mut health = tokio::time::interval(Duration::from_secs(1));
+        let mut watch = tokio::time::interval(TLS_WATCH);
         loop {
             tokio::select! {
+                _ = watch.tick() => self.watch_tls(),
                 _ = health.tick() => {
                     if let Some(redis) = self.gateway.engine().redis.clone() {
                         self.gateway.set_state_ok(redis.ping().await);
@@ -344,7 +396,7 @@ impl BackgroundService for Lifecycle {
                         continue;
                     }
                     crate::notify::reloading();
-                    match self.gateway.reload() {
+                    match self.gateway.reload(|policy| self.reload_tls(policy)) {
                         Ok(()) => tracing::info!(routes = self.gateway.engine().policy.routes.len(), "configuration reloaded"),
                         Err(errors) => tracing::error!(errors = %errors, "configuration reload refused; the running policy stays"),
                     }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub certificate_expiry: IntGaugeVec,
+    pub tls_reloads: IntCounterVec,
     pub rate_limit_fallbacks: IntCounterVec,
     pub reloads: IntCounterVec,
     /// Whether the last reload took (1) or was refused (0); 1 before any.
@@ -74,6 +76,20 @@ impl Metrics {
                 "Requests refused by the gateway, by route and reason",
             ),
             &["route", "reason"],
+        )?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "fapigate_certificate_expiry_timestamp_seconds",
+                "When each certificate the gateway holds expires (a CRL: its next update), Unix seconds",
+            ),
+            &["kind", "subject"],
+        )?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "fapigate_tls_reloads_total",
+                "Listener certificate, key, client CA and CRL reloads (SIGHUP or a change on disk), by result",
+            ),
+            &["result"],
         )?;
         let rate_limited = IntCounterVec::new(
             Opts::new(
@@ -199,6 +215,8 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(rate_limit_fallbacks.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_successful.clone()))?;
@@ -220,6 +238,8 @@ impl Metrics {
             upstream_duration,
             rejections,
             rate_limited,
+            certificate_expiry,
+            tls_reloads,
             rate_limit_fallbacks,
             reloads,
             last_reload_successful,

@@ -29,6 +29,30 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
+/// Reads certificate revocation lists: PEM (`X509 CRL` blocks, any number) or one DER CRL.
+/// Each must parse; its issuer and dates are read again for the expiry metric.
+pub(crate) fn read_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, String> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let bytes = read(path)?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: not a PEM CRL file ({e})", path.display()))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err(format!("{}: holds no CRL", path.display()));
+    }
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| format!("{}: a CRL does not parse ({e})", path.display()))?;
+    }
+    Ok(crls)
+}
+
 /// Reads a PEM private key. A key that other users can read is refused: the gateway's keys
 /// are what makes its signatures and its TLS identity worth anything.
 pub(crate) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {

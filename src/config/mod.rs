@@ -7,6 +7,7 @@ mod compile_consent;
 mod compile_limits;
 mod compile_routes;
 mod compile_state;
+mod compile_tls;
 mod compile_trust;
 mod files;
 mod includes;
@@ -16,7 +17,7 @@ mod pkcs11_uri;
 pub(crate) mod units;
 
 pub use files::read_certificates;
-pub(crate) use files::{read_private_key, refuse_world_readable};
+pub(crate) use files::{read_crls, read_private_key, refuse_world_readable};
 
 use crate::policy::Policy;
 use std::fmt;

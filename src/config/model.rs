@@ -69,6 +69,9 @@ pub(crate) struct ListenerTls {
     pub key: String,
     pub client_cert: Option<String>,
     pub client_ca: Option<String>,
+    /// Revocation lists of the `client_ca` authorities (PEM or DER files).
+    #[serde(default)]
+    pub client_crl: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

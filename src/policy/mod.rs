@@ -148,6 +148,8 @@ pub struct TlsPolicy {
     /// Trust roots for client certificates; `None` accepts any certificate whose holder proves
     /// possession of its key.
     pub client_ca: Option<PathBuf>,
+    /// CRLs of those roots: a revoked client certificate fails the handshake.
+    pub client_crl: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

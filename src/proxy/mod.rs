@@ -7,6 +7,7 @@ pub(crate) mod client_cert;
 pub(crate) mod deadline;
 pub(crate) mod framing;
 pub(crate) mod headers;
+pub(crate) mod listener_tls;
 mod signed;
 mod stamp;
 pub(crate) mod tls;

@@ -5,7 +5,6 @@
 use crate::policy::{ClientCertMode, TlsPolicy, TrustRoots};
 use crate::request::{CertSource, ClientCert};
 use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::CaType;
 use pingora::protocols::tls::TlsRef;
@@ -60,16 +59,18 @@ fn upstream_roots(certs: &TrustRoots) -> Arc<CaType> {
 }
 
 /// Accepts any well-formed client certificate whose holder proves possession of its key:
-/// the binding is the certificate hash (RFC 8705 §6.2, MTLS-6.2).
+/// the binding is the certificate hash (RFC 8705 §6.2, MTLS-6.2). With `client_cert = "off"`
+/// none is asked for (`offered` false).
 #[derive(Debug)]
 struct AnyClientCert {
+    offered: bool,
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for AnyClientCert {
     fn offer_client_auth(&self) -> bool {
-        true
+        self.offered
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -115,7 +116,7 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// Hands the client certificate from the handshake to the request phases.
-struct CarryClientCert;
+pub(crate) struct CarryClientCert;
 
 #[async_trait]
 impl TlsAccept for CarryClientCert {
@@ -128,48 +129,42 @@ impl TlsAccept for CarryClientCert {
     }
 }
 
-pub(crate) fn listener_settings(policy: &TlsPolicy) -> Result<TlsSettings, String> {
-    let mut settings =
-        TlsSettings::with_callbacks(Box::new(CarryClientCert)).map_err(|e| e.to_string())?;
-    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    settings
-        .set_certificate_chain_file(&path(&policy.cert))
-        .map_err(|e| e.to_string())?;
-    settings
-        .set_private_key_file(&path(&policy.key))
-        .map_err(|e| e.to_string())?;
-    settings.enable_h2();
+/// The client-certificate verifier `policy` asks for: none (`client_cert = "off"`), any
+/// certificate whose holder proves its key, or one that chains to `client_ca` and is not
+/// revoked by `client_crl` (the end entity's status; an authority without a CRL there makes
+/// its certificates' status unknown, and they are refused).
+pub(crate) fn client_verifier(policy: &TlsPolicy) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let algorithms = crate::tls::fapi_crypto_provider().signature_verification_algorithms;
-    let verifier: Option<Arc<dyn ClientCertVerifier>> =
-        match (&policy.client_ca, policy.client_cert) {
-            (_, ClientCertMode::Off) => None,
-            (None, mode) => Some(Arc::new(AnyClientCert {
-                mandatory: mode == ClientCertMode::Require,
-                algorithms,
-            })),
-            (Some(ca), mode) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = crate::config::read_certificates(ca)?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!("{}: no usable trust root", ca.display()));
-                }
-                let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    Arc::new(crate::tls::fapi_crypto_provider()),
-                );
-                let builder = if mode == ClientCertMode::Require {
-                    builder
-                } else {
-                    builder.allow_unauthenticated()
-                };
-                Some(builder.build().map_err(|e| e.to_string())?)
+    match (&policy.client_ca, policy.client_cert) {
+        (None, mode) | (Some(_), mode @ ClientCertMode::Off) => Ok(Arc::new(AnyClientCert {
+            offered: mode != ClientCertMode::Off,
+            mandatory: mode == ClientCertMode::Require,
+            algorithms,
+        })),
+        (Some(ca), mode) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = crate::config::read_certificates(ca)?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: no usable trust root", ca.display()));
             }
-        };
-    if let Some(verifier) = verifier {
-        settings.set_client_cert_verifier(verifier);
+            let mut crls = Vec::new();
+            for path in &policy.client_crl {
+                crls.extend(crate::config::read_crls(path)?);
+            }
+            let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(crate::tls::fapi_crypto_provider()),
+            );
+            if !crls.is_empty() {
+                builder = builder.with_crls(crls).only_check_end_entity_revocation();
+            }
+            if mode != ClientCertMode::Require {
+                builder = builder.allow_unauthenticated();
+            }
+            builder.build().map_err(|e| e.to_string())
+        }
     }
-    Ok(settings)
 }
 
 /// Server verification for the gateway's own readiness probe of its TLS listener: it only

@@ -6,6 +6,7 @@ mod audit_trail;
 mod authorization;
 mod bank;
 mod binding;
+mod certificates;
 mod cli;
 mod config_check;
 mod deploy;
