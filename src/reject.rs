@@ -35,6 +35,8 @@ pub enum Rejection {
     RequiredHeader {
         description: String,
     },
+    /// The memory replay store holds all it can: 503, its own reason (not Redis being down).
+    ReplayStoreFull,
     /// A `[[rate_limit]]` reached (RFC 6585 §4: 429 with `Retry-After`).
     RateLimited {
         retry_after: u64,
@@ -127,6 +129,7 @@ impl From<crate::binding::BindingError> for Rejection {
                 Rejection::ReplayShareExhausted { retry_after }
             }
             BindingError::StateUnavailable => Rejection::StateUnavailable,
+            BindingError::StoreFull => Rejection::ReplayStoreFull,
         }
     }
 }
@@ -182,6 +185,7 @@ impl Rejection {
             Rejection::UseDpopNonce { .. } => "use_dpop_nonce",
             Rejection::DpopDowngrade => "dpop_downgrade",
             Rejection::StateUnavailable => "state_unavailable",
+            Rejection::ReplayStoreFull => "replay_store_full",
             Rejection::ReplayShareExhausted { .. } => "replay_share_exhausted",
             Rejection::AuthorizationServerUnavailable => "authorization_server_unavailable",
             Rejection::HeadersTooLarge => "headers_too_large",
@@ -219,6 +223,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => 504,
             Rejection::AuthorizationServerUnavailable
             | Rejection::StateUnavailable
+            | Rejection::ReplayStoreFull
             | Rejection::EvidenceUnavailable => 503,
             Rejection::ReplayShareExhausted { .. } | Rejection::RateLimited { .. } => 429,
         }
@@ -305,6 +310,10 @@ impl Rejection {
                 "temporarily_unavailable",
                 "the proof cannot be checked for replay right now",
             ),
+            Rejection::ReplayStoreFull => (
+                "temporarily_unavailable",
+                "the proof cannot be recorded right now: the replay store is full",
+            ),
             Rejection::ReplayShareExhausted { .. } => (
                 "temporarily_unavailable",
                 "this DPoP key has used its share of proofs for now",
@@ -389,7 +398,7 @@ impl Rejection {
     /// Seconds after which the same request may succeed, for refusals that are temporary.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Rejection::StateUnavailable => Some(RETRY_STATE),
+            Rejection::StateUnavailable | Rejection::ReplayStoreFull => Some(RETRY_STATE),
             Rejection::ReplayShareExhausted { retry_after }
             | Rejection::RateLimited { retry_after, .. } => Some(*retry_after),
             Rejection::AuthorizationServerUnavailable => Some(RETRY_AUTHORIZATION_SERVER),

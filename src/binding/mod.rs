@@ -44,6 +44,8 @@ pub enum BindingError {
     ShareExhausted { retry_after: u64 },
     /// The replay store or the nonce key cannot answer: fail closed.
     StateUnavailable,
+    /// The memory replay store is full (`replay_cache_entries` too small for the load).
+    StoreFull,
 }
 
 /// Per-process state that must outlive configuration reloads: the replay records (a reload
@@ -405,6 +407,7 @@ impl Binder {
             Ok(FirstUse::OverShare) => Err(BindingError::ShareExhausted {
                 retry_after: self.window.as_secs().max(1),
             }),
+            Ok(FirstUse::Full) => Err(BindingError::StoreFull),
             Err(_) => Err(BindingError::StateUnavailable),
         }
     }

@@ -28,6 +28,9 @@ pub enum FirstUse {
     Replayed,
     /// The key holds its whole share of the store: not recorded.
     OverShare,
+    /// The store holds all it can (the memory store never forgets a record early): not
+    /// recorded, and no proof is accepted until records age out.
+    Full,
 }
 
 #[async_trait]
@@ -145,7 +148,7 @@ impl MemoryReplayStore {
             return Ok(FirstUse::Replayed);
         }
         if records.current.len() + records.previous.len() >= self.per_shard {
-            return Err(StoreUnavailable);
+            return Ok(FirstUse::Full);
         }
         // Always taken after a record shard, never before: no lock-order inversion.
         let owner = self.shard_key.hash_one(proof.jkt);
@@ -227,8 +230,7 @@ mod tests {
         for i in 0..64u8 {
             let mut key = [i; 32];
             key[16] = 0;
-            if store.first_use(proof(&format!("k{i}"), key), window).await == Err(StoreUnavailable)
-            {
+            if store.first_use(proof(&format!("k{i}"), key), window).await == Ok(FirstUse::Full) {
                 refused = true;
                 break;
             }

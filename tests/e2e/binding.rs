@@ -302,3 +302,53 @@ fn dpop_11_1_2_replay_records_survive_a_configuration_reload() {
         Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
     );
 }
+
+/// DPOP-11-1: a full memory replay store refuses (503) rather than forget a proof, under its
+/// own reason: on-call must tell "raise replay_cache_entries" from "Redis is down".
+#[test]
+fn dpop_11_1_a_full_replay_store_is_503_replay_store_full() {
+    let bank = crate::bank::Bank::start(crate::bank::Options {
+        public_url: Some("https://api.bank.test"),
+        replay_entries_per_key: Some(16),
+        ..crate::bank::Options::default()
+    });
+    let small = bank.replica_with("small", |text| {
+        assert!(text.contains("replay_entries_per_key = 16\n"));
+        text.replace(
+            "replay_entries_per_key = 16\n",
+            "replay_entries_per_key = 16\nreplay_cache_entries = 16\n",
+        )
+    });
+    // Two keys, each with a share of 16: the store (16 records and a quarter of slack over 16
+    // shards, 2 each) is full before either key has used its share, since a record is refused
+    // for a full shard before its key's share is looked at.
+    let keys = [
+        bank.dpop_token("tpp", "ES256", None),
+        bank.dpop_token("tpp", "ES256", None),
+    ];
+    let mut full = None;
+    for i in 0..40 {
+        let (token, key) = &keys[i % 2];
+        let proof = bank
+            .auth
+            .proof(key, "GET", &bank.url("/accounts"), token, None);
+        let response =
+            crate::support::accounts_with(&small, &bank.pki, "DPoP", token, Some(&proof));
+        if response.status != 200 {
+            full = Some(response);
+            break;
+        }
+    }
+    let full = full.expect("a store of 32 places fills within 33 proofs");
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["error"], "temporarily_unavailable");
+    assert_eq!(
+        full.json()["error_description"],
+        "the proof cannot be recorded right now: the replay store is full"
+    );
+    assert!(full.header("retry-after").is_some());
+    crate::support::metrics_showing(
+        small.admin_port,
+        "fapigate_rejections_total{reason=\"replay_store_full\",route=\"accounts\"} 1",
+    );
+}
