@@ -303,10 +303,10 @@ fn dpop_11_1_2_replay_records_survive_a_configuration_reload() {
     );
 }
 
-/// DPOP-11-1: a full memory replay store refuses (503) rather than forget a proof, under its
+/// DPOP-11.1-2: a full memory replay store refuses (503) rather than forget a proof, under its
 /// own reason: on-call must tell "raise replay_cache_entries" from "Redis is down".
 #[test]
-fn dpop_11_1_a_full_replay_store_is_503_replay_store_full() {
+fn dpop_11_1_2_a_full_replay_store_is_503_replay_store_full() {
     let bank = crate::bank::Bank::start(crate::bank::Options {
         public_url: Some("https://api.bank.test"),
         replay_entries_per_key: Some(16),
