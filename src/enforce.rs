@@ -42,6 +42,8 @@ pub struct Engine {
     pub redis: Option<Arc<Redis>>,
     /// `[[rate_limit]]`, with its cells (a reload starts them afresh).
     pub(crate) limiter: Limiter,
+    /// Clients named in `[[client]]` or a limit's `clients`: the only `client` label values.
+    pub(crate) named_clients: std::collections::HashSet<String>,
     metrics: Arc<Metrics>,
     /// The RFC 9728 protected resource metadata document.
     pub resource_metadata: String,
@@ -98,9 +100,21 @@ impl Engine {
             .iter()
             .map(|r| RouteSeries::new(&r.id))
             .collect();
-        let limiter = Limiter::new(&policy, redis.clone());
+        let named_clients: std::collections::HashSet<String> = policy
+            .clients
+            .iter()
+            .map(|c| c.client_id.clone())
+            .chain(
+                policy
+                    .rate_limits
+                    .iter()
+                    .flat_map(|l| l.clients.keys().cloned()),
+            )
+            .collect();
+        let limiter = Limiter::new(&policy, redis.clone(), named_clients.clone());
         Ok(Engine {
             limiter,
+            named_clients,
             metrics,
             series,
             unrouted: RouteSeries::new("none"),

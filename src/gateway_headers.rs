@@ -48,10 +48,11 @@ pub(crate) const PROXY_HEADERS: [&str; 6] = [
 /// Fields the gateway alone speaks for towards the upstream, besides the `[forward]` ones.
 /// CGI, WSGI, PHP and Rack read a name with `_` as the same variable as with `-`
 /// (`HTTP_X_FAPI_SUBJECT`), so a client's `X_Fapi_Subject` counts as the gateway's field too.
-pub(crate) const GATEWAY_HEADERS: [&str; 9] = [
+pub(crate) const GATEWAY_HEADERS: [&str; 10] = [
     CLIENT_CERT,
     CLIENT_CERT_CHAIN,
     crate::interaction::HEADER,
+    crate::trace::HEADER,
     "authorization",
     "dpop",
     "forwarded",

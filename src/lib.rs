@@ -42,6 +42,7 @@ mod state;
 mod telemetry;
 mod tls;
 mod token;
+mod trace;
 
 // Running the gateway: `fapigate check | jwks | run | healthcheck` (src/main.rs,
 // deploy/quickstart.rs).

@@ -25,12 +25,12 @@ pub(crate) struct Caller<'a> {
 struct Applied {
     limit: RateLimit,
     cells: LocalCells,
-    /// The `client` label of each known client; others count as "other".
-    known: std::collections::HashSet<String>,
 }
 
 pub(crate) struct Limiter {
     limits: Vec<Applied>,
+    /// The `client` label values (named clients); others count as "other".
+    named: std::collections::HashSet<String>,
     redis: Option<Arc<Redis>>,
     namespace: String,
     /// Microseconds (the Unix clock in service; a fixed one in tests).
@@ -38,7 +38,11 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    pub(crate) fn new(policy: &Policy, redis: Option<Arc<Redis>>) -> Limiter {
+    pub(crate) fn new(
+        policy: &Policy,
+        redis: Option<Arc<Redis>>,
+        named: std::collections::HashSet<String>,
+    ) -> Limiter {
         let limits = policy
             .rate_limits
             .iter()
@@ -50,21 +54,15 @@ impl Limiter {
                     .max_by_key(|r| r.tolerance_us().saturating_add(r.emission_us()))
                     .copied()
                     .unwrap_or(limit.rate);
-                let known = policy
-                    .clients
-                    .iter()
-                    .map(|c| c.client_id.clone())
-                    .chain(limit.clients.keys().cloned())
-                    .collect();
                 Applied {
                     limit: limit.clone(),
                     cells: LocalCells::new(CELLS_PER_LIMIT, &longest),
-                    known,
                 }
             })
             .collect();
         Limiter {
             limits,
+            named,
             redis,
             namespace: policy.state_namespace(),
             clock: crate::clock::unix_micros,
@@ -113,7 +111,7 @@ impl Limiter {
             };
             if let Admit::After(wait) = admit {
                 let client = match caller.client_id {
-                    Some(id) if applied.known.contains(id) => id,
+                    Some(id) if self.named.contains(id) => id,
                     _ => "other",
                 };
                 metrics

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub client_requests: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
     pub tls_reloads: IntCounterVec,
     pub rate_limit_fallbacks: IntCounterVec,
@@ -76,6 +78,20 @@ impl Metrics {
                 "Requests refused by the gateway, by route and reason",
             ),
             &["route", "reason"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "fapigate_upstream_errors_total",
+                "Upstream failures, by upstream and reason (connect_refused, connect_timeout, timeout, tls, closed, io, protocol, ...)",
+            ),
+            &["upstream", "reason"],
+        )?;
+        let client_requests = IntCounterVec::new(
+            Opts::new(
+                "fapigate_client_requests_total",
+                "Requests with a token, by client and status (clients named in [[client]] or a [[rate_limit]]'s clients; others are \"other\")",
+            ),
+            &["client", "status"],
         )?;
         let certificate_expiry = IntGaugeVec::new(
             Opts::new(
@@ -215,6 +231,8 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(client_requests.clone()))?;
         registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(rate_limit_fallbacks.clone()))?;
@@ -238,6 +256,8 @@ impl Metrics {
             upstream_duration,
             rejections,
             rate_limited,
+            upstream_errors,
+            client_requests,
             certificate_expiry,
             tls_reloads,
             rate_limit_fallbacks,
@@ -374,6 +394,12 @@ pub(crate) struct AccessRecord<'a> {
     pub total_ms: f64,
     pub client_cert: Option<String>,
     pub peer: Option<String>,
+    /// The token's client (the TPP).
+    pub client_id: Option<&'a str>,
+    pub trace: Option<&'a crate::trace::Trace>,
+    pub request_bytes: usize,
+    pub response_bytes: usize,
+    pub tls_version: Option<&'a str>,
 }
 
 /// Whether access-log lines are written at all: the record is not assembled otherwise.
@@ -395,6 +421,12 @@ pub(crate) fn access_log(record: &AccessRecord<'_>) {
         total_ms = record.total_ms,
         client_cert_x5t = record.client_cert.as_deref(),
         peer = record.peer.as_deref(),
+        client_id = record.client_id,
+        trace_id = record.trace.map(|t| t.trace_id()),
+        span_id = record.trace.map(|t| t.span_id()),
+        request_bytes = record.request_bytes,
+        response_bytes = record.response_bytes,
+        tls_version = record.tls_version,
         "access"
     );
 }

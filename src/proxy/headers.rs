@@ -109,6 +109,13 @@ pub(super) fn upstream_headers(
                 headers.insert(interaction::HEADER_NAME.clone(), id.value.clone());
             }
         }
+        // W3C Trace Context: the same trace, with the gateway's span as the parent.
+        if let Some(trace) = &ctx.trace {
+            headers.insert(
+                http::HeaderName::from_static(crate::trace::HEADER),
+                trace.header(),
+            );
+        }
         Ok(())
     })
 }

@@ -42,6 +42,31 @@ pub(crate) struct FapiProxy {
 }
 
 impl FapiProxy {
+    /// `fapigate_upstream_errors_total{upstream,reason}`: what went wrong with which upstream.
+    fn count_upstream_error(&self, ctx: &RequestContext, e: &Error) {
+        let reason = match e.etype() {
+            ErrorType::ConnectTimedout => "connect_timeout",
+            ErrorType::ConnectRefused => "connect_refused",
+            ErrorType::ConnectNoRoute | ErrorType::ConnectError => "connect_error",
+            ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "tls",
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+            ErrorType::ConnectionClosed => "closed",
+            ErrorType::ReadError | ErrorType::WriteError => "io",
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => "protocol",
+            _ => "other",
+        };
+        let engine = ctx.engine.clone().unwrap_or_else(|| self.gateway.engine());
+        let upstream = ctx
+            .route
+            .and_then(|r| engine.policy.routes.get(r))
+            .map_or("none", |route| route.upstream.id.as_str());
+        self.gateway
+            .metrics
+            .upstream_errors
+            .with_label_values(&[upstream, reason])
+            .inc();
+    }
+
     pub(crate) fn new(gateway: Arc<Gateway>) -> Self {
         FapiProxy {
             gateway,
@@ -58,6 +83,7 @@ pub(crate) struct RequestContext {
     now: u64,
     engine: Option<Arc<Engine>>,
     interaction: Option<InteractionId>,
+    trace: Option<crate::trace::Trace>,
     route: Option<usize>,
     rejection: Option<&'static str>,
     client_cert: Option<X5tS256>,
@@ -126,6 +152,7 @@ impl ProxyHttp for FapiProxy {
             now: crate::clock::unix_seconds(),
             engine: None,
             interaction: None,
+            trace: None,
             route: None,
             rejection: None,
             client_cert: None,
@@ -156,6 +183,7 @@ impl ProxyHttp for FapiProxy {
         ctx.interaction = Some(interaction::resolve(
             session.req_header().headers.get(&interaction::HEADER_NAME),
         ));
+        ctx.trace = Some(crate::trace::Trace::resolve(&session.req_header().headers));
         ctx.peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -272,6 +300,9 @@ impl ProxyHttp for FapiProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        if e.esource() == &pingora::ErrorSource::Upstream {
+            self.count_upstream_error(ctx, e);
+        }
         let rejection = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &pingora::ErrorSource::Upstream =>
@@ -354,6 +385,19 @@ impl ProxyHttp for FapiProxy {
         if let Some(reason) = ctx.rejection {
             metrics.rejections.with_label_values(&[route, reason]).inc();
         }
+        let client_id = ctx.grant.as_ref().and_then(|g| g.client_id.as_deref());
+        if let Some(client) = client_id {
+            let engine = ctx.engine.clone().unwrap_or_else(|| self.gateway.engine());
+            let label = if engine.named_clients.contains(client) {
+                client
+            } else {
+                "other"
+            };
+            metrics
+                .client_requests
+                .with_label_values(&[label, code_text])
+                .inc();
+        }
         if !access_log_enabled() {
             return;
         }
@@ -376,6 +420,19 @@ impl ProxyHttp for FapiProxy {
             total_ms: elapsed * 1000.0,
             client_cert: ctx.client_cert.map(|x5t| x5t.log_prefix()),
             peer: ctx.peer.map(|ip| ip.to_string()),
+            client_id,
+            trace: ctx.trace.as_ref(),
+            request_bytes: session.body_bytes_read(),
+            response_bytes: session.body_bytes_sent(),
+            tls_version: session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .map(|tls| match tls.version.as_ref() {
+                    // As RFC 8446 and the logs of other proxies name them.
+                    "TLSv1_3" => "TLSv1.3",
+                    "TLSv1_2" => "TLSv1.2",
+                    other => other,
+                }),
         });
     }
 }

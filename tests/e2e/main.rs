@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_timing;
 mod hsm;
 mod lifecycle;
+mod observability;
 mod openapi;
 mod proxying;
 mod rate_limits;

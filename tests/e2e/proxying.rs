@@ -299,12 +299,21 @@ fn upstream_down_is_502_and_slow_upstream_is_504() {
     assert_eq!(response.status, 502, "{response:?}");
     assert_eq!(response.json()["error"], "bad_gateway");
     assert!(response.header("x-fapi-interaction-id").is_some());
+    // Issue 16 item 3: per-upstream errors, by reason.
+    metrics_showing(
+        gateway.admin_port,
+        "fapigate_upstream_errors_total{reason=\"connect_refused\",upstream=\"core\"} 1",
+    );
     drop(gateway);
 
     let env = Env::start();
     let response = env.get("/slow/1500", &[]);
     assert_eq!(response.status, 504, "{response:?}");
     assert_eq!(response.json()["error"], "gateway_timeout");
+    metrics_showing(
+        env.gateway.admin_port,
+        "fapigate_upstream_errors_total{reason=\"timeout\",upstream=\"core\"} 1",
+    );
 }
 
 /// A request body the upstream stops reading is bounded by the upstream write timeout: 504,
