@@ -102,6 +102,12 @@ pub(crate) fn warnings(policy: &Policy, now: u64) -> Vec<String> {
 
 fn expiry_warning(expiry: &Expiry, now: u64) -> Option<String> {
     let left = expiry.not_after - now as i64;
+    // A CRL's next update is usually days away by design: only a late one is news.
+    let warn_before = if expiry.kind == "client_crl" {
+        86_400
+    } else {
+        WARN_BEFORE as i64
+    };
     let what = match expiry.kind {
         "client_crl" => "its next update is due",
         _ => "it expires",
@@ -112,7 +118,7 @@ fn expiry_warning(expiry: &Expiry, now: u64) -> Option<String> {
             "{kind} {subject}: {what} {} days ago",
             -left / 86_400
         ))
-    } else if left < WARN_BEFORE as i64 {
+    } else if left < warn_before {
         Some(format!(
             "{kind} {subject}: {what} in {} days",
             left / 86_400
@@ -175,6 +181,11 @@ mod tests {
         assert_eq!(
             expiry_warning(&expiry("client_crl", now as i64 - 2 * day), now).as_deref(),
             Some("client_crl CN=api: its next update is due 2 days ago")
+        );
+        assert_eq!(
+            expiry_warning(&expiry("client_crl", now as i64 + 3 * day), now),
+            None,
+            "a CRL's next update days away is normal"
         );
     }
 

@@ -7,7 +7,7 @@ use crate::enforce::Engine;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub(crate) struct Gateway {
@@ -21,8 +21,8 @@ pub(crate) struct Gateway {
     draining: AtomicBool,
     /// Whether the shared state (Redis) answered the last health check.
     state_ok: AtomicBool,
-    /// Round-robin position over upstream addresses.
-    next_upstream: AtomicUsize,
+    /// Upstream addresses: round robin, passive health, names resolved again.
+    pub(crate) upstreams: crate::upstreams::Upstreams,
 }
 
 impl Gateway {
@@ -40,7 +40,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             state_ok: AtomicBool::new(true),
-            next_upstream: AtomicUsize::new(0),
+            upstreams: crate::upstreams::Upstreams::default(),
         }
     }
 
@@ -104,16 +104,23 @@ impl Gateway {
         let (held, capacity) = self.local.replay_fill();
         self.metrics.replay_store_entries.set(held as i64);
         self.metrics.replay_store_capacity.set(capacity as i64);
+        let now = std::time::Instant::now();
+        self.metrics.upstream_address_up.reset();
+        for upstream in &self.engine().policy.upstreams {
+            for addr in self.upstreams.addresses(upstream).iter() {
+                let up = !self.upstreams.is_out(*addr, now);
+                self.metrics
+                    .upstream_address_up
+                    .with_label_values(&[&upstream.id, &addr.to_string()])
+                    .set(i64::from(up));
+            }
+        }
         self.metrics.render()
-    }
-
-    pub(crate) fn next_upstream_turn(&self) -> usize {
-        self.next_upstream.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Re-reads the configuration file. A valid file replaces the engine for new requests
     /// (requests in flight finish under the one they started with); an invalid one is
-    /// reported and the running engine stays. Listener and TLS settings need a restart.
+    /// reported and the running engine stays. Listener addresses need a restart.
     /// `before_swap` sees the new policy last and may still refuse it (the listener's TLS
     /// files are read there: a broken certificate keeps the old configuration as a whole).
     pub(crate) fn reload(

@@ -43,6 +43,7 @@ mod telemetry;
 mod tls;
 mod token;
 mod trace;
+mod upstreams;
 
 // Running the gateway: `fapigate check | jwks | run | healthcheck` (src/main.rs,
 // deploy/quickstart.rs).

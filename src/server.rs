@@ -294,6 +294,29 @@ impl Lifecycle {
         outcome
     }
 
+    /// Names of upstreams whose `resolve_every` has passed are resolved again (a legacy core
+    /// behind DNS failover moves without a restart).
+    async fn resolve_upstreams(&self) {
+        let engine = self.gateway.engine();
+        let now = std::time::Instant::now();
+        for upstream in &engine.policy.upstreams {
+            if !self.gateway.upstreams.due(upstream, now) {
+                continue;
+            }
+            let found = crate::upstreams::resolve(&upstream.targets).await;
+            if self.gateway.upstreams.store(upstream, found, now) {
+                let addrs: Vec<String> = self
+                    .gateway
+                    .upstreams
+                    .addresses(upstream)
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                tracing::info!(upstream = %upstream.id, addresses = %addrs.join(","), "upstream names resolved to new addresses");
+            }
+        }
+    }
+
     /// A change on disk (no SIGHUP): only the TLS files are read again.
     fn watch_tls(&self) {
         let engine = self.gateway.engine();
@@ -384,6 +407,7 @@ impl BackgroundService for Lifecycle {
             tokio::select! {
                 _ = watch.tick() => self.watch_tls(),
                 _ = health.tick() => {
+                    self.resolve_upstreams().await;
                     if let Some(redis) = self.gateway.engine().redis.clone() {
                         self.gateway.set_state_ok(redis.ping().await);
                     } else {

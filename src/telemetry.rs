@@ -20,6 +20,8 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub upstream_errors: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_address_up: IntGaugeVec,
     pub client_requests: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
     pub tls_reloads: IntCounterVec,
@@ -85,6 +87,20 @@ impl Metrics {
                 "Upstream failures, by upstream and reason (connect_refused, connect_timeout, timeout, tls, closed, io, protocol, ...)",
             ),
             &["upstream", "reason"],
+        )?;
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "fapigate_upstream_ejections_total",
+                "Upstream addresses taken out after eject_after consecutive failed connections, by upstream",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_address_up = IntGaugeVec::new(
+            Opts::new(
+                "fapigate_upstream_address_up",
+                "Whether each upstream address is in the rotation (0 while it is out), by upstream and address",
+            ),
+            &["upstream", "address"],
         )?;
         let client_requests = IntCounterVec::new(
             Opts::new(
@@ -232,6 +248,8 @@ impl Metrics {
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_ejections.clone()))?;
+        registry.register(Box::new(upstream_address_up.clone()))?;
         registry.register(Box::new(client_requests.clone()))?;
         registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
@@ -257,6 +275,8 @@ impl Metrics {
             rejections,
             rate_limited,
             upstream_errors,
+            upstream_ejections,
+            upstream_address_up,
             client_requests,
             certificate_expiry,
             tls_reloads,

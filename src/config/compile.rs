@@ -464,10 +464,28 @@ fn upstreams(
                 "must name the upstream's TLS server name (an empty name would verify nothing)",
             );
         }
+        let defaults = crate::policy::UpstreamHealth::default();
+        let health = crate::policy::UpstreamHealth {
+            eject_after: upstream.eject_after.unwrap_or(defaults.eject_after),
+            eject_for: duration(
+                errors,
+                &format!("{key}.eject_for"),
+                upstream.eject_for.as_ref(),
+                "10s",
+            ),
+            resolve_every: duration(
+                errors,
+                &format!("{key}.resolve_every"),
+                upstream.resolve_every.as_ref(),
+                "30s",
+            ),
+        };
         compiled.push(Arc::new(UpstreamPolicy {
             id: upstream.id.clone(),
             host,
             addrs,
+            targets: upstream.addrs.clone(),
+            health,
             tls: upstream.tls.unwrap_or(false),
             sni,
             ca,

@@ -268,6 +268,9 @@ pub(crate) struct Upstream {
     pub read_timeout: Option<String>,
     /// `"public_url"` (default) or `"upstream"`: what the upstream gets as `Host`.
     pub host_header: Option<String>,
+    pub eject_after: Option<u32>,
+    pub eject_for: Option<String>,
+    pub resolve_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

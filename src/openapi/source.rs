@@ -12,7 +12,9 @@
 //! - plain scalars resolve by the YAML 1.2 core schema as yaml-rust2 does (`Yaml::from_str`:
 //!   null, booleans, integers, floats), quoted ones are strings, `!!str`/`!!int`/`!!float`/
 //!   `!!bool`/`!!null` are honoured; a float JSON cannot hold (`.inf`, `.nan`) is refused;
-//! - aliases are expanded, at most [`MAX_ALIAS_NODES`] nodes in all; nesting deeper than
+//! - aliases are expanded, at most [`MAX_ALIAS_NODES`] nodes and [`MAX_ALIAS_BYTES`] bytes of
+//!   strings and keys in all (a small file of aliases to one long string would otherwise
+//!   expand without bound); nesting deeper than
 //!   [`MAX_DEPTH`] (aliases included) is refused, so nothing after this recurses unboundedly;
 //! - one document only.
 //!
@@ -33,6 +35,9 @@ pub(super) const MAX_DEPTH: usize = 128;
 
 /// How many nodes aliases may add to the tree, in all.
 pub(super) const MAX_ALIAS_NODES: usize = 1_000_000;
+
+/// The most string and key bytes aliases may expand to, in all.
+pub(super) const MAX_ALIAS_BYTES: usize = 64 << 20;
 
 /// Why the file is not YAML or JSON, and where (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +142,7 @@ enum Node {
 struct Anchored {
     value: Value,
     nodes: usize,
+    bytes: usize,
     height: usize,
 }
 
@@ -145,6 +151,7 @@ struct Builder {
     stack: Vec<Node>,
     anchors: HashMap<usize, Anchored>,
     alias_nodes: usize,
+    alias_bytes: usize,
     root: Option<Value>,
     documents: usize,
 }
@@ -243,6 +250,13 @@ impl Builder {
                 format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
             ));
         }
+        self.alias_bytes = self.alias_bytes.saturating_add(anchored.bytes);
+        if self.alias_bytes > MAX_ALIAS_BYTES {
+            return Err(SyntaxError::at(
+                mark,
+                format!("aliases expand to more than {MAX_ALIAS_BYTES} bytes"),
+            ));
+        }
         let value = anchored.value.clone();
         self.insert(value, mark)
     }
@@ -256,6 +270,7 @@ impl Builder {
                 Anchored {
                     value: value.clone(),
                     nodes,
+                    bytes: text_bytes(value),
                     height,
                 },
             );
@@ -280,6 +295,19 @@ impl Builder {
                 None => Err(SyntaxError::at(mark, "a mapping key must be a scalar")),
             },
         }
+    }
+}
+
+/// The bytes of the strings and keys in a tree (what an alias copies besides its nodes).
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(text_bytes).fold(0, usize::saturating_add),
+        Value::Object(entries) => entries
+            .iter()
+            .map(|(key, value)| key.len().saturating_add(text_bytes(value)))
+            .fold(0, usize::saturating_add),
+        _ => 8,
     }
 }
 
@@ -515,6 +543,21 @@ mod tests {
         assert!(error.message.contains("duplicate key \"a\""), "{error}");
         // A YAML flow mapping that is not JSON still reads.
         assert_eq!(parse("{a: 1}"), Ok(json!({"a": 1})));
+    }
+
+    /// A short file of aliases to one long string: refused by bytes before it can grow.
+    #[test]
+    fn openapi_yaml_aliases_to_a_long_string_are_bounded_by_bytes() {
+        let long = "x".repeat(1 << 20);
+        let mut text = format!("a: &big \"{long}\"\nb:\n");
+        for _ in 0..100 {
+            text.push_str("  - *big\n");
+        }
+        let error = parse(&text).unwrap_err();
+        assert!(error.message.contains("bytes"), "{error}");
+        // A few are fine.
+        let few = format!("a: &big \"{long}\"\nb: [*big, *big]\n");
+        assert!(parse(&few).is_ok());
     }
 
     #[test]

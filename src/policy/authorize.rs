@@ -275,6 +275,8 @@ mod tests {
             upstream: Arc::new(crate::policy::UpstreamPolicy {
                 id: "u".into(),
                 addrs: vec![],
+                targets: vec![],
+                health: Default::default(),
                 tls: false,
                 sni: String::new(),
                 ca: None,

@@ -463,7 +463,11 @@ pub(crate) type TrustRoots = Arc<[rustls::pki_types::CertificateDer<'static>]>;
 #[derive(Debug)]
 pub struct UpstreamPolicy {
     pub id: String,
+    /// One address per `addrs` entry: the first its name resolved to at load.
     pub addrs: Vec<SocketAddr>,
+    /// The `addrs` entries as written (`host:port`), resolved again every `resolve_every`.
+    pub targets: Vec<String>,
+    pub health: UpstreamHealth,
     pub tls: bool,
     pub sni: String,
     /// Trust roots from `ca_file`; `None` uses the system roots.
@@ -473,6 +477,27 @@ pub struct UpstreamPolicy {
     /// The `Host` the upstream gets: `None` is the `public_url` authority (what clients
     /// address), `Some` the upstream's own address (`host_header = "upstream"`).
     pub host: Option<http::HeaderValue>,
+}
+
+/// Passive health and re-resolution of an upstream's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// Consecutive failed connections that take an address out (0: never).
+    pub eject_after: u32,
+    /// How long an address stays out before it is tried again.
+    pub eject_for: Duration,
+    /// How often names are resolved again (zero: never).
+    pub resolve_every: Duration,
+}
+
+impl Default for UpstreamHealth {
+    fn default() -> Self {
+        UpstreamHealth {
+            eject_after: 3,
+            eject_for: Duration::from_secs(10),
+            resolve_every: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -172,6 +172,8 @@ mod tests {
         Arc::new(UpstreamPolicy {
             id: "core".into(),
             addrs: vec!["127.0.0.1:9000".parse().unwrap()],
+            targets: vec!["127.0.0.1:9000".into()],
+            health: Default::default(),
             tls: false,
             sni: String::new(),
             ca: None,

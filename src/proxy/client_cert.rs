@@ -19,6 +19,19 @@ pub(crate) fn from_tls(session: &Session) -> Option<&ClientCert> {
         .get::<ClientCert>()
 }
 
+/// Whether this connection's certificate was refused when its handshake completed (see
+/// `tls::CarryClientCert`).
+pub(crate) fn refused_on_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some_and(|tls| {
+            tls.extension
+                .get::<super::tls::RefusedClientCert>()
+                .is_some()
+        })
+}
+
 pub(crate) fn from_trusted_proxy(
     session: &Session,
     policy: &Policy,

@@ -72,8 +72,10 @@ impl ListenerTls {
 
     /// Pingora's settings for the listener, resolving through this.
     pub(crate) fn settings(self: &Arc<Self>) -> Result<TlsSettings, String> {
-        let mut settings =
-            TlsSettings::with_callbacks(Box::new(CarryClientCert)).map_err(|e| e.to_string())?;
+        let mut settings = TlsSettings::with_callbacks(Box::new(CarryClientCert {
+            current: self.clone(),
+        }))
+        .map_err(|e| e.to_string())?;
         settings.set_cert_resolver(Arc::new(Resolver(self.clone())));
         settings.set_client_cert_verifier(Arc::new(Delegate(self.clone())));
         settings.enable_h2();
@@ -87,6 +89,11 @@ impl ListenerTls {
         let material = load(policy)?;
         self.current.store(Arc::new(material));
         Ok(())
+    }
+
+    /// The client-certificate verifier serving now.
+    pub(crate) fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current.load().verifier.clone()
     }
 
     /// Whether a file of `policy` changed since it was last read (or tried).

@@ -89,6 +89,10 @@ pub(crate) struct RequestContext {
     client_cert: Option<X5tS256>,
     peer: Option<IpAddr>,
     upstream_started: Option<Instant>,
+    /// The address this attempt connects to, and those that failed before it.
+    upstream_addr: Option<std::net::SocketAddr>,
+    tried: Vec<std::net::SocketAddr>,
+    connect_failed: bool,
     upstream_ms: Option<f64>,
     dpop_nonce: Option<String>,
     grant: Option<Arc<crate::grant::Grant>>,
@@ -158,6 +162,9 @@ impl ProxyHttp for FapiProxy {
             client_cert: None,
             peer: None,
             upstream_started: None,
+            upstream_addr: None,
+            tried: Vec::new(),
+            connect_failed: false,
             upstream_ms: None,
             dpop_nonce: None,
             grant: None,
@@ -191,6 +198,13 @@ impl ProxyHttp for FapiProxy {
         let policy = &engine.policy;
 
         if let Err(rejection) = screen_head(session, policy) {
+            return refuse(session, ctx, policy, rejection).await;
+        }
+        if client_cert::refused_on_tls(session) {
+            let rejection = Rejection::InvalidRequest {
+                description:
+                    "the client certificate of this connection is revoked or no longer trusted",
+            };
             return refuse(session, ctx, policy, rejection).await;
         }
         if let Some((content_type, document)) = builtin_document(session, &engine) {
@@ -264,14 +278,67 @@ impl ProxyHttp for FapiProxy {
             .zip(ctx.route)
             .and_then(|(engine, index)| engine.policy.routes.get(index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no admitted route"))?;
-        // The shared round-robin counter is only touched when there is a choice to make.
-        let turn = match route.upstream.addrs.len() {
-            0 | 1 => 0,
-            _ => self.gateway.next_upstream_turn(),
-        };
-        let peer = self.peer_for(&route.upstream, turn)?;
-        ctx.upstream_started = Some(Instant::now());
+        let now = Instant::now();
+        let addr = self
+            .gateway
+            .upstreams
+            .choose_except(&route.upstream, now, &ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
+        ctx.upstream_addr = Some(addr);
+        let peer = self.peer_for(&route.upstream, addr)?;
+        ctx.upstream_started = Some(now);
         Ok(Box::new(peer))
+    }
+
+    /// A connection that failed counts against its address (passive health) and, while
+    /// another address is left, the request is tried there: nothing was sent yet.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let (Some(addr), Some(engine), Some(index)) = (ctx.upstream_addr, &ctx.engine, ctx.route)
+        else {
+            return e;
+        };
+        let Some(route) = engine.policy.routes.get(index) else {
+            return e;
+        };
+        let upstream = &route.upstream;
+        ctx.tried.push(addr);
+        ctx.connect_failed = true;
+        self.count_upstream_error(ctx, &e);
+        let upstreams = &self.gateway.upstreams;
+        if upstreams.failed(upstream, addr, Instant::now()) == crate::upstreams::Failure::Ejected {
+            self.gateway
+                .metrics
+                .upstream_ejections
+                .with_label_values(&[&upstream.id])
+                .inc();
+            tracing::warn!(upstream = %upstream.id, address = %addr, "upstream address out after failed connections");
+        }
+        if upstreams.another_left(upstream, &ctx.tried) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(addr) = ctx.upstream_addr {
+            self.gateway.upstreams.connected(addr);
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -300,7 +367,8 @@ impl ProxyHttp for FapiProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        if e.esource() == &pingora::ErrorSource::Upstream {
+        // A failed connection was counted when it failed (fail_to_connect).
+        if e.esource() == &pingora::ErrorSource::Upstream && !ctx.connect_failed {
             self.count_upstream_error(ctx, e);
         }
         let rejection = match e.etype() {
@@ -520,7 +588,11 @@ impl FapiProxy {
         if !route.sign_response {
             return Ok(false);
         }
-        let Ok(peer) = self.peer_for(&route.upstream, self.gateway.next_upstream_turn()) else {
+        let chosen = self
+            .gateway
+            .upstreams
+            .choose(&route.upstream, Instant::now());
+        let Some(Ok(peer)) = chosen.map(|addr| self.peer_for(&route.upstream, addr)) else {
             return refuse(session, ctx, &engine.policy, Rejection::UpstreamFailed).await;
         };
         let exchange = signed::Exchange {
@@ -536,13 +608,9 @@ impl FapiProxy {
         Ok(true)
     }
 
-    /// One address of an upstream (round robin by `turn`) with its timeouts and trust roots.
-    fn peer_for(&self, upstream: &UpstreamPolicy, turn: usize) -> Result<HttpPeer> {
-        let addr = upstream
-            .addrs
-            .get(turn % upstream.addrs.len().max(1))
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream has no address"))?;
-        let mut peer = HttpPeer::new(*addr, upstream.tls, upstream.sni.clone());
+    /// One address of an upstream with its timeouts and trust roots.
+    fn peer_for(&self, upstream: &UpstreamPolicy, addr: std::net::SocketAddr) -> Result<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);

@@ -115,8 +115,17 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// Hands the client certificate from the handshake to the request phases.
-pub(crate) struct CarryClientCert;
+/// Hands the client certificate from the handshake to the request phases, checked again
+/// against the verifier serving now: a resumed TLS session carries the certificate of the
+/// handshake it resumes without verifying it, so a certificate revoked (or a CA removed)
+/// since is caught here.
+pub(crate) struct CarryClientCert {
+    pub(crate) current: Arc<super::listener_tls::ListenerTls>,
+}
+
+/// The connection's certificate is not accepted now (revoked, or no longer trusted since a
+/// resumed session's first handshake): every request on it is refused.
+pub(crate) struct RefusedClientCert;
 
 #[async_trait]
 impl TlsAccept for CarryClientCert {
@@ -124,8 +133,16 @@ impl TlsAccept for CarryClientCert {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let der = tls.peer_certificate_der()?;
-        Some(Arc::new(ClientCert::new(der.to_vec(), CertSource::Tls)))
+        let chain = tls.peer_cert_chain_der()?;
+        let (leaf, intermediates) = chain.split_first()?;
+        let verified =
+            self.current
+                .verifier()
+                .verify_client_cert(leaf, intermediates, UnixTime::now());
+        if verified.is_err() {
+            return Some(Arc::new(RefusedClientCert));
+        }
+        Some(Arc::new(ClientCert::new(leaf.to_vec(), CertSource::Tls)))
     }
 }
 

@@ -286,3 +286,87 @@ fn ops_check_warns_when_the_certificate_does_not_name_the_public_host() {
         "{same:?}"
     );
 }
+
+/// `openssl s_client`: one request on a new connection, saving (`-sess_out`) or resuming
+/// (`-sess_in`) the TLS session; returns what it printed.
+fn s_client(
+    gateway: &Gateway,
+    ca: &Path,
+    client: &(PathBuf, PathBuf),
+    session: &Path,
+    resume: bool,
+) -> String {
+    use std::io::Write;
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", gateway.port),
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-cert")
+        .arg(&client.0)
+        .arg("-key")
+        .arg(&client.1)
+        .args(["-tls1_3", "-ign_eof"])
+        .arg(if resume { "-sess_in" } else { "-sess_out" })
+        .arg(session)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A resumed TLS session carries the certificate of the handshake it resumes, unverified:
+/// the gateway checks it again, so a certificate revoked since is refused on it too.
+#[test]
+fn ops_a_certificate_revoked_after_the_handshake_is_refused_on_a_resumed_session() {
+    let dir = temp_dir();
+    let pki = Pki::new(dir.path());
+    let upstream = Upstream::start();
+    let tpp_ca = Authority::new(dir.path(), "tpp-ca");
+    let good = tpp_ca.client(dir.path(), "tpp-good", 0x2002);
+    let crl = dir.path().join("tls/tpp-ca.crl");
+    tpp_ca.revoke(&crl, &[0x2001], 1);
+    let socket = Reserved::new();
+    let port = socket.port();
+    let gateway = Gateway::launch(dir.path(), socket, |admin, plain| {
+        config_text(port, admin, plain, upstream.addr, "").replace(
+            "client_cert = \"request\"\n",
+            "client_cert = \"request\"\nclient_ca = \"tls/tpp-ca.crt\"\nclient_crl = [\"tls/tpp-ca.crl\"]\n",
+        )
+    });
+    let session = dir.path().join("tls.session");
+    let first = s_client(&gateway, &pki.ca(), &good, &session, false);
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    tpp_ca.revoke(&crl, &[0x2001, 0x2002], 2);
+    metrics_showing(
+        gateway.admin_port,
+        "fapigate_tls_reloads_total{result=\"ok\"} 1",
+    );
+    let resumed = s_client(&gateway, &pki.ca(), &good, &session, true);
+    assert!(
+        resumed.contains("Reused, TLSv1.3"),
+        "the session was resumed: {resumed}"
+    );
+    assert!(resumed.contains("HTTP/1.1 400"), "{resumed}");
+    assert!(
+        resumed
+            .contains("the client certificate of this connection is revoked or no longer trusted"),
+        "{resumed}"
+    );
+}

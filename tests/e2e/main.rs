@@ -31,3 +31,4 @@ mod signing;
 mod support;
 mod tls;
 mod tokens;
+mod upstream_health;
