@@ -256,9 +256,9 @@ impl<'e> Enforcer<'e> {
         // What the connection shows (a certificate, the peer) is counted before any credential
         // is looked at; the client, once its token is known.
         let connection = Caller {
-            client_id: None,
             certificate: head.client_cert.map(|c| &c.x5t_s256),
             peer: head.peer,
+            ..Caller::default()
         };
         self.engine
             .limiter
@@ -297,6 +297,8 @@ impl<'e> Enforcer<'e> {
         .map_err(|e| on_route(e.into()))?;
         let client = Caller {
             client_id: grant.client_id.as_deref(),
+            issuer: Some(grant.issuer.as_str()),
+            bound_to: grant.cnf.jkt.as_deref().or(grant.cnf.x5t_s256.as_deref()),
             ..Caller::default()
         };
         self.engine

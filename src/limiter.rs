@@ -1,6 +1,7 @@
 //! Applies `[[rate_limit]]` to a request: which limits cover its route, what key each counts
 //! by, and the cell's answer, locally or in Redis. A limited request is refused with 429 and
-//! `Retry-After` before anything is recorded for it (its DPoP proof is not used up).
+//! `Retry-After` before its DPoP proof is recorded (the proof is not used up); limits checked
+//! before the one that refused have counted it.
 
 use crate::policy::limits::{LimitKey, RateLimit};
 use crate::policy::Policy;
@@ -11,15 +12,34 @@ use crate::telemetry::Metrics;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Clients kept per limit on one replica; the least recently seen are forgotten first.
+/// Clients kept per limit on one replica (moka's TinyLFU decides which to forget).
 const CELLS_PER_LIMIT: u64 = 100_000;
 
 /// What identifies the caller, as far as it is known at the point of the check.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Caller<'a> {
     pub client_id: Option<&'a str>,
+    /// The token's issuer and what it is bound to: a client is counted per issuer (two ASes
+    /// may each have a `tpp-001`), and a token without `client_id` by its key or certificate.
+    pub issuer: Option<&'a str>,
+    pub bound_to: Option<&'a str>,
     pub certificate: Option<&'a crate::request::X5tS256>,
     pub peer: Option<IpAddr>,
+}
+
+/// An IPv4 address, or the /64 of an IPv6 one: a host given a /64 has all of it to rotate
+/// through, so its addresses count as one.
+fn peer_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 struct Applied {
@@ -82,9 +102,13 @@ impl Limiter {
                 continue;
             }
             let key = match limit.key {
-                LimitKey::ClientId => caller.client_id.map(str::to_string),
+                LimitKey::ClientId => match (caller.client_id, caller.bound_to) {
+                    (Some(id), _) => Some(format!("{} {id}", caller.issuer.unwrap_or(""))),
+                    (None, Some(key)) => Some(format!("cnf {key}")),
+                    (None, None) => caller.issuer.map(|iss| format!("{iss} unknown")),
+                },
                 LimitKey::Certificate => caller.certificate.map(|x5t| x5t.encoded()),
-                LimitKey::PeerIp => caller.peer.map(|ip| ip.to_string()),
+                LimitKey::PeerIp => caller.peer.map(peer_key),
             };
             let Some(key) = key else { continue };
             let rate = limit.rate_for(caller.client_id);
@@ -133,5 +157,20 @@ impl Limiter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_peer_counts_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_eq!(peer_key(a), "2001:db8:1:2::/64");
+        assert_eq!(peer_key("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(peer_key("192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }

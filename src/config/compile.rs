@@ -74,6 +74,10 @@ pub(super) fn compile(
         &file.rate_limit,
         &routes,
         matches!(state.backend, crate::policy::StateBackend::Redis(_)),
+        listener
+            .as_ref()
+            .and_then(|l| l.tls.as_ref())
+            .is_some_and(|tls| tls.client_ca.is_some()),
         &mut errors,
     );
 

@@ -38,6 +38,7 @@ pub(super) fn rate_limits(
     limits: &[model::RateLimit],
     routes: &[Route],
     redis: bool,
+    client_ca: bool,
     errors: &mut Errors,
 ) -> Vec<RateLimit> {
     let mut ids = HashSet::new();
@@ -45,6 +46,14 @@ pub(super) fn rate_limits(
     for (i, limit) in limits.iter().enumerate() {
         let key = format!("rate_limit[{i}]");
         unique(errors, &mut ids, format!("{key}.id"), &limit.id);
+        // It names Redis keys and error descriptions: a plain name.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if limit.id.len() > 64 || !limit.id.bytes().all(plain) {
+            errors.add(
+                format!("{key}.id"),
+                "must be at most 64 letters, digits, '-', '_' or '.'",
+            );
+        }
         let Some(by) = LimitKey::parse(&limit.by) else {
             errors.add(
                 format!("{key}.by"),
@@ -77,6 +86,12 @@ pub(super) fn rate_limits(
                 found
             }
         };
+        if by == LimitKey::Certificate && !client_ca {
+            errors.add(
+                format!("{key}.by"),
+                "\"certificate\" needs listener.tls.client_ca: self-signed certificates are free to make, one per request",
+            );
+        }
         let shared = limit.shared.unwrap_or(false);
         if shared && !redis {
             errors.add(
@@ -165,6 +180,20 @@ mod tests {
             vec![(
                 "rate_limit[0].shared".into(),
                 "needs [state] backend = \"redis\" to count across replicas".into()
+            )]
+        );
+        assert_eq!(
+            errors(&limit("by = \"certificate\"\n")),
+            vec![(
+                "rate_limit[0].by".into(),
+                "\"certificate\" needs listener.tls.client_ca: self-signed certificates are free to make, one per request".into()
+            )]
+        );
+        assert_eq!(
+            errors(&limit("by = \"peer_ip\"\n").replace("id = \"l\"", "id = \"a:b\"")),
+            vec![(
+                "rate_limit[0].id".into(),
+                "must be at most 64 letters, digits, '-', '_' or '.'".into()
             )]
         );
         assert_eq!(
