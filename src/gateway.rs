@@ -104,6 +104,9 @@ impl Gateway {
         let (held, capacity) = self.local.replay_fill();
         self.metrics.replay_store_entries.set(held as i64);
         self.metrics.replay_store_capacity.set(capacity as i64);
+        self.metrics
+            .access_log_dropped
+            .inc_by(crate::access_log::take_dropped());
         let now = std::time::Instant::now();
         self.metrics.upstream_address_up.reset();
         for upstream in &self.engine().policy.upstreams {

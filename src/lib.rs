@@ -10,6 +10,7 @@
 //! the list below; everything else is `pub(crate)` at most, which `unreachable_pub` keeps so.
 #![warn(unreachable_pub)]
 
+mod access_log;
 mod admin;
 mod audit;
 mod binding;

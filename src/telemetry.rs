@@ -19,6 +19,7 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub access_log_dropped: prometheus::IntCounter,
     pub upstream_errors: IntCounterVec,
     pub upstream_ejections: IntCounterVec,
     pub upstream_address_up: IntGaugeVec,
@@ -80,6 +81,10 @@ impl Metrics {
                 "Requests refused by the gateway, by route and reason",
             ),
             &["route", "reason"],
+        )?;
+        let access_log_dropped = prometheus::IntCounter::new(
+            "fapigate_access_log_dropped_total",
+            "Access lines dropped because the log writer could not keep up (a worker never waits for it)",
         )?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
@@ -248,6 +253,7 @@ impl Metrics {
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(upstream_ejections.clone()))?;
         registry.register(Box::new(upstream_address_up.clone()))?;
         registry.register(Box::new(client_requests.clone()))?;
@@ -275,6 +281,7 @@ impl Metrics {
             rejections,
             rate_limited,
             upstream_errors,
+            access_log_dropped,
             upstream_ejections,
             upstream_address_up,
             client_requests,
@@ -351,6 +358,7 @@ pub fn init_logging(json: bool, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
+    crate::access_log::use_fast_json(json);
     // A second initialisation (tests, reload) keeps the first subscriber.
     let _ = if json {
         builder.json().flatten_event(true).try_init()
@@ -428,6 +436,10 @@ pub(crate) fn access_log_enabled() -> bool {
 }
 
 pub(crate) fn access_log(record: &AccessRecord<'_>) {
+    if crate::access_log::fast_json() {
+        crate::access_log::write(record);
+        return;
+    }
     tracing::info!(
         target: "fapigate::access",
         interaction_id = record.interaction_id,
