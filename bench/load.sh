@@ -13,6 +13,9 @@
 #             JWT (jwt_verify: signature and exp) as a Bearer token, alternately
 #   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, together or
 #             alternately (LOAD below)
+#   log       GET /status (auth = "none") on a fapigate writing its JSON access log (level
+#             info, to a file) against the same on one that does not (level warn), together
+#             or alternately (LOAD): the access line's CPU cost per request
 #   reload    one wrk run on GET /status; meanwhile a route is appended to the configuration
 #             and fapigate gets SIGHUP. PASS: no socket error, no non-2xx, the new route answers
 #   all       the four, in that order, with one set of servers
@@ -68,8 +71,8 @@ bin=$target/release
 die() { echo "load.sh: $*" >&2; exit 1; }
 
 case $SCENARIO in
-    baseline | dpop | signed | reload | all) ;;
-    *) die "unknown scenario \"$SCENARIO\" (baseline, dpop, signed, reload, all)" ;;
+    baseline | dpop | signed | log | reload | all) ;;
+    *) die "unknown scenario \"$SCENARIO\" (baseline, dpop, signed, log, reload, all)" ;;
 esac
 want() { [[ $SCENARIO == all || $SCENARIO == "$1" ]]; }
 
@@ -355,6 +358,20 @@ if want signed && [[ $LOAD == together ]]; then
     pingora_pids+=("$gate_b_pid")
 fi
 
+# log: a second fapigate, the same configuration but for the level, writes access lines.
+if want log; then
+    gateway_copy fapigate-log
+    log_plain_port=$copy_plain_port
+    log_admin_port=$copy_admin_port
+    sed -i 's/^level = "warn"$/level = "info"/' "$tmp/fapigate-log.toml"
+    grep -q '^level = "info"$' "$tmp/fapigate-log.toml" || die "log: the level was not raised"
+    # shellcheck disable=SC2046
+    $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-log.toml" >"$tmp/fapigate-log.log" 2>&1 &
+    gate_log_pid=$!
+    pids+=("$gate_log_pid")
+    pingora_pids+=("$gate_log_pid")
+fi
+
 # dpop also runs against a second fapigate that keeps replay records in a real Redis.
 if want dpop; then
     command -v redis-server >/dev/null || die "redis-server is needed for the dpop scenario"
@@ -448,6 +465,9 @@ fi
 if [[ -n ${gate_b_pid:-} ]]; then
     wait_for fapigate-b "$gate_b_pid" "http://127.0.0.1:$admin_b_port/readyz"
 fi
+if [[ -n ${gate_log_pid:-} ]]; then
+    wait_for fapigate-log "$gate_log_pid" "http://127.0.0.1:$log_admin_port/readyz"
+fi
 
 clk_tck=$(getconf CLK_TCK)
 # utime + stime of the whole process, in clock ticks (fields 14 and 15; comm may hold spaces).
@@ -488,6 +508,7 @@ target() {
         dpop-redis) echo "$gate2_pid $plain2_port /accounts $repo/bench/dpop.lua" ;;
         haproxy-jwt) echo "$haproxy_pid $haproxy_port /accounts bearer" ;;
         signed) echo "$gate_pid $plain_port /signed -" ;;
+        logged) echo "$gate_log_pid $log_plain_port /status -" ;;
         plain)
             if [[ -n ${gate_b_pid:-} ]]; then
                 echo "$gate_b_pid $plain_b_port /plain -"
@@ -815,6 +836,34 @@ if want signed; then
     else
         counts signed signed plain
     fi
+fi
+
+# ---------------------------------------------------------------------------------------- log
+if want log; then
+    lines_before=$(wc -l <"$tmp/fapigate-log.log")
+    [[ $(curl_status "http://127.0.0.1:$log_plain_port/status") == 200 ]] || die "log: /status did not answer"
+    for i in $(seq 1 50); do
+        (( $(wc -l <"$tmp/fapigate-log.log") > lines_before )) && break
+        sleep 0.1
+    done
+    grep -q '"message":"access"' "$tmp/fapigate-log.log" || die "log: fapigate-log writes no access line"
+    ! grep -q '"message":"access"' "$tmp/fapigate.log" || die "log: fapigate (level warn) writes access lines"
+    warm status logged
+    for round in $(seq 1 "$ROUNDS"); do
+        measure_pair log status logged
+    done
+    say ""
+    say "### log: GET /status (auth none), JSON access log on (level info, to a file) vs off (level warn)"
+    say ""
+    medians log status logged
+    ratio_row log logged status
+    log_cost=$(awk -v a="$(median "${cpu[log/logged]}")" -v b="$(median "${cpu[log/status]}")" \
+        'BEGIN { printf "%.1f", a - b }')
+    verdict=$(awk -v c="$log_cost" 'BEGIN { print (c + 0 <= 3) ? "PASS" : "FAIL" }')
+    dropped=$(curl -s --max-time 2 "http://127.0.0.1:$log_admin_port/metrics" \
+        | awk '/^fapigate_access_log_dropped_total/ { print $2; f = 1 } END { if (!f) print "?" }')
+    say ""
+    say "access log cost = $log_cost µs CPU per request (median logged - median status; target <= 3: $verdict); lines dropped: $dropped"
 fi
 
 # ---------------------------------------------------------------------------------------- reload

@@ -1,27 +1,30 @@
 //! The JSON access line, written without `tracing`'s per-field formatting: serialised straight
-//! into a buffer the worker thread reuses, then handed to one writer thread through a bounded
-//! queue. A full queue (stdout slower than the requests, a log collector that stalls) drops
-//! the line and counts it (`fapigate_access_log_dropped_total`) rather than block a worker.
-//! The line has the shape `tracing`'s JSON lines have (flattened fields), so one parser reads
-//! both.
+//! into a buffer the worker thread reuses, then appended to one pending batch that a writer
+//! thread empties every few milliseconds (no wake-up per line). A batch that reached its bound
+//! (stdout slower than the requests, a log collector that stalls) drops the line and counts it
+//! (`fapigate_access_log_dropped_total`) rather than block a worker. The line has the shape
+//! `tracing`'s JSON lines have (flattened fields), so one parser reads both.
 
 use crate::telemetry::AccessRecord;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
-/// Lines waiting for the writer; beyond, lines are dropped.
-const QUEUE: usize = 16_384;
-/// A write to stdout is at most this (a pipe keeps writes up to PIPE_BUF whole, so lines of
-/// the writer and of `tracing` never interleave).
+/// The most bytes waiting for the writer; beyond, lines are dropped.
+const PENDING_MAX: usize = 8 << 20;
+/// How often the writer empties the batch.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// A write to stdout is at most this, cut at line ends (a pipe keeps writes up to PIPE_BUF
+/// whole, so lines of the writer and of `tracing` never interleave).
 const WRITE_MAX: usize = 4096;
 
 static JSON: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-static QUEUE_TX: OnceLock<SyncSender<Vec<u8>>> = OnceLock::new();
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static WRITER: OnceLock<()> = OnceLock::new();
 
 /// Access lines take this path when the log is JSON (`init_logging`).
 pub(crate) fn use_fast_json(json: bool) {
@@ -37,44 +40,56 @@ pub(crate) fn take_dropped() -> u64 {
     DROPPED.swap(0, Ordering::Relaxed)
 }
 
-fn queue() -> &'static SyncSender<Vec<u8>> {
-    QUEUE_TX.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+fn start_writer() {
+    WRITER.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("fapigate-access".into())
-            .spawn(move || write_lines(rx));
+            .spawn(write_batches);
         if spawned.is_err() {
-            // No writer: every line is dropped (and counted), none blocks.
             tracing::error!("cannot start the access-log writer: access lines are dropped");
         }
-        tx
-    })
+    });
 }
 
-fn write_lines(rx: Receiver<Vec<u8>>) {
-    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_MAX);
-    let stdout = std::io::stdout();
-    let flush = |batch: &mut Vec<u8>| {
-        if !batch.is_empty() {
-            let _ = stdout.lock().write_all(batch);
-            batch.clear();
-        }
-    };
-    while let Ok(line) = rx.recv() {
-        let mut next = Some(line);
-        while let Some(line) = next.take() {
-            if batch.len() + line.len() > WRITE_MAX {
-                flush(&mut batch);
-            }
-            if line.len() >= WRITE_MAX {
-                let _ = stdout.lock().write_all(&line);
-            } else {
-                batch.extend_from_slice(&line);
-            }
-            next = rx.try_recv().ok();
-        }
-        flush(&mut batch);
+fn write_batches() {
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        write_pending(&mut batch);
     }
+}
+
+/// Writes what is pending now (the writer's turn, and once more before the process exits).
+pub(crate) fn flush() {
+    write_pending(&mut Vec::new());
+}
+
+fn write_pending(batch: &mut Vec<u8>) {
+    {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *pending, batch);
+    }
+    {
+        let stdout = std::io::stdout();
+        let mut rest: &[u8] = batch;
+        while !rest.is_empty() {
+            let cut = if rest.len() <= WRITE_MAX {
+                rest.len()
+            } else {
+                // The last line end within WRITE_MAX, or a whole over-long line.
+                match rest[..WRITE_MAX].iter().rposition(|b| *b == b'\n') {
+                    Some(end) => end + 1,
+                    None => rest
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |end| end + 1),
+                }
+            };
+            let _ = stdout.lock().write_all(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+    }
+    batch.clear();
 }
 
 thread_local! {
@@ -83,20 +98,20 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// Queues the line of `record`.
+/// Adds the line of `record` to the pending batch.
 pub(crate) fn write(record: &AccessRecord<'_>) {
-    let line = BUFFER.with(|buffer| {
+    start_writer();
+    BUFFER.with(|buffer| {
         let mut out = buffer.borrow_mut();
         out.clear();
         render(&mut out, record);
-        out.as_bytes().to_vec()
-    });
-    match queue().try_send(line) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() + out.len() > PENDING_MAX {
             DROPPED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.extend_from_slice(out.as_bytes());
         }
-    }
+    });
 }
 
 fn render(out: &mut String, record: &AccessRecord<'_>) {
@@ -116,22 +131,31 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
     let _ = write!(out, ".{:06}Z\"", now.subsec_micros());
     out.push_str(",\"level\":\"INFO\",\"message\":\"access\",\"target\":\"fapigate::access\"");
     text(out, "interaction_id", Some(record.interaction_id));
-    text(out, "interaction_id_origin", Some(record.interaction_id_origin));
+    text(
+        out,
+        "interaction_id_origin",
+        Some(record.interaction_id_origin),
+    );
     text(out, "route", Some(record.route));
     text(out, "method", Some(record.method));
     text(out, "path", Some(record.path));
     let _ = write!(out, ",\"status\":{}", record.status);
     text(out, "outcome", Some(record.outcome));
     if let Some(ms) = record.upstream_ms {
-        let _ = write!(out, ",\"upstream_ms\":{ms}");
+        millis(out, "upstream_ms", ms);
     }
-    let _ = write!(out, ",\"total_ms\":{}", record.total_ms);
+    millis(out, "total_ms", record.total_ms);
     text(out, "client_cert_x5t", record.client_cert.as_deref());
-    text(out, "peer", record.peer.as_deref());
+    if let Some(peer) = record.peer {
+        let _ = write!(out, ",\"peer\":\"{peer}\"");
+    }
     text(out, "client_id", record.client_id);
     if let Some(trace) = record.trace {
-        text(out, "trace_id", Some(&trace.trace_id()));
-        text(out, "span_id", Some(&trace.span_id()));
+        out.push_str(",\"trace_id\":\"");
+        hex(out, &trace.trace_id);
+        out.push_str("\",\"span_id\":\"");
+        hex(out, &trace.span_id);
+        out.push('"');
     }
     let _ = write!(
         out,
@@ -140,6 +164,20 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
     );
     text(out, "tls_version", record.tls_version);
     out.push_str("}\n");
+}
+
+/// Milliseconds to the microsecond, without float formatting: `,"name":12.345`.
+fn millis(out: &mut String, name: &str, ms: f64) {
+    let micros = (ms * 1000.0).round().max(0.0) as u64;
+    let _ = write!(out, ",\"{name}\":{}.{:03}", micros / 1000, micros % 1000);
+}
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
 }
 
 /// `,"name":"value"` with the value escaped as JSON (RFC 8259 §7); nothing for `None`.
@@ -217,7 +255,7 @@ mod tests {
             upstream_ms: Some(1.5),
             total_ms: 2.25,
             client_cert: None,
-            peer: Some("127.0.0.1".into()),
+            peer: Some("127.0.0.1".parse().unwrap()),
             client_id: Some("tpp"),
             trace: Some(&trace),
             request_bytes: 3,
@@ -233,6 +271,7 @@ mod tests {
         assert_eq!(line["path"], "/a\\b\u{1}\n");
         assert_eq!(line["status"], 200);
         assert_eq!(line["upstream_ms"], 1.5);
+        assert_eq!(line["peer"], "127.0.0.1");
         assert_eq!(line["total_ms"], 2.25);
         assert!(line.get("client_cert_x5t").is_none());
         assert_eq!(line["trace_id"], trace.trace_id());

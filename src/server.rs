@@ -119,6 +119,7 @@ pub fn run(
     server.run(pingora::server::RunArgs {
         shutdown_signal: Box::new(drain),
     });
+    crate::access_log::flush();
     std::process::exit(0)
 }
 

@@ -421,7 +421,7 @@ pub(crate) struct AccessRecord<'a> {
     pub upstream_ms: Option<f64>,
     pub total_ms: f64,
     pub client_cert: Option<String>,
-    pub peer: Option<String>,
+    pub peer: Option<std::net::IpAddr>,
     /// The token's client (the TPP).
     pub client_id: Option<&'a str>,
     pub trace: Option<&'a crate::trace::Trace>,
@@ -452,7 +452,7 @@ pub(crate) fn access_log(record: &AccessRecord<'_>) {
         upstream_ms = record.upstream_ms,
         total_ms = record.total_ms,
         client_cert_x5t = record.client_cert.as_deref(),
-        peer = record.peer.as_deref(),
+        peer = record.peer.map(|ip| ip.to_string()).as_deref(),
         client_id = record.client_id,
         trace_id = record.trace.map(|t| t.trace_id()),
         span_id = record.trace.map(|t| t.span_id()),

@@ -487,7 +487,7 @@ impl ProxyHttp for FapiProxy {
             upstream_ms: ctx.upstream_ms,
             total_ms: elapsed * 1000.0,
             client_cert: ctx.client_cert.map(|x5t| x5t.log_prefix()),
-            peer: ctx.peer.map(|ip| ip.to_string()),
+            peer: ctx.peer,
             client_id,
             trace: ctx.trace.as_ref(),
             request_bytes: session.body_bytes_read(),
