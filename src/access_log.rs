@@ -17,13 +17,16 @@ use std::time::Duration;
 const PENDING_MAX: usize = 8 << 20;
 /// How often the writer empties the batch.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
-/// A write to stdout is at most this, cut at line ends (a pipe keeps writes up to PIPE_BUF
-/// whole, so lines of the writer and of `tracing` never interleave).
+/// A write to stdout is at most this, cut at line ends: a pipe keeps writes up to PIPE_BUF
+/// whole, so lines of other processes sharing it never cut into ours (this process's own
+/// writers all go through std's locked stdout).
 const WRITE_MAX: usize = 4096;
 
 static JSON: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Held while a batch is taken and written, so that `flush` waits for one in flight.
+static WRITING: Mutex<()> = Mutex::new(());
 static WRITER: OnceLock<()> = OnceLock::new();
 
 /// Access lines take this path when the log is JSON (`init_logging`).
@@ -65,6 +68,7 @@ pub(crate) fn flush() {
 }
 
 fn write_pending(batch: &mut Vec<u8>) {
+    let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
     {
         let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *pending, batch);
@@ -85,11 +89,19 @@ fn write_pending(batch: &mut Vec<u8>) {
                         .map_or(rest.len(), |end| end + 1),
                 }
             };
-            let _ = stdout.lock().write_all(&rest[..cut]);
+            if stdout.lock().write_all(&rest[..cut]).is_err() {
+                // Lines that could not be written are lines dropped (EPIPE, ENOSPC).
+                let lines = rest[..cut].iter().filter(|b| **b == b'\n').count();
+                DROPPED.fetch_add(lines as u64, Ordering::Relaxed);
+            }
             rest = &rest[cut..];
         }
     }
     batch.clear();
+    // A burst's capacity is given back rather than kept for good.
+    if batch.capacity() > 1 << 20 {
+        batch.shrink_to(1 << 20);
+    }
 }
 
 thread_local! {
