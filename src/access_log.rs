@@ -140,7 +140,9 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
         }
         out.push_str(&second.1);
     });
-    let _ = write!(out, ".{:06}Z\"", now.subsec_micros());
+    out.push('.');
+    padded(out, u64::from(now.subsec_micros()), 6);
+    out.push_str("Z\"");
     out.push_str(",\"level\":\"INFO\",\"message\":\"access\",\"target\":\"fapigate::access\"");
     text(out, "interaction_id", Some(record.interaction_id));
     text(
@@ -151,15 +153,29 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
     text(out, "route", Some(record.route));
     text(out, "method", Some(record.method));
     text(out, "path", Some(record.path));
-    let _ = write!(out, ",\"status\":{}", record.status);
+    out.push_str(",\"status\":");
+    number(out, u64::from(record.status));
     text(out, "outcome", Some(record.outcome));
     if let Some(ms) = record.upstream_ms {
         millis(out, "upstream_ms", ms);
     }
     millis(out, "total_ms", record.total_ms);
     text(out, "client_cert_x5t", record.client_cert.as_deref());
-    if let Some(peer) = record.peer {
-        let _ = write!(out, ",\"peer\":\"{peer}\"");
+    match record.peer {
+        Some(std::net::IpAddr::V4(v4)) => {
+            out.push_str(",\"peer\":\"");
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                number(out, u64::from(*octet));
+            }
+            out.push('"');
+        }
+        Some(peer) => {
+            let _ = write!(out, ",\"peer\":\"{peer}\"");
+        }
+        None => {}
     }
     text(out, "client_id", record.client_id);
     if let Some(trace) = record.trace {
@@ -169,11 +185,10 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
         hex(out, &trace.span_id);
         out.push('"');
     }
-    let _ = write!(
-        out,
-        ",\"request_bytes\":{},\"response_bytes\":{}",
-        record.request_bytes, record.response_bytes
-    );
+    out.push_str(",\"request_bytes\":");
+    number(out, record.request_bytes as u64);
+    out.push_str(",\"response_bytes\":");
+    number(out, record.response_bytes as u64);
     text(out, "tls_version", record.tls_version);
     out.push_str("}\n");
 }
@@ -181,7 +196,38 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
 /// Milliseconds to the microsecond, without float formatting: `,"name":12.345`.
 fn millis(out: &mut String, name: &str, ms: f64) {
     let micros = (ms * 1000.0).round().max(0.0) as u64;
-    let _ = write!(out, ",\"{name}\":{}.{:03}", micros / 1000, micros % 1000);
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    number(out, micros / 1000);
+    out.push('.');
+    padded(out, micros % 1000, 3);
+}
+
+/// Decimal digits without `core::fmt` (it costs more than the rest of the line).
+fn number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[at..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// `n` in exactly `width` digits, zeros in front (`n` below 10^width).
+fn padded(out: &mut String, n: u64, width: u32) {
+    let mut divisor = 10u64.pow(width.saturating_sub(1));
+    while divisor > 0 {
+        out.push(char::from(b'0' + ((n / divisor) % 10) as u8));
+        divisor /= 10;
+    }
 }
 
 fn hex(out: &mut String, bytes: &[u8]) {
@@ -239,6 +285,22 @@ fn date_time(out: &mut String, seconds: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_decimal_digits() {
+        let mut out = String::new();
+        for n in [0u64, 7, 10, 200, 65_535, u64::MAX] {
+            out.clear();
+            number(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        out.clear();
+        padded(&mut out, 42, 6);
+        assert_eq!(out, "000042");
+        out.clear();
+        millis(&mut out, "t", 12.3456);
+        assert_eq!(out, ",\"t\":12.346");
+    }
 
     #[test]
     fn dates_are_utc_civil_dates() {
