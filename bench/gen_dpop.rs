@@ -8,9 +8,15 @@
 //!     writes DIR/as.pk8 and DIR/dpop.pk8 (fresh P-256 keys, PKCS#8 DER, mode 600),
 //!     DIR/jwks.json (the issuer's public JWKS, for `jwks_file`) and DIR/token (one ES256
 //!     at+jwt: iss, aud, exp in 1 h, scope "accounts", cnf.jkt = the DPoP key's thumbprint)
-//! gen-dpop proofs DIR HTU COUNT OUT
+//!     DIR/opaque (an opaque token) and DIR/introspection.json (the AS's RFC 7662 answer for
+//!     it: active, the same claims, cnf.jkt), for the opaque-token scenario
+//! gen-dpop mtls-token DIR CERT_DER
+//!     writes DIR/mtls-token: the same at+jwt claims bound to the certificate CERT_DER
+//!     (cnf.x5t#S256, RFC 8705), signed with DIR/as.pk8
+//! gen-dpop proofs DIR HTU COUNT OUT [TOKEN_FILE]
 //!     writes COUNT DPoP proofs to OUT, one per line: ES256, distinct jti, htm GET, htu HTU,
-//!     iat now, ath = base64url(SHA-256(DIR/token)); signed with DIR/dpop.pk8
+//!     iat now, ath = base64url(SHA-256(TOKEN_FILE, default DIR/token)); signed with
+//!     DIR/dpop.pk8
 //! ```
 
 use aws_lc_rs::rand::SystemRandom;
@@ -93,9 +99,31 @@ fn keys(dir: &Path, issuer: &str, audience: &str) -> Result<(), String> {
 
     let dpop_jwk = public_jwk(&dpop_key);
     let jkt = fapigate::stages::jkt(dpop_jwk.as_object().expect("object")).expect("EC thumbprint");
+    let claims = token_claims(issuer, audience, serde_json::json!({"jkt": jkt}));
+    let token = sign(&as_key, &token_header(), &claims);
+    std::fs::write(dir.join("token"), &token).map_err(|e| format!("token: {e}"))?;
+
+    // The opaque token means nothing by itself: the AS's answer (served to the gateway's
+    // introspection call) carries what the JWT's payload carries, plus active.
+    let mut answer = claims;
+    answer["active"] = true.into();
+    answer["token_type"] = "DPoP".into();
+    std::fs::write(dir.join("introspection.json"), answer.to_string())
+        .map_err(|e| format!("introspection.json: {e}"))?;
+    let opaque = format!("bench-opaque-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(dir.join("opaque"), opaque).map_err(|e| format!("opaque: {e}"))?;
+    eprintln!("gen-dpop: keys and tokens in {} (jkt {jkt})", dir.display());
+    Ok(())
+}
+
+fn token_header() -> serde_json::Value {
+    serde_json::json!({"typ": "at+jwt", "alg": "ES256", "kid": AS_KID})
+}
+
+/// RFC 9068 claims for one hour, bound by `cnf`.
+fn token_claims(issuer: &str, audience: &str, cnf: serde_json::Value) -> serde_json::Value {
     let iat = now();
-    let header = serde_json::json!({"typ": "at+jwt", "alg": "ES256", "kid": AS_KID});
-    let claims = serde_json::json!({
+    serde_json::json!({
         "iss": issuer,
         "aud": audience,
         "sub": "bench-user",
@@ -104,17 +132,34 @@ fn keys(dir: &Path, issuer: &str, audience: &str) -> Result<(), String> {
         "iat": iat,
         "exp": iat + 3600,
         "jti": uuid::Uuid::new_v4().to_string(),
-        "cnf": {"jkt": jkt},
-    });
-    let token = sign(&as_key, &header, &claims);
-    std::fs::write(dir.join("token"), &token).map_err(|e| format!("token: {e}"))?;
-    eprintln!("gen-dpop: keys and token in {} (jkt {jkt})", dir.display());
+        "cnf": cnf,
+    })
+}
+
+fn mtls_token(dir: &Path, cert_der: &Path) -> Result<(), String> {
+    let as_key = load_key(&dir.join("as.pk8"))?;
+    let der = std::fs::read(cert_der).map_err(|e| format!("{}: {e}", cert_der.display()))?;
+    let claims = std::fs::read(dir.join("introspection.json"))
+        .map_err(|e| format!("introspection.json: {e}"))?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&claims).map_err(|e| format!("introspection.json: {e}"))?;
+    let (Some(issuer), Some(audience)) = (claims["iss"].as_str(), claims["aud"].as_str()) else {
+        return Err("introspection.json: no iss or aud".into());
+    };
+    let x5t = b64url(sha2::Sha256::digest(&der));
+    let claims = token_claims(issuer, audience, serde_json::json!({"x5t#S256": x5t}));
+    let token = sign(&as_key, &token_header(), &claims);
+    std::fs::write(dir.join("mtls-token"), token).map_err(|e| format!("mtls-token: {e}"))?;
+    eprintln!(
+        "gen-dpop: mTLS-bound token in {} (x5t#S256 {x5t})",
+        dir.display()
+    );
     Ok(())
 }
 
-fn proofs(dir: &Path, htu: &str, count: usize, out: &Path) -> Result<(), String> {
+fn proofs(dir: &Path, htu: &str, count: usize, out: &Path, token: &Path) -> Result<(), String> {
     let dpop_key = load_key(&dir.join("dpop.pk8"))?;
-    let token = std::fs::read_to_string(dir.join("token")).map_err(|e| format!("token: {e}"))?;
+    let token = std::fs::read_to_string(token).map_err(|e| format!("{}: {e}", token.display()))?;
     let ath = b64url(sha2::Sha256::digest(token.trim().as_bytes()));
     let header =
         serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(&dpop_key)});
@@ -155,13 +200,19 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         [_, "keys", dir, issuer, audience] => keys(Path::new(dir), issuer, audience),
-        [_, "proofs", dir, htu, count, out] => match count.parse::<usize>() {
-            Ok(n) if n > 0 => proofs(Path::new(dir), htu, n, Path::new(out)),
-            _ => Err(format!("COUNT must be a positive integer, got {count:?}")),
-        },
+        [_, "mtls-token", dir, cert_der] => mtls_token(Path::new(dir), Path::new(cert_der)),
+        [_, "proofs", dir, htu, count, out, token @ ..] if token.len() <= 1 => {
+            let token = token
+                .first()
+                .map_or_else(|| Path::new(dir).join("token"), Into::into);
+            match count.parse::<usize>() {
+                Ok(n) if n > 0 => proofs(Path::new(dir), htu, n, Path::new(out), &token),
+                _ => Err(format!("COUNT must be a positive integer, got {count:?}")),
+            }
+        }
         _ => {
             eprintln!(
-                "usage: gen-dpop keys DIR ISSUER AUDIENCE\n       gen-dpop proofs DIR HTU COUNT OUT"
+                "usage: gen-dpop keys DIR ISSUER AUDIENCE\n       gen-dpop mtls-token DIR CERT_DER\n       gen-dpop proofs DIR HTU COUNT OUT [TOKEN_FILE]"
             );
             return ExitCode::from(2);
         }

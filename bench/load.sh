@@ -9,8 +9,13 @@
 #             proxy, together or alternately (LOAD below; the default scenario)
 #   dpop      GET /accounts with a DPoP-bound JWT access token and a fresh DPoP proof on every
 #             request (pre-signed by bench/gen_dpop.rs, sent by bench/dpop.lua), against
-#             fapigate's GET /status, the Pingora proxy, and HAProxy checking the same ES256
-#             JWT (jwt_verify: signature and exp) as a Bearer token, alternately
+#             fapigate's GET /status (auth none) and against HAProxy checking the same ES256
+#             JWT (jwt_verify: signature and exp) as a Bearer token; the same with the replay
+#             records in Redis; a cached introspected opaque token with a fresh DPoP proof;
+#             an mTLS-bound JWT over a client-certificate connection (wrk cannot present a
+#             certificate: a second HAProxy on the load CPUs takes wrk's plain requests to
+#             fapigate's TLS listener with the client certificate, for /status alike); and
+#             fapigate's /status against the Pingora proxy. Pairs as LOAD says
 #   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, together or
 #             alternately (LOAD below)
 #   log       GET /status (auth = "none") on a fapigate writing its JSON access log (level
@@ -26,15 +31,15 @@
 #   CONNECTIONS=16       wrk connections (one wrk thread)
 #   WARMUP=1s            unrecorded wrk run per target before the first round ("0" to skip)
 #   BENCH_THREADS=1      worker threads of both proxies
-#   DPOP_PROOFS=200000   proofs signed before each measured dpop run (must outlast DURATION)
+#   DPOP_PROOFS=200000   proofs signed before each measured run with DPoP (must outlast DURATION)
 #   RELOAD_DURATION=10s  the reload scenario's wrk run;  RELOAD_AT=3  seconds in, the reload
-#   LOAD=together        baseline and signed scenarios: both targets of a round are loaded at
-#                        the same time, their proxies pinned to one CPU and wrk and the upstream
-#                        to the others, so that both meet the same neighbours and share that CPU
-#                        fairly: each round's ratio compares like with like (the default; the
-#                        signed scenario then runs a second fapigate for /plain).
-#                        alternate: one target after the other, unpinned. dpop and reload
-#                        always alternate. On a shared VM alternate pairs ranged 0.65 to 1.30,
+#   LOAD=together        both targets of a pair are loaded at the same time, their proxies
+#                        pinned to one CPU and wrk and the upstream to the others, so that both
+#                        meet the same neighbours and share that CPU fairly: each round's ratio
+#                        compares like with like (the default; a second fapigate then serves
+#                        /plain and /status, so that each target's CPU is its own process's).
+#                        alternate: one target after the other, unpinned. reload always
+#                        alternates. On a shared VM alternate pairs ranged 0.65 to 1.30,
 #                        together rounds within a few percent.
 #   SKIP_BUILD=1         use the binaries already in target/release
 #   COUNT=time           time: wrk throughput, latency and CPU time (the default)
@@ -45,7 +50,8 @@
 #                        baseline and signed only; needs valgrind.
 #   KEEP_TMP=1           keep the temporary folder (configuration, keys, logs, wrk outputs)
 #
-# Needs: cargo, openssl, curl, wrk; haproxy (2.5 or later, for jwt_verify) for dpop. Everything listens on 127.0.0.1 only, and every process
+# Needs: cargo, openssl, curl, wrk; for dpop haproxy (2.5 or later, for jwt_verify), python3
+# (the introspection endpoint) and redis-server. Everything listens on 127.0.0.1 only, and every process
 # started here is stopped on exit.
 set -euo pipefail
 
@@ -257,6 +263,29 @@ if want dpop; then
     # One issuer whose keys are a file (nothing fetched), one ES256 at+jwt bound to a DPoP key.
     "$bin/examples/gen-dpop" keys "$tmp/dpop" "$issuer" "$public_url" 2>>"$tmp/gen-dpop.log" \
         || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop keys failed"; }
+    # The TPP's client certificate (signed by a CA the listener trusts) and a JWT bound to it.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=bench TPP CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign" \
+        -keyout "$tmp/client-ca.key" -out "$tmp/client-ca.crt" 2>>"$tmp/openssl.log" \
+        && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=bench TPP" -keyout "$tmp/client.key" -out "$tmp/client.csr" 2>>"$tmp/openssl.log" \
+        && printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' \
+            >"$tmp/client.ext" \
+        && openssl x509 -req -in "$tmp/client.csr" -CA "$tmp/client-ca.crt" -CAkey "$tmp/client-ca.key" \
+            -CAcreateserial -days 2 -extfile "$tmp/client.ext" -out "$tmp/client.crt" 2>>"$tmp/openssl.log" \
+        && openssl x509 -in "$tmp/client.crt" -outform DER -out "$tmp/client.der" 2>>"$tmp/openssl.log" \
+        || { cat "$tmp/openssl.log" >&2; die "openssl could not make the client certificate"; }
+    cat "$tmp/client.crt" "$tmp/client.key" >"$tmp/client.pem"
+    chmod 600 "$tmp/client.key" "$tmp/client-ca.key" "$tmp/client.pem"
+    "$bin/examples/gen-dpop" mtls-token "$tmp/dpop" "$tmp/client.der" 2>>"$tmp/gen-dpop.log" \
+        || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop mtls-token failed"; }
+    sed -i "s|^client_cert = \"off\"\$|client_cert = \"request\"\nclient_ca = \"$tmp/client-ca.crt\"|" \
+        "$tmp/fapigate.toml"
+    grep -q '^client_cert = "request"$' "$tmp/fapigate.toml" || die "dpop: client certificates not asked for"
+    intro_port=$(free_port)
+    openssl rand -hex 32 >"$tmp/dpop/introspection-secret"
+    chmod 600 "$tmp/dpop/introspection-secret"
     cat >>"$tmp/fapigate.toml" <<EOF
 
 # One DPoP key sends every proof here, so it may hold every record (a real client is held to
@@ -269,6 +298,15 @@ id = "bench-as"
 issuer = "$issuer"
 audience = "$public_url"
 jwks_file = "$tmp/dpop/jwks.json"
+
+# Opaque tokens are introspected here (bench/load.sh's endpoint answers every call alike);
+# the answer is cached, so a measured run makes at most one call.
+[issuer.introspection]
+endpoint = "http://127.0.0.1:$intro_port/introspect"
+client_id = "fapigate-bench"
+auth = "client_secret_basic"
+secret_file = "$tmp/dpop/introspection-secret"
+signed_response = false
 
 [[route]]
 id = "accounts"
@@ -332,25 +370,26 @@ gate_pid=$!
 pids+=("$gate_pid")
 pingora_pids+=("$gate_pid")
 
-# gateway_copy NAME: fapigate.toml with fresh listener ports, as $tmp/NAME.toml; its plain and
-# admin ports in copy_plain_port and copy_admin_port.
+# gateway_copy NAME: fapigate.toml with fresh listener ports, as $tmp/NAME.toml; its plain,
+# admin and TLS ports in copy_plain_port, copy_admin_port and copy_tls_port.
 gateway_copy() {
-    local tls
     copy_plain_port=$(free_port)
     copy_admin_port=$(free_port)
-    tls=$(free_port)
+    copy_tls_port=$(free_port)
     sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$copy_plain_port\"/" \
         -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$copy_admin_port\"/" \
-        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$tls\"/" \
+        -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$copy_tls_port\"/" \
         "$tmp/fapigate.toml" >"$tmp/$1.toml"
 }
 
-# signed, LOAD=together: a second fapigate, same configuration, serves /plain (one worker
-# thread serving both routes would share its turns between them, not its CPU).
-if want signed && [[ $LOAD == together ]]; then
+# signed and dpop, LOAD=together: a second fapigate, same configuration, serves /plain and
+# /status (one worker thread serving both targets would share its turns between them, not its
+# CPU, and their CPU could not be told apart).
+if { want signed || want dpop; } && [[ $LOAD == together ]]; then
     gateway_copy fapigate-b
     plain_b_port=$copy_plain_port
     admin_b_port=$copy_admin_port
+    tls_b_port=$copy_tls_port
     # shellcheck disable=SC2046
     $(pinned proxy) "$bin/fapigate" run --config "$tmp/fapigate-b.toml" >"$tmp/fapigate-b.log" 2>&1 &
     gate_b_pid=$!
@@ -428,6 +467,61 @@ EOF
     $(pinned proxy) haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
     haproxy_pid=$!
     pids+=("$haproxy_pid")
+
+    # The TPP side of mTLS, on the load CPUs (not measured): wrk's plain requests go on over
+    # kept-alive TLS connections that present the client certificate, to fapigate's TLS
+    # listener (mtls) and to the second fapigate's (status-tls, when there is one).
+    origin_a_port=$(free_port)
+    origin_b_port=$(free_port)
+    cat >"$tmp/haproxy-tpp.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend tpp_a
+    bind 127.0.0.1:$origin_a_port
+    default_backend gate_a
+frontend tpp_b
+    bind 127.0.0.1:$origin_b_port
+    default_backend gate_b
+backend gate_a
+    http-reuse always
+    server a 127.0.0.1:$tls_port ssl verify none crt $tmp/client.pem
+backend gate_b
+    http-reuse always
+    server b 127.0.0.1:${tls_b_port:-$tls_port} ssl verify none crt $tmp/client.pem
+EOF
+    haproxy -c -q -f "$tmp/haproxy-tpp.cfg" >&2 || die "haproxy refused the TPP-side configuration"
+    # shellcheck disable=SC2046
+    $(pinned load) haproxy -db -f "$tmp/haproxy-tpp.cfg" >"$tmp/haproxy-tpp.log" 2>&1 &
+    pids+=("$!")
+
+    # The AS's introspection endpoint: every call gets the answer gen-dpop wrote.
+    command -v python3 >/dev/null || die "python3 is needed for the dpop scenario's introspection endpoint"
+    cat >"$tmp/introspect.py" <<'EOF'
+import http.server, sys
+answer = open(sys.argv[2], "rb").read()
+class Introspection(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Introspection).serve_forever()
+EOF
+    # shellcheck disable=SC2046
+    $(pinned load) python3 "$tmp/introspect.py" "$intro_port" "$tmp/dpop/introspection.json" \
+        >"$tmp/introspect.log" 2>&1 &
+    pids+=("$!")
 fi
 
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
@@ -499,14 +593,26 @@ sockerr_of() {
 watchdog=$(( $(seconds "$DURATION") + 30 ))
 (( $(seconds "$DURATION") <= 10 )) || echo "load.sh: warning: DURATION above 10s on a shared machine" >&2
 
-# target NAME -> "PID PORT PATH LUA": who serves it, where, and the wrk script (empty: none).
+# target NAME -> "PID PORT PATH KIND": the process whose CPU is measured, the port wrk loads,
+# and the kind of request (see wrk_run).
 target() {
     case $1 in
         baseline) echo "$base_pid $base_port /status -" ;;
-        fapigate | status) echo "$gate_pid $plain_port /status -" ;;
-        dpop) echo "$gate_pid $plain_port /accounts $repo/bench/dpop.lua" ;;
-        dpop-redis) echo "$gate2_pid $plain2_port /accounts $repo/bench/dpop.lua" ;;
+        fapigate) echo "$gate_pid $plain_port /status -" ;;
+        status)
+            if [[ -n ${gate_b_pid:-} ]]; then
+                echo "$gate_b_pid $plain_b_port /status -"
+            else
+                echo "$gate_pid $plain_port /status -"
+            fi
+            ;;
+        dpop) echo "$gate_pid $plain_port /accounts dpop" ;;
+        opaque) echo "$gate_pid $plain_port /accounts opaque" ;;
+        dpop-redis) echo "$gate2_pid $plain2_port /accounts dpop" ;;
         haproxy-jwt) echo "$haproxy_pid $haproxy_port /accounts bearer" ;;
+        # wrk -> the TPP-side HAProxy -> TLS with the client certificate -> fapigate
+        mtls) echo "$gate_pid $origin_a_port /accounts mtls" ;;
+        status-tls) echo "${gate_b_pid:-$gate_pid} $origin_b_port /status -" ;;
         signed) echo "$gate_pid $plain_port /signed -" ;;
         logged) echo "$gate_log_pid $log_plain_port /status -" ;;
         plain)
@@ -520,10 +626,17 @@ target() {
     esac
 }
 
-# Before every dpop wrk run: proofs signed now (iat = now, within dpop_proof_max_age).
-fresh_proofs() { # fresh_proofs COUNT
-    "$bin/examples/gen-dpop" proofs "$tmp/dpop" "$public_url/accounts" "$1" "$tmp/dpop/proofs.txt" \
-        2>>"$tmp/gen-dpop.log" || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop proofs failed"; }
+# The access token and the proof file of a kind of request with DPoP (dpop: the JWT, opaque:
+# the opaque token; their proofs differ in ath).
+token_file() { if [[ $1 == opaque ]]; then echo "$tmp/dpop/opaque"; else echo "$tmp/dpop/token"; fi; }
+proofs_file() { echo "$tmp/dpop/proofs-$1.txt"; }
+with_proofs() { [[ $1 == dpop || $1 == opaque ]]; }
+
+# Before every run with DPoP: proofs signed now (iat = now, within dpop_proof_max_age).
+fresh_proofs() { # fresh_proofs KIND COUNT
+    "$bin/examples/gen-dpop" proofs "$tmp/dpop" "$public_url/accounts" "$2" "$(proofs_file "$1")" \
+        "$(token_file "$1")" 2>>"$tmp/gen-dpop.log" \
+        || { cat "$tmp/gen-dpop.log" >&2; die "gen-dpop proofs failed"; }
 }
 
 rows=()
@@ -555,23 +668,27 @@ count_events() {
 }
 run=0
 # measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
-# wrk_run PORT PATH LUA: one recorded wrk run, its output on stdout. Run in a subshell (the
-# caller's $(...) or &), which it replaces, so that a background run's $! is wrk's timeout.
+# wrk_run PORT PATH KIND [DURATION]: one wrk run, its output on stdout. KIND: - (no
+# credential), bearer (the DPoP-bound JWT as a Bearer token, for HAProxy), mtls (the
+# certificate-bound JWT as a Bearer token), dpop or opaque (that token with a fresh proof per
+# request, bench/dpop.lua). Run in a subshell (the caller's $(...) or &), which it replaces, so
+# that a background run's $! is wrk's timeout.
 wrk_run() {
-    local port=$1 path=$2 lua=$3
-    if [[ $lua == - ]]; then
-        # shellcheck disable=SC2046
-        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-            "http://127.0.0.1:$port$path"
-    elif [[ $lua == bearer ]]; then
-        # shellcheck disable=SC2046
-        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-            -H "Authorization: Bearer $(<"$tmp/dpop/token")" "http://127.0.0.1:$port$path"
-    else
-        # shellcheck disable=SC2046
-        exec $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-            -s "$lua" "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1
-    fi
+    local port=$1 path=$2 kind=$3 url="http://127.0.0.1:$1$2"
+    local -a args=(-t1 -c"$CONNECTIONS" -d"${4:-$DURATION}" --latency)
+    case $kind in
+        -) ;;
+        bearer) args+=(-H "Authorization: Bearer $(<"$tmp/dpop/token")") ;;
+        mtls) args+=(-H "Authorization: Bearer $(<"$tmp/dpop/mtls-token")") ;;
+        dpop | opaque)
+            # shellcheck disable=SC2046
+            exec $(pinned load) timeout "$watchdog" wrk "${args[@]}" -s "$repo/bench/dpop.lua" \
+                "$url" -- "$(proofs_file "$kind")" "$(token_file "$kind")" 1
+            ;;
+        *) die "no request kind $kind" ;;
+    esac
+    # shellcheck disable=SC2046
+    exec $(pinned load) timeout "$watchdog" wrk "${args[@]}" "$url"
 }
 
 # measure SCENARIO NAME: one recorded wrk run of target NAME; results under "SCENARIO/NAME".
@@ -580,7 +697,7 @@ measure() {
     read -r pid port path lua <<<"$(target "$name")"
     run=$((run + 1))
     echo "== run $run: $scenario: $name ($DURATION, GET $path)" >&2
-    if [[ $lua != - && $lua != bearer ]]; then fresh_proofs "$DPOP_PROOFS"; fi
+    if with_proofs "$lua"; then fresh_proofs "$lua" "$DPOP_PROOFS"; fi
     [[ $COUNT == time ]] || callgrind_control -i on "$pid" >/dev/null
     before=$(cpu_ticks "$pid")
     out=$(wrk_run "$port" "$path" "$lua") || { echo "$out" >&2; die "wrk failed against $name"; }
@@ -591,17 +708,20 @@ measure() {
 # measure_together SCENARIO A B (LOAD=together): A and B loaded at the same time, each by its
 # own wrk; their proxies share one CPU.
 measure_together() {
-    local scenario=$1 a=$2 b=$3 pid_a port_a path_a pid_b port_b path_b lua
+    local scenario=$1 a=$2 b=$3 pid_a port_a path_a kind_a pid_b port_b path_b kind_b
     local a0 b0 a1 b1 wrk_a wrk_b t0 t1 busy
-    read -r pid_a port_a path_a lua <<<"$(target "$a")"
-    read -r pid_b port_b path_b lua <<<"$(target "$b")"
+    read -r pid_a port_a path_a kind_a <<<"$(target "$a")"
+    read -r pid_b port_b path_b kind_b <<<"$(target "$b")"
+    [[ $pid_a != "$pid_b" ]] || die "$a and $b are served by one process: their CPU cannot be told apart"
     echo "== runs $((run + 1)), $((run + 2)): $scenario: $a and $b together ($DURATION)" >&2
+    if with_proofs "$kind_a"; then fresh_proofs "$kind_a" "$DPOP_PROOFS"; fi
+    if with_proofs "$kind_b" && [[ $kind_b != "$kind_a" ]]; then fresh_proofs "$kind_b" "$DPOP_PROOFS"; fi
     a0=$(cpu_ticks "$pid_a")
     b0=$(cpu_ticks "$pid_b")
     t0=$(date +%s.%N)
-    wrk_run "$port_a" "$path_a" - >"$tmp/together-a.txt" 2>&1 &
+    wrk_run "$port_a" "$path_a" "$kind_a" >"$tmp/together-a.txt" 2>&1 &
     wrk_a=$!
-    wrk_run "$port_b" "$path_b" - >"$tmp/together-b.txt" 2>&1 &
+    wrk_run "$port_b" "$path_b" "$kind_b" >"$tmp/together-b.txt" 2>&1 &
     wrk_b=$!
     pids+=("$wrk_a" "$wrk_b")
     wait "$wrk_a" || { cat "$tmp/together-a.txt" >&2; die "wrk failed against $a"; }
@@ -616,9 +736,9 @@ measure_together() {
         echo "load.sh: warning: the proxies used only $busy % of CPU $proxy_cpu: the load side may be the bottleneck, and the ratio is not one of costs" >&2
     fi
     run=$((run + 1))
-    record "$scenario" "$a" "$pid_a" - "$(<"$tmp/together-a.txt")" $((a1 - a0))
+    record "$scenario" "$a" "$pid_a" "$kind_a" "$(<"$tmp/together-a.txt")" $((a1 - a0))
     run=$((run + 1))
-    record "$scenario" "$b" "$pid_b" - "$(<"$tmp/together-b.txt")" $((b1 - b0))
+    record "$scenario" "$b" "$pid_b" "$kind_b" "$(<"$tmp/together-b.txt")" $((b1 - b0))
 }
 
 # measure_pair SCENARIO A B: one round of A and B, as LOAD says.
@@ -651,7 +771,7 @@ record() {
     cpu[$key]+="$c "
     bad[$key]=$(( ${bad[$key]:-0} + n2 + se ))
     local note=""
-    if [[ $lua != - && $lua != bearer ]]; then
+    if with_proofs "$lua"; then
         note=$(awk '/^dpop proofs used:/ { sub(/^dpop proofs /, ""); print }' <<<"$out")
         note=" ($note)"
     fi
@@ -670,18 +790,8 @@ warm() { # warm NAME...: unrecorded short runs
     echo "== warm-up ($WARMUP each: $*)" >&2
     for name in "$@"; do
         read -r pid port path lua <<<"$(target "$name")"
-        # shellcheck disable=SC2046
-        if [[ $lua == - ]]; then
-            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" \
-                "http://127.0.0.1:$port$path" >/dev/null
-        elif [[ $lua == bearer ]]; then
-            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" \
-                -H "Authorization: Bearer $(<"$tmp/dpop/token")" "http://127.0.0.1:$port$path" >/dev/null
-        else
-            fresh_proofs 50000
-            $(pinned load) timeout "$watchdog" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" -s "$lua" \
-                "http://127.0.0.1:$port$path" -- "$tmp/dpop/proofs.txt" "$tmp/dpop/token" 1 >/dev/null
-        fi
+        if with_proofs "$lua"; then fresh_proofs "$lua" 50000; fi
+        (wrk_run "$port" "$path" "$lua" "$WARMUP") >/dev/null || die "warm-up failed against $name"
     done
 }
 
@@ -708,6 +818,19 @@ paired() { awk -v a="$1" -v b="$2" 'BEGIN {
     if (k == 0) { print "n/a"; exit }
     for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
     printf "%.2f", (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2 }'; }
+# Median of the per-round differences A - B.
+paired_diff() { awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); m = split(b, y, " "); k = 0
+    for (i = 1; i <= n && i <= m; i++) r[++k] = x[i] - y[i]
+    if (k == 0) { print "n/a"; exit }
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    printf "%.1f", (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2 }'; }
+# above SCENARIO A B: A's CPU per request above B's, from the medians and paired.
+above() {
+    local s=$1 a=$2 b=$3
+    echo "$(awk -v x="$(median "${cpu[$s/$a]}")" -v y="$(median "${cpu[$s/$b]}")" \
+        'BEGIN { printf "%.1f", x - y }') µs/req (paired: $(paired_diff "${cpu[$s/$a]}" "${cpu[$s/$b]}"))"
+}
 ratio_row() { # ratio_row SCENARIO A B: A/B of every median
     local s=$1 a=$2 b=$3
     say "| $a/$b | $(ratio "$(median "${rps[$s/$a]}")" "$(median "${rps[$s/$b]}")") \
@@ -758,17 +881,17 @@ fi
 dpop_preflight() {
     # One proof, sent twice: the first must pass (else show why), the second must be a replay.
     local token headers code again
-    fresh_proofs 1
+    fresh_proofs dpop 1
     token=$(<"$tmp/dpop/token")
     headers=$(curl -s -o /dev/null -D - --max-time 2 -H "Authorization: DPoP $token" \
-        -H "DPoP: $(<"$tmp/dpop/proofs.txt")" "$gate/accounts" || true)
+        -H "DPoP: $(<"$(proofs_file dpop)")" "$gate/accounts" || true)
     code=$(awk 'NR == 1 { print $2 }' <<<"$headers")
     if [[ $code != 200 ]]; then
         echo "---- fapigate refused the DPoP probe: HTTP ${code:-nothing}" >&2
         grep -i '^www-authenticate:' <<<"$headers" >&2 || true
         die "dpop: the probe request was not admitted"
     fi
-    again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/proofs.txt")" "$gate/accounts")
+    again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$(proofs_file dpop)")" "$gate/accounts")
     echo "== dpop probe: first use $code, replay $again" >&2
     [[ $again == 401 ]] || die "dpop: a replayed proof was answered $again, not 401"
     # The reference must really check the token: the same JWT passes, an altered one does not.
@@ -776,39 +899,86 @@ dpop_preflight() {
     again=$(curl_status -H "Authorization: Bearer ${token%??}AA" "http://127.0.0.1:$haproxy_port/accounts")
     echo "== haproxy jwt_verify probe: the token $code, an altered token $again" >&2
     [[ $code == 200 && $again == 401 ]] || { cat "$tmp/haproxy.log" >&2; die "haproxy: jwt_verify probe answered $code / $again, not 200 / 401"; }
+    # The opaque token with a proof of its own passes (one introspection); its proof again is a replay.
+    fresh_proofs opaque 1
+    token=$(<"$tmp/dpop/opaque")
+    code=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$(proofs_file opaque)")" "$gate/accounts")
+    again=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$(proofs_file opaque)")" "$gate/accounts")
+    echo "== opaque probe: first use $code, replay $again" >&2
+    [[ $code == 200 && $again == 401 ]] || { cat "$tmp/introspect.log" >&2; die "opaque: the probe answered $code / $again, not 200 / 401"; }
+    # The certificate-bound token passes over the certificate's connection, and nowhere else.
+    token=$(<"$tmp/dpop/mtls-token")
+    code=$(curl_status -H "Authorization: Bearer $token" "http://127.0.0.1:$origin_a_port/accounts")
+    again=$(curl_status -H "Authorization: Bearer $token" "$gate/accounts")
+    echo "== mtls probe: with the certificate $code, without $again" >&2
+    [[ $code == 200 && $again == 401 ]] || { cat "$tmp/haproxy-tpp.log" >&2; die "mtls: the probe answered $code / $again, not 200 / 401"; }
+    [[ $(curl_status "http://127.0.0.1:$origin_b_port/status") == 200 ]] || die "status-tls: /status did not answer"
 }
 
 if want dpop; then
     dpop_preflight
-    warm baseline status dpop haproxy-jwt
+    warm baseline status dpop opaque haproxy-jwt mtls status-tls
     for round in $(seq 1 "$ROUNDS"); do
-        measure dpop baseline
-        measure dpop haproxy-jwt
-        measure dpop status
-        measure dpop dpop
-        measure dpop dpop-redis
+        measure_pair dpop dpop status
+        measure_pair dpop-ref dpop haproxy-jwt
+        measure_pair opaque opaque status
+        measure_pair mtls mtls status-tls
+        measure_pair redis dpop-redis status
+        measure_pair pingora status baseline
     done
     say ""
-    say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs HAProxy jwt_verify (ES256 + exp) vs fapigate GET /status (auth none) vs Pingora proxy"
+    say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs GET /status (auth none)"
     say ""
-    medians dpop baseline haproxy-jwt status dpop dpop-redis
-    ratio_row dpop dpop haproxy-jwt
-    ratio_row dpop dpop-redis dpop
+    medians dpop status dpop
     ratio_row dpop dpop status
-    ratio_row dpop dpop baseline
-    ratio_row dpop status baseline
-    dpop_rps=$(paired "${rps[dpop/dpop]}" "${rps[dpop/haproxy-jwt]}")
-    dpop_p99=$(paired "${p99[dpop/dpop]}" "${p99[dpop/haproxy-jwt]}")
-    overhead=$(awk -v a="$(median "${cpu[dpop/dpop]}")" -v b="$(median "${cpu[dpop/status]}")" 'BEGIN { printf "%.1f", a - b }')
+    say ""
+    say "dpop CPU above auth none: $(above dpop dpop status) (target: one ES256 verification, criterion dpop/signature_only/ES256, + 20 µs)"
+    say ""
+    say "### dpop-ref: the DPoP route vs HAProxy jwt_verify (ES256 + exp) on the same JWT as a Bearer token"
+    say ""
+    medians dpop-ref haproxy-jwt dpop
+    ratio_row dpop-ref dpop haproxy-jwt
+    dpop_rps=$(paired "${rps[dpop-ref/dpop]}" "${rps[dpop-ref/haproxy-jwt]}")
+    dpop_p99=$(paired "${p99[dpop-ref/dpop]}" "${p99[dpop-ref/haproxy-jwt]}")
     say ""
     say "dpop/haproxy-jwt req/s (paired) = $dpop_rps (target >= 0.80: $(awk -v r="$dpop_rps" 'BEGIN { print (r + 0 >= 0.80) ? "PASS" : "FAIL" }')); p99 (paired) = $dpop_p99 (target <= 1.00: $(awk -v r="$dpop_p99" 'BEGIN { print (r + 0 <= 1.00) ? "PASS" : "FAIL" }'))"
-    say "dpop CPU above auth none: $overhead µs/req (target: one ES256 verification, criterion dpop/signature_only/ES256, + 20 µs)"
     say ""
-    if (( ${bad[dpop/dpop]} == 0 )); then
-        say "dpop /accounts non-2xx + socket errors: 0 (PASS)"
-    else
-        say "dpop /accounts non-2xx + socket errors: ${bad[dpop/dpop]} (FAIL)"
-    fi
+    say "### opaque: GET /accounts with a cached introspected opaque token + fresh DPoP proof vs GET /status"
+    say ""
+    medians opaque status opaque
+    ratio_row opaque opaque status
+    say ""
+    say "opaque CPU above auth none: $(above opaque opaque status)"
+    say ""
+    say "### mtls: GET /accounts with an mTLS-bound JWT over a client-certificate TLS connection vs GET /status over the same kind of connection"
+    say ""
+    medians mtls status-tls mtls
+    ratio_row mtls mtls status-tls
+    say ""
+    say "mtls CPU above auth none (both over TLS with the certificate): $(above mtls mtls status-tls)"
+    say ""
+    say "### redis: the DPoP route with its replay records in Redis vs GET /status"
+    say ""
+    medians redis status dpop-redis
+    ratio_row redis dpop-redis status
+    say ""
+    say "dpop-redis CPU above auth none: $(above redis dpop-redis status)"
+    say ""
+    say "### pingora: fapigate GET /status (auth none) vs the Pingora proxy"
+    say ""
+    medians pingora baseline status
+    ratio_row pingora status baseline
+    say ""
+    for s in dpop dpop-ref opaque mtls redis; do
+        for name in dpop opaque mtls dpop-redis; do
+            [[ -n ${bad[$s/$name]:-} ]] || continue
+            if (( ${bad[$s/$name]} == 0 )); then
+                say "$s: $name non-2xx + socket errors: 0 (PASS)"
+            else
+                say "$s: $name non-2xx + socket errors: ${bad[$s/$name]} (FAIL)"
+            fi
+        done
+    done
 fi
 
 # ---------------------------------------------------------------------------------------- signed
@@ -877,9 +1047,9 @@ if want reload; then
     # With DPoP configured: does the replay store survive the reload? (memory backend)
     replay_probe=""
     if want dpop; then
-        fresh_proofs 1
+        fresh_proofs dpop 1
         token=$(<"$tmp/dpop/token")
-        cp "$tmp/dpop/proofs.txt" "$tmp/dpop/reload-probe.txt"
+        cp "$(proofs_file dpop)" "$tmp/dpop/reload-probe.txt"
         replay_first=$(curl_status -H "Authorization: DPoP $token" -H "DPoP: $(<"$tmp/dpop/reload-probe.txt")" "$gate/accounts")
         replay_probe=1
     fi
@@ -949,7 +1119,7 @@ fi
 
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD"
-[[ $LOAD == alternate ]] || echo "(baseline and signed: the two targets of a round loaded together, proxies pinned to CPU $proxy_cpu)"
+[[ $LOAD == alternate ]] || echo "(the two targets of a pair loaded together, proxies pinned to CPU $proxy_cpu)"
 [[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
 echo "| run | scenario | target | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx | socket errors |"

@@ -53,6 +53,8 @@ pub enum BindingError {
 /// before a reload stay valid).
 pub struct LocalState {
     replay: Arc<MemoryReplayStore>,
+    /// Keys of proofs seen (what a header decides does not change with the configuration).
+    proof_keys: Arc<dpop::ProofKeys>,
     nonce_secret: [u8; 32],
     window: Duration,
     capacity: u64,
@@ -71,6 +73,7 @@ impl LocalState {
             .map_err(|_| "no randomness for the nonce key".to_string())?;
         Ok(Arc::new(LocalState {
             replay: Arc::new(MemoryReplayStore::new(capacity, per_key, window)),
+            proof_keys: Arc::new(dpop::ProofKeys::new(PROOF_KEY_BYTES)),
             nonce_secret,
             window,
             capacity,
@@ -103,8 +106,12 @@ fn memory_window(profile: &crate::policy::Profile) -> Duration {
     profile.dpop_proof_max_age + profile.max_clock_skew * 2 + Duration::from_secs(1)
 }
 
+/// The proof headers (and keys) kept: some thousands of clients' keys.
+const PROOF_KEY_BYTES: u64 = 4 << 20;
+
 pub struct Binder {
     replay: Arc<dyn ReplayStore>,
+    proof_keys: Arc<dpop::ProofKeys>,
     nonces: Option<NonceKey>,
     algs: Vec<Algorithm>,
     /// How old a proof's `iat` may be (`dpop_proof_max_age`).
@@ -226,6 +233,7 @@ impl Binder {
             None => local.replay.clone(),
         };
         Ok(Binder {
+            proof_keys: Arc::clone(&local.proof_keys),
             replay,
             nonces,
             algs: profile.algs.iter().map(|a| a.jose()).collect(),
@@ -330,6 +338,7 @@ impl Binder {
             algs: &self.algs,
             max_clock_skew: policy.profile.max_clock_skew,
             max_age: policy.profile.dpop_proof_max_age,
+            keys: Some(&self.proof_keys),
         };
         dpop::verify(proof, &context)
             .map(Some)

@@ -174,6 +174,7 @@ fn proof_context() -> crate::binding::dpop::ProofContext<'static> {
         ],
         max_clock_skew: std::time::Duration::from_secs(10),
         max_age: std::time::Duration::from_secs(60),
+        keys: None,
     }
 }
 
