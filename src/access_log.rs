@@ -201,9 +201,9 @@ fn render(out: &mut String, record: &AccessRecord<'_>) {
     text(out, "client_id", record.client_id);
     if let Some(trace) = record.trace {
         out.push_str(",\"trace_id\":\"");
-        hex(out, &trace.trace_id);
+        crate::encoding::push_hex(out, &trace.trace_id);
         out.push_str("\",\"span_id\":\"");
-        hex(out, &trace.span_id);
+        crate::encoding::push_hex(out, &trace.span_id);
         out.push('"');
     }
     out.push_str(",\"request_bytes\":");
@@ -248,14 +248,6 @@ fn padded(out: &mut String, n: u64, width: u32) {
     while divisor > 0 {
         out.push(char::from(b'0' + ((n / divisor) % 10) as u8));
         divisor /= 10;
-    }
-}
-
-fn hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
     }
 }
 
