@@ -390,6 +390,12 @@ impl BackgroundService for Lifecycle {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // Redis is connected before the gateway says ready: otherwise the first requests race
+        // the first health check's connection attempt and get 503 while it runs (requests do
+        // not queue behind an attempt). Redis down stays no reason to be unready.
+        if let Some(redis) = self.gateway.engine().redis.clone() {
+            self.gateway.set_state_ok(redis.ping().await);
+        }
         self.gateway.announce_ready();
         if let Some(path) = &self.ready_file {
             if let Err(e) = write_atomically(path, &self.bound.json()) {

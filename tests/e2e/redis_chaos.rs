@@ -7,6 +7,7 @@ use crate::bank::*;
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,9 @@ const PASS: u8 = 0;
 const STALL: u8 = 1;
 /// New connections are accepted and closed at once.
 const REFUSE: u8 = 2;
+/// New connections reach Redis only after `LATE_BY`.
+const LATE: u8 = 3;
+const LATE_BY: Duration = Duration::from_secs(1);
 
 /// A TCP proxy to `target` whose behaviour the test switches.
 struct ChaosProxy {
@@ -39,33 +43,19 @@ impl ChaosProxy {
                     return;
                 }
                 let Ok(client) = client else { continue };
-                if m.load(Ordering::Relaxed) == REFUSE {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                if let (Ok(c), Ok(sv)) = (client.try_clone(), server.try_clone()) {
-                    o.lock().unwrap().extend([c, sv]);
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let m = m.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n @ 1..) = from.read(&mut buf) {
-                            while m.load(Ordering::Relaxed) == STALL {
-                                std::thread::sleep(Duration::from_millis(10));
-                            }
-                            if to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
+                match m.load(Ordering::Relaxed) {
+                    REFUSE => {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    LATE => {
+                        let (m, o) = (m.clone(), o.clone());
+                        std::thread::spawn(move || {
+                            std::thread::sleep(LATE_BY);
+                            relay(client, target, m, &o);
+                        });
+                    }
+                    _ => relay(client, target, m.clone(), &o),
                 }
             }
         });
@@ -82,6 +72,69 @@ impl ChaosProxy {
         for stream in self.open.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// A Redis server of its own behind a `ChaosProxy`; the server stops when this is dropped.
+struct ProxiedRedis {
+    proxy: ChaosProxy,
+    server: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxiedRedis {
+    fn start() -> ProxiedRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, port) =
+            crate::redis_tcp::start_on_free_ports(&dir.path().join("redis"), |free| {
+                let port = free();
+                (port, vec!["--port".into(), port.to_string()])
+            });
+        ProxiedRedis {
+            proxy: ChaosProxy::start(port),
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// The proxy's URL, for the gateways.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.proxy.port)
+    }
+}
+
+impl Drop for ProxiedRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Connects `client` to Redis at `target` and copies both ways, stalling while `mode` says so.
+fn relay(client: TcpStream, target: u16, mode: Arc<AtomicU8>, open: &Mutex<Vec<TcpStream>>) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    if let (Ok(c), Ok(sv)) = (client.try_clone(), server.try_clone()) {
+        open.lock().unwrap().extend([c, sv]);
+    }
+    for (mut from, mut to) in [
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+        (server, client),
+    ] {
+        let mode = mode.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                while mode.load(Ordering::Relaxed) == STALL {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Both);
+        });
     }
 }
 
@@ -159,15 +212,10 @@ fn chaos_seconds() -> Duration {
 
 #[test]
 fn dpop_11_1_2_no_replay_is_accepted_while_redis_stalls_resets_and_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut redis, redis_port) =
-        crate::redis_tcp::start_on_free_ports(&dir.path().join("redis"), |free| {
-            let port = free();
-            (port, vec!["--port".into(), port.to_string()])
-        });
-    let proxy = ChaosProxy::start(redis_port);
+    let redis = ProxiedRedis::start();
+    let proxy = &redis.proxy;
     let bank = Bank::start(Options {
-        redis: Some(format!("redis://127.0.0.1:{}", proxy.port)),
+        redis: Some(redis.url()),
         public_url: Some("https://api.bank.test"),
         ..Options::default()
     });
@@ -230,6 +278,24 @@ fn dpop_11_1_2_no_replay_is_accepted_while_redis_stalls_resets_and_refuses() {
             assert!([200, 401, 503].contains(status), "unexpected {status}");
         }
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
+}
+
+/// A gateway says ready only once its Redis connection is made: a request sent while the
+/// first connection attempt runs would get 503 (requests do not queue behind an attempt).
+/// Redis answers each new connection a second late here, so without that order the first
+/// proof after ready gets 503 (CI saw it through Sentinel over TLS).
+#[test]
+fn dpop_11_1_2_the_first_proof_after_ready_finds_redis_connected() {
+    let redis = ProxiedRedis::start();
+    let proxy = &redis.proxy;
+    proxy.mode.store(LATE, Ordering::Relaxed);
+    let bank = Bank::start(Options {
+        redis: Some(redis.url()),
+        state_extra: "redis_timeout = \"5s\"\n".into(),
+        ..Options::default()
+    });
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let first = bank.dpop_get("/accounts", &token, &key, &[]);
+    assert_eq!(first.status, 200, "{first:?}");
+    bank.metrics_showing("fapigate_shared_state_up 1");
 }
