@@ -5,6 +5,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Per request the proxy allocates and frees many small buffers across threads (header maps,
+// bodies, the access line); glibc's malloc spent 6-9 % of a request's CPU on them in perf.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fapigate",
