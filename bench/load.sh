@@ -41,6 +41,8 @@
 #                        alternate: one target after the other, unpinned. reload always
 #                        alternates. On a shared VM alternate pairs ranged 0.65 to 1.30,
 #                        together rounds within a few percent.
+#   LOG_LEVEL=warn       the gateways' [log] level in every scenario but log; info runs them as
+#                        an operator would, writing the JSON access log to a file
 #   SKIP_BUILD=1         use the binaries already in target/release
 #   COUNT=time           time: wrk throughput, latency and CPU time (the default)
 #                        instructions: the proxies run under valgrind's callgrind with its cache
@@ -68,6 +70,7 @@ RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_AT=${RELOAD_AT:-3}
 COUNT=${COUNT:-time}
 LOAD=${LOAD:-together}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 export BENCH_THREADS
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -133,6 +136,8 @@ for tool in openssl curl wrk; do
     command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $LOG_LEVEL =~ ^(error|warn|info|debug)$ ]] || die "LOG_LEVEL must be error, warn, info or debug"
+! want log || [[ $LOG_LEVEL == warn ]] || die "the log scenario compares level info with warn: leave LOG_LEVEL unset"
 [[ $BENCH_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
 [[ $DPOP_PROOFS =~ ^[1-9][0-9]*$ ]] || die "DPOP_PROOFS must be a positive integer"
 [[ $RELOAD_AT =~ ^[1-9][0-9]*$ ]] || die "RELOAD_AT must be a positive number of seconds"
@@ -244,7 +249,7 @@ name = "fapi2"
 threads = $BENCH_THREADS
 
 [log]
-level = "warn"
+level = "$LOG_LEVEL"
 
 [[upstream]]
 id = "bench"
@@ -1118,7 +1123,7 @@ EOF
 fi
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD, log level $LOG_LEVEL"
 [[ $LOAD == alternate ]] || echo "(the two targets of a pair loaded together, proxies pinned to CPU $proxy_cpu)"
 [[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
