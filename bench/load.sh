@@ -197,7 +197,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free port below the ephemeral range (so wrk's own outgoing sockets cannot take it).
+# free_port NAME: a free port below the ephemeral range (so wrk's own outgoing sockets cannot
+# take it) into the variable NAME. Not a command substitution: in a subshell used_ports would not
+# grow, and two servers not yet listening could be given the same port.
 used_ports=" "
 free_port() {
     local port i
@@ -206,17 +208,17 @@ free_port() {
         [[ $used_ports == *" $port "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports+="$port "
-            echo "$port"
+            printf -v "$1" '%s' "$port"
             return
         fi
     done
     die "no free port found"
 }
-up_port=$(free_port)
-base_port=$(free_port)
-tls_port=$(free_port)
-plain_port=$(free_port)
-admin_port=$(free_port)
+free_port up_port
+free_port base_port
+free_port tls_port
+free_port plain_port
+free_port admin_port
 public_url="https://127.0.0.1:$tls_port"
 gate="http://127.0.0.1:$plain_port"
 issuer="https://as.bench.example"
@@ -288,7 +290,7 @@ if want dpop; then
     sed -i "s|^client_cert = \"off\"\$|client_cert = \"request\"\nclient_ca = \"$tmp/client-ca.crt\"|" \
         "$tmp/fapigate.toml"
     grep -q '^client_cert = "request"$' "$tmp/fapigate.toml" || die "dpop: client certificates not asked for"
-    intro_port=$(free_port)
+    free_port intro_port
     openssl rand -hex 32 >"$tmp/dpop/introspection-secret"
     chmod 600 "$tmp/dpop/introspection-secret"
     cat >>"$tmp/fapigate.toml" <<EOF
@@ -378,9 +380,9 @@ pingora_pids+=("$gate_pid")
 # gateway_copy NAME: fapigate.toml with fresh listener ports, as $tmp/NAME.toml; its plain,
 # admin and TLS ports in copy_plain_port, copy_admin_port and copy_tls_port.
 gateway_copy() {
-    copy_plain_port=$(free_port)
-    copy_admin_port=$(free_port)
-    copy_tls_port=$(free_port)
+    free_port copy_plain_port
+    free_port copy_admin_port
+    free_port copy_tls_port
     sed -e "s/127.0.0.1:$plain_port\"/127.0.0.1:$copy_plain_port\"/" \
         -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$copy_admin_port\"/" \
         -e "s/^addr = \"127.0.0.1:$tls_port\"/addr = \"127.0.0.1:$copy_tls_port\"/" \
@@ -419,7 +421,7 @@ fi
 # dpop also runs against a second fapigate that keeps replay records in a real Redis.
 if want dpop; then
     command -v redis-server >/dev/null || die "redis-server is needed for the dpop scenario"
-    redis_port=$(free_port)
+    free_port redis_port
     # shellcheck disable=SC2046
     $(pinned load) redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         >"$tmp/redis.log" 2>&1 &
@@ -443,7 +445,7 @@ if want dpop; then
     command -v haproxy >/dev/null || die "haproxy is needed for the dpop scenario (Debian: apt-get install haproxy)"
     openssl pkey -inform DER -in "$tmp/dpop/as.pk8" -pubout -out "$tmp/dpop/as.pub.pem" \
         2>>"$tmp/openssl.log" || { cat "$tmp/openssl.log" >&2; die "openssl could not export the AS key"; }
-    haproxy_port=$(free_port)
+    free_port haproxy_port
     cat >"$tmp/haproxy.cfg" <<EOF
 global
     nbthread $BENCH_THREADS
@@ -476,8 +478,8 @@ EOF
     # The TPP side of mTLS, on the load CPUs (not measured): wrk's plain requests go on over
     # kept-alive TLS connections that present the client certificate, to fapigate's TLS
     # listener (mtls) and to the second fapigate's (status-tls, when there is one).
-    origin_a_port=$(free_port)
-    origin_b_port=$(free_port)
+    free_port origin_a_port
+    free_port origin_b_port
     cat >"$tmp/haproxy-tpp.cfg" <<EOF
 global
     nbthread 1
