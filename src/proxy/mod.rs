@@ -2,12 +2,14 @@
 //! [`Enforcer::authenticate`] (the head) and [`Enforcer::conclude`] (with the body), and either writes the rendered rejection or proxies to the route's
 //! upstream. No FAPI decision is made here.
 
+mod answer;
 pub(crate) mod body;
 pub(crate) mod client_cert;
 pub(crate) mod deadline;
 pub(crate) mod framing;
 pub(crate) mod headers;
 pub(crate) mod listener_tls;
+mod screen;
 mod signed;
 mod stamp;
 pub(crate) mod tls;
@@ -15,19 +17,19 @@ pub(crate) mod tls;
 use crate::enforce::{Enforcer, Engine};
 use crate::gateway::Gateway;
 use crate::interaction::{self, InteractionId};
-use crate::policy::path::PathError;
-use crate::policy::{Policy, UpstreamPolicy};
+use crate::policy::UpstreamPolicy;
 use crate::reject::Rejection;
 use crate::request::{RequestFacts, X5tS256};
 use crate::telemetry::{access_log, access_log_enabled, AccessRecord, RouteSeries};
+use answer::{builtin_document, refuse, respond, serve_document};
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
-use stamp::{add_dpop_nonce, stamp, stamp_response};
+use screen::screen_head;
+use stamp::{add_dpop_nonce, stamp};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,19 +131,6 @@ impl RequestContext {
                 .unwrap_or(&engine.unrouted),
         )
     }
-}
-
-/// The ceiling on the total size of request headers (431 above it).
-const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
-
-fn header_bytes(session: &Session) -> usize {
-    let header = session.req_header();
-    header
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + header.uri.path_and_query().map_or(0, |p| p.as_str().len())
 }
 
 #[async_trait]
@@ -505,68 +494,6 @@ impl ProxyHttp for FapiProxy {
     }
 }
 
-fn is_get(session: &Session, path: &str) -> bool {
-    let header = session.req_header();
-    header.uri.path() == path
-        && (header.method == http::Method::GET || header.method == http::Method::HEAD)
-}
-
-/// A public document of the gateway: the JWKS of the response-signing keys (SP2-CRY-6) or
-/// the protected resource metadata (RFC 9728).
-async fn serve_document(
-    session: &mut Session,
-    ctx: &RequestContext,
-    content_type: &str,
-    document: &str,
-) -> Result<()> {
-    let mut response = ResponseHeader::build(200, Some(5))?;
-    response.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    response.insert_header(http::header::CONTENT_LENGTH, document.len().to_string())?;
-    response.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
-    stamp_response(&mut response, ctx);
-    let head = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(response), head)
-        .await?;
-    if !head {
-        session
-            .write_response_body(Some(Bytes::copy_from_slice(document.as_bytes())), true)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Writes a rejection, rendered by `reject.rs`, as the whole response.
-async fn respond(
-    session: &mut Session,
-    ctx: &mut RequestContext,
-    policy: &Policy,
-    rejection: Rejection,
-) -> Result<()> {
-    ctx.rejection = Some(rejection.reason());
-    let metadata = policy
-        .listener
-        .public_url
-        .join(crate::policy::RESOURCE_METADATA_PATH);
-    let rendered = rejection.render(&policy.profile, Some(&metadata));
-    let mut response = ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 3))?;
-    for (name, value) in &rendered.headers {
-        response.insert_header(*name, value.as_str())?;
-    }
-    response.insert_header(
-        http::header::CONTENT_LENGTH,
-        rendered.body.len().to_string(),
-    )?;
-    stamp_response(&mut response, ctx);
-    body::discard(session).await;
-    session
-        .write_response_header(Box::new(response), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(rendered.body)), true)
-        .await
-}
-
 impl FapiProxy {
     /// An admitted request goes to its upstream: through Pingora's proxy path (`Ok(false)`),
     /// or, on a signed route, through the gateway's own exchange, answered here.
@@ -629,40 +556,6 @@ impl FapiProxy {
     }
 }
 
-/// The head's own limits, before any FAPI check: its size, `Connection` naming a header the
-/// gateway sets, framing whose end cannot be known, and a target that is not UTF-8.
-fn screen_head(session: &mut Session, policy: &Policy) -> std::result::Result<(), Rejection> {
-    if header_bytes(session) > MAX_REQUEST_HEADER_BYTES {
-        return Err(Rejection::HeadersTooLarge);
-    }
-    if headers::nominates_gateway_header(&session.req_header().headers, &policy.forward) {
-        return Err(Rejection::InvalidRequest {
-            description: "the Connection header names a header the gateway sets",
-        });
-    }
-    if let Some(rejection) = framing::refusal(session) {
-        // The body's end cannot be known: the connection is not reused after the answer.
-        session.set_keepalive(None);
-        return Err(rejection);
-    }
-    // The path is matched as the URI holds it and forwarded from the URI: a target the URI
-    // could only hold lossily would be matched as one path and sent as another.
-    if !session.req_header().raw_path_is_utf8() {
-        return Err(Rejection::BadPath(PathError::NotUtf8));
-    }
-    Ok(())
-}
-
-/// The gateway's own public documents: the protected resource metadata (RFC 9728) and the
-/// JWKS of the response-signing keys (SP2-CRY-6), with their content types.
-fn builtin_document<'e>(session: &Session, engine: &'e Engine) -> Option<(&'static str, &'e str)> {
-    if is_get(session, crate::policy::RESOURCE_METADATA_PATH) {
-        return Some(("application/json", &engine.resource_metadata));
-    }
-    let signer = engine.signer.as_ref()?;
-    is_get(session, &signer.jwks_path).then(|| ("application/jwk-set+json", signer.jwks()))
-}
-
 /// The facts the FAPI core judges: the head, the client certificate (from this connection or
 /// a trusted proxy) and, once read, the body.
 fn facts<'a>(
@@ -684,15 +577,4 @@ fn facts<'a>(
         raw_body: body.map(|b| b.bytes.as_ref()),
         now,
     }
-}
-
-/// Answers with a rejection; the request goes no further.
-async fn refuse(
-    session: &mut Session,
-    ctx: &mut RequestContext,
-    policy: &Policy,
-    rejection: Rejection,
-) -> Result<bool> {
-    Box::pin(respond(session, ctx, policy, rejection)).await?;
-    Ok(true)
 }

@@ -2,10 +2,12 @@
 //! Pure: the proof, the request and the time in; a valid proof or the check that failed out.
 //! Replay and nonce state are applied by the caller.
 
-use super::thumbprint::jkt;
-use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+mod key;
+
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
+pub use key::ProofKeys;
+use key::{proof_key, Verifier};
 use serde::Deserialize;
 use sha2::Digest;
 use std::borrow::Cow;
@@ -104,41 +106,6 @@ pub struct ProofContext<'a> {
     pub keys: Option<&'a ProofKeys>,
 }
 
-/// The keys of recent proofs, by the exact bytes of their protected header. A client signs
-/// every proof with one key, so its header (`typ`, `alg`, `jwk`) is the same on each request:
-/// the JSON, the thumbprint and the point validation need not be done again (about 12 µs of a
-/// DPoP request under load, where the signature is about 75). Only headers of proofs whose
-/// signature verified are kept, weighed by their length; what a header decides depends on its
-/// bytes alone, except the algorithms allowed, which are checked on every proof.
-pub struct ProofKeys(moka::sync::Cache<Box<str>, Arc<ProofKey>>);
-
-impl ProofKeys {
-    /// At most `bytes` of headers (and their keys, a few hundred bytes each) are kept.
-    pub fn new(bytes: u64) -> Self {
-        ProofKeys(
-            moka::sync::Cache::<Box<str>, Arc<ProofKey>>::builder()
-                .weigher(|header, _| u32::try_from(header.len() + 512).unwrap_or(u32::MAX))
-                .max_capacity(bytes)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
-        )
-    }
-}
-
-/// What a proof's protected header decides: its algorithm, its key's thumbprint and the key.
-pub struct ProofKey {
-    alg: Algorithm,
-    jkt: String,
-    verifier: Verifier,
-}
-
-enum Verifier {
-    /// P-256 and Ed25519: the point decoded and validated (on the curve, exact length).
-    Parsed(ParsedPublicKey),
-    /// RSA: the components, verified through the JOSE library.
-    Rsa(DecodingKey),
-}
-
 /// A proof that passed every stateless check.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ValidProof {
@@ -165,8 +132,6 @@ struct ProofClaims<'a> {
     nonce: Option<Cow<'a, str>>,
 }
 
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
 pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, DpopCheck> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = proof.split('.');
@@ -175,7 +140,7 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     else {
         return Err(DpopCheck::Malformed);
     };
-    let known = request.keys.and_then(|keys| keys.0.get(header_b64));
+    let known = request.keys.and_then(|keys| keys.get(header_b64));
     let key = match &known {
         Some(key) if !request.algs.contains(&key.alg) => return Err(DpopCheck::Alg),
         Some(key) => Arc::clone(key),
@@ -197,7 +162,7 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
         return Err(DpopCheck::Signature);
     }
     if let (None, Some(keys)) = (&known, request.keys) {
-        keys.0.insert(header_b64.into(), Arc::clone(&key));
+        keys.insert(header_b64, Arc::clone(&key));
     }
     let payload = b64.decode(payload).map_err(|_| DpopCheck::Malformed)?;
     let claims: ProofClaims<'_> =
@@ -245,87 +210,6 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     })
 }
 
-/// The header's checks (#4 typ, #5 alg, #7 jwk, no `crit`) and its key.
-fn proof_key(header_b64: &str, algs: &[Algorithm]) -> Result<ProofKey, DpopCheck> {
-    let header: serde_json::Map<String, serde_json::Value> =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or(DpopCheck::Malformed)?;
-    if header.get("typ").and_then(|t| t.as_str()) != Some("dpop+jwt") {
-        return Err(DpopCheck::Typ);
-    }
-    // RFC 7515 §4.1.11: no critical extension is understood here.
-    if header.contains_key("crit") {
-        return Err(DpopCheck::Malformed);
-    }
-    let alg = match header.get("alg").and_then(|a| a.as_str()) {
-        Some("ES256") => Algorithm::ES256,
-        Some("PS256") => Algorithm::PS256,
-        Some("EdDSA") => Algorithm::EdDSA,
-        _ => return Err(DpopCheck::Alg),
-    };
-    if !algs.contains(&alg) {
-        return Err(DpopCheck::Alg);
-    }
-    let jwk = header
-        .get("jwk")
-        .and_then(|j| j.as_object())
-        .ok_or(DpopCheck::Jwk)?;
-    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
-        return Err(DpopCheck::Jwk);
-    }
-    Ok(ProofKey {
-        alg,
-        jkt: jkt(jwk).ok_or(DpopCheck::Jwk)?,
-        verifier: public_key(jwk, alg).ok_or(DpopCheck::Jwk)?,
-    })
-}
-
-/// The verification key of a public JWK of the type `alg` needs (RFC 7518 §6, RFC 8037).
-fn public_key(
-    jwk: &serde_json::Map<String, serde_json::Value>,
-    alg: Algorithm,
-) -> Option<Verifier> {
-    let member = |name: &str| jwk.get(name).and_then(|v| v.as_str());
-    let bytes = |name: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(member(name)?)
-            .ok()
-    };
-    match (alg, member("kty")?, member("crv")) {
-        (Algorithm::ES256, "EC", Some("P-256")) => {
-            let (x, y) = (bytes("x")?, bytes("y")?);
-            if x.len() != 32 || y.len() != 32 {
-                return None;
-            }
-            // SEC 1 §2.3.3 uncompressed point; parsing checks that it is on the curve.
-            let point = [&[4u8][..], &x, &y].concat();
-            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-                .ok()
-                .map(Verifier::Parsed)
-        }
-        (Algorithm::EdDSA, "OKP", Some("Ed25519")) => {
-            let x = bytes("x")?;
-            if x.len() != 32 {
-                return None;
-            }
-            ParsedPublicKey::new(&ED25519, x).ok().map(Verifier::Parsed)
-        }
-        (Algorithm::PS256, "RSA", _) => {
-            let n = member("n")?;
-            if crate::encoding::rsa_modulus_bits(n)? < crate::encoding::MIN_RSA_BITS {
-                return None;
-            }
-            DecodingKey::from_rsa_components(n, member("e")?)
-                .ok()
-                .map(Verifier::Rsa)
-        }
-        _ => None,
-    }
-}
-
 /// RFC 3986 §6.2.2/§6.2.3 normalisation of `htu` (DPOP-4.3-9/13): lowercase scheme and host,
 /// default port dropped, empty path as `/`, query and fragment ignored.
 pub fn normalise_htu(htu: &str) -> Option<String> {
@@ -343,6 +227,7 @@ pub fn normalise_htu(htu: &str) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::binding::thumbprint::jkt;
     use jsonwebtoken::{EncodingKey, Header};
 
     /// A P-256 key pair for signing test proofs, and its public JWK.
@@ -642,17 +527,15 @@ pub(crate) mod tests {
         };
         let forged = proof(&forged, serde_json::json!({}), claims());
         assert_eq!(verify(&forged, &warm), Err(DpopCheck::Signature));
-        keys.0.run_pending_tasks();
         assert_eq!(
-            keys.0.entry_count(),
+            keys.entry_count(),
             0,
             "a header whose proof failed is not kept"
         );
 
         let good = proof(&key, serde_json::json!({}), claims());
         let valid = verify(&good, &warm).unwrap();
-        keys.0.run_pending_tasks();
-        assert_eq!(keys.0.entry_count(), 1);
+        assert_eq!(keys.entry_count(), 1);
         assert_eq!(
             verify(&good, &warm),
             Ok(valid),
