@@ -94,7 +94,13 @@ pub(super) fn state(state: Option<&model::State>, base: &Path, errors: &mut Erro
                 );
             }
             let auth = redis_auth(state, !url.is_empty(), base, errors);
+            // Replication is asynchronous: in a failover, the new master may lack a record the
+            // old one acknowledged, and a used proof would pass there. Sentinel means replicas.
+            let replica_acks = state
+                .redis_replica_acks
+                .unwrap_or(u32::from(sentinel.is_some()));
             StateBackend::Redis(Box::new(RedisPolicy {
+                replica_acks,
                 tls,
                 sentinel,
                 auth,
@@ -204,6 +210,7 @@ fn unreachable_state() -> &'static model::State {
         redis_password_file: None,
         redis_username: None,
         redis_timeout: None,
+        redis_replica_acks: None,
         token_cache_entries: None,
         replay_cache_entries: None,
         replay_entries_per_key: None,

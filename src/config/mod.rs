@@ -382,6 +382,28 @@ mod tests {
         assert!(load_str(&with(tls), fixture_dir()).is_ok());
     }
 
+    /// DPOP-11.1-2 across a failover: Sentinel means replicas, so a replay record must be on
+    /// one before its proof passes; a single node or a cluster waits for none unless told.
+    #[test]
+    fn hi_config_redis_replica_acks_is_one_with_sentinel_and_zero_otherwise() {
+        use crate::fuzzing::{fixture_dir, POLICY};
+        let acks = |state: &str| {
+            let text = format!("{POLICY}\n[state]\nbackend = \"redis\"\n{state}");
+            match load_str(&text, fixture_dir()).map(|p| p.state.backend) {
+                Ok(crate::policy::StateBackend::Redis(redis)) => redis.replica_acks,
+                _ => panic!("{state}"),
+            }
+        };
+        let sentinel = "redis_sentinel_nodes = [\"rediss://127.0.0.1:26379\"]\n\
+                        redis_sentinel_master = \"m\"";
+        assert_eq!(acks(sentinel), 1);
+        assert_eq!(acks(&format!("{sentinel}\nredis_replica_acks = 2")), 2);
+        assert_eq!(acks("redis_url = \"redis://127.0.0.1\""), 0);
+        let cluster = "redis_cluster_nodes = [\"redis://127.0.0.1:7000\"]";
+        assert_eq!(acks(cluster), 0);
+        assert_eq!(acks(&format!("{cluster}\nredis_replica_acks = 1")), 1);
+    }
+
     #[test]
     fn hi_config_a_redis_password_file_is_for_sentinel_and_cluster_and_must_hold_a_password() {
         use crate::fuzzing::{fixture_dir, POLICY};

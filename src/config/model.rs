@@ -183,6 +183,9 @@ pub(crate) struct State {
     pub redis_password_file: Option<String>,
     pub redis_username: Option<String>,
     pub redis_timeout: Option<String>,
+    /// How many replicas must hold a DPoP replay record (`WAIT`) before its proof is admitted:
+    /// 1 with Sentinel, 0 otherwise.
+    pub redis_replica_acks: Option<u32>,
     pub token_cache_entries: Option<u64>,
     pub replay_cache_entries: Option<u64>,
     /// The most replay records one DPoP key may hold (default 1/16 of the store).

@@ -296,6 +296,8 @@ pub struct RedisPolicy {
     pub sentinel: Option<SentinelPolicy>,
     /// AUTH for the master Sentinel names or for the cluster nodes.
     pub auth: Option<RedisAuth>,
+    /// Replicas that must acknowledge a replay record before its proof is admitted.
+    pub replica_acks: u32,
 }
 
 /// A Redis user and password (`AUTH`); the password is never printed.

@@ -81,6 +81,8 @@ pub struct Redis {
     /// One connection attempt at a time, and none during the backoff after a failure.
     attempts: tokio::sync::Mutex<Backoff>,
     timeout: Duration,
+    /// `redis_replica_acks`.
+    replica_acks: u32,
     /// The trust configuration, named in a failed handshake's error.
     tls_files: String,
 }
@@ -97,6 +99,7 @@ impl Redis {
             tls,
             sentinel,
             auth,
+            replica_acks,
         } = policy;
         let (url, sentinel, auth, timeout) =
             (url.as_str(), sentinel.as_ref(), auth.as_ref(), *timeout);
@@ -144,6 +147,7 @@ impl Redis {
             connection: std::sync::RwLock::new(None),
             attempts: tokio::sync::Mutex::new(Backoff::default()),
             timeout,
+            replica_acks: *replica_acks,
             tls_files: files.join(" and "),
         })
     }
@@ -179,6 +183,7 @@ impl Redis {
             .map_err(|e| classify(&e))?;
         let mut info = redis::cmd("INFO");
         info.arg("memory");
+        let info = Request::Command(info);
         let reply = tokio::time::timeout(self.timeout, query::<redis::Value>(&connection, info))
             .await
             .map_err(|_| unreachable("Redis did not answer INFO in time".into()))?
@@ -300,8 +305,48 @@ impl Redis {
         &self,
         command: redis::Cmd,
     ) -> Result<T, StoreUnavailable> {
+        self.send(Request::Command(command)).await
+    }
+
+    /// `command`, a write, and then `WAIT` for `redis_replica_acks` replicas, in one round trip
+    /// on one connection: its reply, and whether that many replicas hold the write. `WAIT`
+    /// waits for at most half of `redis_timeout`, so the pair fits in one.
+    pub(crate) async fn run_replicated<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> Result<(T, bool), StoreUnavailable> {
+        if self.replica_acks == 0 {
+            return Ok((self.run(command).await?, true));
+        }
+        let wait_ms = (self.timeout.as_millis() / 2).max(1) as u64;
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(command)
+            .cmd("WAIT")
+            .arg(self.replica_acks)
+            .arg(wait_ms);
+        let (reply, acks): (T, u64) = self.send(Request::Pipeline(pipeline)).await?;
+        let replicated = acks >= u64::from(self.replica_acks);
+        if !replicated {
+            tracing::warn!(
+                acknowledged = acks,
+                redis_replica_acks = self.replica_acks,
+                "a shared-state write was not acknowledged by enough replicas in time"
+            );
+            // The master may have been failed over without knowing it yet: ask Sentinel again.
+            if let Some(connection) = self.current() {
+                self.forget_sentinel_master(&connection);
+            }
+        }
+        Ok((reply, replicated))
+    }
+
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        request: Request,
+    ) -> Result<T, StoreUnavailable> {
         let connection = self.connection().await?;
-        let call = query::<T>(&connection, command);
+        let call = query::<T>(&connection, request);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
@@ -381,14 +426,32 @@ impl Redis {
     }
 }
 
+/// One command, or several sent together on one connection (their replies in order).
+enum Request {
+    Command(redis::Cmd),
+    Pipeline(redis::Pipeline),
+}
+
+impl Request {
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Request::Command(command) => command.query_async(connection).await,
+            Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
+        }
+    }
+}
+
 async fn query<T: redis::FromRedisValue>(
     connection: &Connection,
-    command: redis::Cmd,
+    request: Request,
 ) -> redis::RedisResult<T> {
     match connection.clone() {
-        Connection::Node(mut node) => command.query_async::<T>(&mut node).await,
-        Connection::Cluster(mut cluster) => command.query_async::<T>(&mut cluster).await,
-        Connection::Sentinel(mut master) => command.query_async::<T>(&mut master).await,
+        Connection::Node(mut node) => request.send(&mut node).await,
+        Connection::Cluster(mut cluster) => request.send(&mut cluster).await,
+        Connection::Sentinel(mut master) => request.send(&mut master).await,
     }
 }
 

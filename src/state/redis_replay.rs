@@ -50,9 +50,12 @@ impl ReplayStore for RedisReplayStore {
             .arg(ttl.as_millis().max(1) as u64)
             .arg(self.per_key)
             .arg((epoch_ms * 2) as u64);
-        match self.redis.run::<i64>(command).await? {
-            0 => Ok(FirstUse::Replayed),
-            1 => Ok(FirstUse::First),
+        // A record no replica holds yet would be lost if the master failed over now, and the
+        // proof would pass again at the new master: fail closed until the replicas have it.
+        match self.redis.run_replicated::<i64>(command).await? {
+            (0, _) => Ok(FirstUse::Replayed),
+            (1, true) => Ok(FirstUse::First),
+            (1, false) => Err(StoreUnavailable),
             _ => Ok(FirstUse::OverShare),
         }
     }

@@ -186,6 +186,7 @@ mod tests {
             tls: Default::default(),
             sentinel: None,
             auth: None,
+            replica_acks: 0,
         })
         .unwrap();
         let counter = prometheus::IntCounter::new("t", "t").unwrap();

@@ -16,13 +16,18 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(0)
+    }
+
+    /// Three masters with `replicas` replicas each, every replica synced.
+    fn start_with(replicas: usize) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("fapigate-redis-cluster-")
             .tempdir()
             .expect("cluster dir");
         let mut nodes = Vec::new();
         let mut places = Vec::new();
-        for n in 0..3 {
+        for n in 0..3 * (1 + replicas) {
             let place = dir.path().join(format!("node-{n}"));
             let (child, port, bus) = start_node(&place, None);
             nodes.push((child, port));
@@ -35,7 +40,7 @@ impl Cluster {
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli runs");
         assert!(output.status.success(), "cluster create: {output:?}");
@@ -45,7 +50,24 @@ impl Cluster {
             _dir: dir,
         };
         cluster.wait_until_up();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while cluster.replicas().len() < 3 * replicas
+            || cluster.replicas().iter().any(|(_, port)| {
+                !cli(*port, &["info", "replication"]).contains("master_link_status:up")
+            })
+        {
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cluster
+    }
+
+    /// The nodes that are replicas now.
+    fn replicas(&self) -> Vec<&(Child, u16)> {
+        self.nodes
+            .iter()
+            .filter(|(_, port)| cli(*port, &["role"]).starts_with("slave"))
+            .collect()
     }
 
     /// Every node must agree the cluster is up before a client is pointed at it.
@@ -101,6 +123,16 @@ impl Cluster {
             .collect();
         format!("redis_cluster_nodes = [{}]\n", nodes.join(", "))
     }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).to_string()
 }
 
 impl Drop for Cluster {
@@ -172,6 +204,16 @@ fn dpop_11_1_2_a_proof_used_at_one_gateway_is_refused_at_another_through_a_redis
     assert!(masters_used >= 2, "every record on one master");
 }
 
+/// One proof sent to `bank`'s gateway, then the same proof to `b`: both answers.
+fn used_at_a_then_b(bank: &Bank, b: &Gateway, token: &str, key: &str) -> (Response, Response) {
+    let proof = bank
+        .auth
+        .proof(key, "GET", &bank.url("/accounts"), token, None);
+    let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", token, Some(&proof));
+    let replayed = accounts_with(b, &bank.pki, "DPoP", token, Some(&proof));
+    (first, replayed)
+}
+
 /// Issue 14 §3: one master of three killed: proofs whose records live on it get 503 (never a
 /// pass), the others are admitted and still refused as replays at the other gateway; once the
 /// master is back, every key works again without restarting a gateway.
@@ -185,11 +227,7 @@ fn a_killed_cluster_master_fails_its_slots_closed_and_recovers_without_restart()
     });
     let replica = bank.replica("replica-b");
     let use_and_replay = |token: &str, key: &str| {
-        let proof = bank
-            .auth
-            .proof(key, "GET", &bank.url("/accounts"), token, None);
-        let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", token, Some(&proof));
-        let replayed = accounts_with(&replica, &bank.pki, "DPoP", token, Some(&proof));
+        let (first, replayed) = used_at_a_then_b(&bank, &replica, token, key);
         assert!(
             [401, 503].contains(&replayed.status),
             "a replay was accepted: {replayed:?}"
@@ -237,5 +275,59 @@ fn a_killed_cluster_master_fails_its_slots_closed_and_recovers_without_restart()
             assert!(Instant::now() < deadline, "the gateway did not recover");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// DPOP-11.1-2 across a failover, in a cluster with a replica per master and
+/// `redis_replica_acks = 1`: a key's `EVAL` and its `WAIT` go together to the master of its
+/// slot, so a proof is admitted only once that master's replica holds its record. With every
+/// replica stopped, a proof gets 503 and is still a replay at the other gateway; with them back,
+/// proofs pass again.
+#[test]
+fn dpop_11_1_2_a_cluster_with_replica_acks_admits_a_proof_once_a_replica_holds_its_record() {
+    let cluster = Cluster::start_with(1);
+    let bank = Bank::start(Options {
+        state_extra: format!("{}redis_replica_acks = 1\n", cluster.state()),
+        public_url: Some("https://api.bank.test"),
+        ..Options::default()
+    });
+    let replica = bank.replica("replica-b");
+    let use_and_replay = |token: &str, key: &str| {
+        let (first, replayed) = used_at_a_then_b(&bank, &replica, token, key);
+        assert_eq!(replayed.status, 401, "{replayed:?}");
+        assert_eq!(
+            replayed.challenge(),
+            Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
+        );
+        first
+    };
+    // Ten keys, their records spread over the masters (each key is one hash tag).
+    for _ in 0..10 {
+        let (token, key) = bank.dpop_token("tpp", "ES256", None);
+        let first = use_and_replay(&token, &key);
+        assert_eq!(first.status, 200, "{first:?}");
+    }
+    let replicas = cluster.replicas();
+    assert_eq!(replicas.len(), 3);
+    for (server, _) in &replicas {
+        crate::redis_tcp::signal(server, "-STOP");
+    }
+    let (token, key) = bank.dpop_token("tpp", "ES256", None);
+    let first = use_and_replay(&token, &key);
+    for (server, _) in &replicas {
+        crate::redis_tcp::signal(server, "-CONT");
+    }
+    assert_eq!(
+        first.status, 503,
+        "admitted with no replica holding the record: {first:?}"
+    );
+    assert_eq!(first.header("retry-after"), Some("1"));
+    let deadline = Instant::now() + START_TIMEOUT;
+    while use_and_replay(&token, &key).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "proofs not admitted with the replicas back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -3,7 +3,7 @@
 //! failover the gateways find the new master without a restart; no replay is accepted.
 
 use crate::bank::*;
-use crate::redis_tcp::{start_on_free_ports, start_until};
+use crate::redis_tcp::{signal, start_on_free_ports, start_until};
 use crate::support::*;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -81,6 +81,14 @@ impl Sentinel {
             Some(secure) => secure.server_args(port),
             None => vec!["--port".into(), port.to_string()],
         };
+        // The first sync at once, not after the default 5 s wait for more replicas.
+        let args = |port: u16| {
+            [
+                args(port),
+                vec!["--repl-diskless-sync-delay".into(), "0".into()],
+            ]
+            .concat()
+        };
         let (master_child, master) = start_on_free_ports(&dir.path().join("master"), |free| {
             let port = free();
             (port, args(port))
@@ -102,10 +110,12 @@ impl Sentinel {
             secure,
             dir,
         };
+        // Online, not merely connected: until its first sync is done, the replica acknowledges
+        // no write, and the gateway admits no proof.
         until("replication", || {
             sentinel
                 .cli(master, &["info", "replication"])
-                .contains("connected_slaves:1")
+                .contains("state=online")
         });
         let conf_dir = sentinel.dir.path().join("sentinel");
         std::fs::create_dir_all(&conf_dir).expect("sentinel dir");
@@ -282,6 +292,39 @@ fn dpop_11_1_2_replays_are_refused_through_sentinel_before_and_after_a_failover(
         &["--scan", "--pattern", "fapigate:dpop:*"],
     );
     assert!(!records.trim().is_empty(), "no record on the new master");
+}
+
+/// DPOP-11.1-2 across a failover: Redis replicates asynchronously, so a record only the master
+/// holds is lost when a replica is promoted, and the proof would pass again there (the suite
+/// once saw exactly that under load). A proof is admitted only once a replica acknowledged its
+/// record (`WAIT`, `redis_replica_acks` = 1 with Sentinel): with the replica stopped, the
+/// proof gets 503 and is still a replay at the other gateway; with it back, proofs pass.
+#[test]
+fn dpop_11_1_2_a_proof_is_admitted_only_once_a_replica_holds_its_record() {
+    let sentinel = Sentinel::start();
+    let (bank, replica, token, key) = two_gateways(&sentinel);
+    assert!(used_at_a_then_b(&bank, &replica, &token, &key, 200));
+    let replica_server = &sentinel.servers[1];
+    signal(replica_server, "-STOP");
+    let proof = bank
+        .auth
+        .proof(&key, "GET", &bank.url("/accounts"), &token, None);
+    let first = accounts_with(&bank.gateway, &bank.pki, "DPoP", &token, Some(&proof));
+    let replayed = accounts_with(&replica, &bank.pki, "DPoP", &token, Some(&proof));
+    signal(replica_server, "-CONT");
+    assert_eq!(
+        first.status, 503,
+        "admitted with no replica holding the record: {first:?}"
+    );
+    assert_eq!(first.header("retry-after"), Some("1"));
+    assert_eq!(replayed.status, 401, "{replayed:?}");
+    assert_eq!(
+        replayed.challenge(),
+        Some(dpop_challenge("invalid_dpop_proof", "the DPoP proof was already used").as_str())
+    );
+    until("proofs admitted with the replica back", || {
+        used_at_a_then_b(&bank, &replica, &token, &key, 200)
+    });
 }
 
 #[test]

@@ -89,3 +89,31 @@ pub fn tls_args(pki: &Pki, port: u16, clients_ca: &Path) -> Vec<String> {
     ]
     .to_vec()
 }
+
+/// Sends `signal` (`-STOP` or `-CONT`) to a Redis server and returns once it took effect: a
+/// stopped server reads nothing, so a replica acknowledges no write.
+pub fn signal(server: &Child, signal: &str) {
+    let pid = server.id();
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+    let stopped = signal == "-STOP";
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name's closing parenthesis.
+        let state = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest.trim_start());
+        if state.starts_with('T') == stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kill {signal} {pid} took no effect"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
