@@ -180,25 +180,28 @@ impl Writer {
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut waiting = Vec::with_capacity(batch.len());
         let (seq, prev, since) = (self.seq, self.prev.clone(), self.since_checkpoint);
+        // A checkpoint after every `checkpoint_every` records, also inside one batch: no
+        // more records than that between two checkpoints, however busy the gateway.
+        let mut checkpoints = Vec::new();
         for message in batch {
             if let Message::Record { fields, done } = message {
                 self.append(&mut buffer, fields);
                 self.since_checkpoint += 1;
                 waiting.push(done);
+                if self.since_checkpoint >= self.settings.checkpoint_every {
+                    checkpoints.push(self.checkpoint(&mut buffer));
+                }
             }
         }
-        let due = self.since_checkpoint >= self.settings.checkpoint_every
-            || (self.since_checkpoint > 0
-                && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
-        let checkpoint = if due {
-            Some(self.checkpoint(&mut buffer))
-        } else {
-            None
-        };
+        if self.since_checkpoint > 0
+            && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval
+        {
+            checkpoints.push(self.checkpoint(&mut buffer));
+        }
         if buffer.is_empty() {
             return;
         }
-        let sync = self.settings.fsync_every_batch || due;
+        let sync = self.settings.fsync_every_batch || !checkpoints.is_empty();
         let outcome = self.commit(&buffer, sync);
         if outcome.is_err() {
             // Nothing of the batch counts as written: the next one goes on from before it.
@@ -208,7 +211,7 @@ impl Writer {
             Err(error) => tracing::error!(%error, "audit records could not be written"),
             Ok(()) => {
                 self.settings.records.inc_by(waiting.len() as u64);
-                if let Some((seq, head)) = checkpoint {
+                for (seq, head) in checkpoints {
                     self.exported(seq, &head);
                 }
             }
@@ -551,6 +554,39 @@ mod tests {
         assert!(writer.commit(&buffer, true).is_err());
         (writer.seq, writer.prev) = (seq, prev);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+        assert!(chain::verify(&path, &chain::Checks::default()).is_ok());
+    }
+
+    /// MS2-PRIV: `checkpoint_every` bounds the records between two checkpoints even when one
+    /// batch holds several times that many (a reload storm once showed fewer checkpoints).
+    #[test]
+    fn ms2_priv_a_large_batch_gets_a_checkpoint_after_every_checkpoint_every_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut writer = Writer::open(Settings {
+            checkpoint_every: 25,
+            ..settings(&path)
+        })
+        .unwrap();
+        let batch = (0..110)
+            .map(|_| Message::Record {
+                fields: serde_json::Map::new(),
+                done: tokio::sync::oneshot::channel().0,
+            })
+            .collect();
+        writer.write_batch(batch);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let checkpoints: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.contains("\"checkpoint\":"))
+            .map(|(i, _)| i + 1)
+            .collect();
+        // Lines 26, 52, 78 and 104: 25 records, then a checkpoint, four times; 10 records left.
+        assert_eq!(checkpoints, [26, 52, 78, 104]);
+        assert_eq!(writer.since_checkpoint, 10);
+        assert_eq!(writer.settings.checkpoints.get(), 4);
+        assert_eq!(writer.settings.records.get(), 110);
         assert!(chain::verify(&path, &chain::Checks::default()).is_ok());
     }
 
