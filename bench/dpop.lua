@@ -10,6 +10,15 @@
 
 local threads = {}
 
+-- bench/load.sh RATE=N: a pause after every response (see bench/pace.lua). Defined only then:
+-- wrk schedules a timer per request for a script that has delay().
+local pause = tonumber(os.getenv("WRK_PAUSE_MS") or "")
+if pause and pause > 0 then
+    function delay()
+        return pause
+    end
+end
+
 function setup(thread)
     table.insert(threads, thread)
     thread:set("id", #threads)

@@ -41,6 +41,12 @@
 #                        alternate: one target after the other, unpinned. reload always
 #                        alternates. On a shared VM alternate pairs ranged 0.65 to 1.30,
 #                        together rounds within a few percent.
+#   RATE=                requests/s offered to each target (unset: as many as it serves). Each
+#                        wrk connection then pauses CONNECTIONS/RATE s after every response
+#                        (bench/pace.lua), so both targets of a pair see the same offered load
+#                        below their capacity: latency is then service time, not the queue a
+#                        saturating closed loop builds (whose p99 only mirrors req/s), and CPU
+#                        per request is compared at one request rate
 #   LOG_LEVEL=warn       the gateways' [log] level in every scenario but log; info runs them as
 #                        an operator would, writing the JSON access log to a file
 #   SKIP_BUILD=1         use the binaries already in target/release
@@ -71,6 +77,7 @@ RELOAD_AT=${RELOAD_AT:-3}
 COUNT=${COUNT:-time}
 LOAD=${LOAD:-together}
 LOG_LEVEL=${LOG_LEVEL:-warn}
+RATE=${RATE:-}
 export BENCH_THREADS
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +85,13 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 bin=$target/release
 
 die() { echo "load.sh: $*" >&2; exit 1; }
+if [[ -n $RATE ]]; then
+    [[ $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE: requests per second, a whole number"
+    # The pause per connection, whole milliseconds (wrk's timer unit).
+    WRK_PAUSE_MS=$(( (CONNECTIONS * 1000 + RATE / 2) / RATE ))
+    (( WRK_PAUSE_MS > 0 )) || die "RATE $RATE with $CONNECTIONS connections: under 1 ms between requests; lower RATE or raise CONNECTIONS"
+    export WRK_PAUSE_MS
+fi
 
 case $SCENARIO in
     baseline | dpop | signed | log | reload | all) ;;
@@ -694,6 +708,8 @@ wrk_run() {
             ;;
         *) die "no request kind $kind" ;;
     esac
+    # bench/dpop.lua paces itself; the other kinds need bench/pace.lua for it.
+    [[ -z $RATE ]] || args+=(-s "$repo/bench/pace.lua")
     # shellcheck disable=SC2046
     exec $(pinned load) timeout "$watchdog" wrk "${args[@]}" "$url"
 }
@@ -739,7 +755,7 @@ measure_together() {
     # The ratio is one of costs only while the proxies' CPU is the bottleneck.
     busy=$(awk -v t=$(( a1 - a0 + b1 - b0 )) -v hz="$clk_tck" -v s="$t0" -v e="$t1" \
         'BEGIN { printf "%.0f", 100 * t / hz / (e - s) }')
-    if (( busy < 90 )); then
+    if [[ -z $RATE ]] && (( busy < 90 )); then
         echo "load.sh: warning: the proxies used only $busy % of CPU $proxy_cpu: the load side may be the bottleneck, and the ratio is not one of costs" >&2
     fi
     run=$((run + 1))
@@ -1125,7 +1141,7 @@ EOF
 fi
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD, log level $LOG_LEVEL"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD, log level $LOG_LEVEL${RATE:+, offered $RATE req/s per target (a ${WRK_PAUSE_MS} ms pause per connection)}"
 [[ $LOAD == alternate ]] || echo "(the two targets of a pair loaded together, proxies pinned to CPU $proxy_cpu)"
 [[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
