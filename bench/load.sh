@@ -85,6 +85,8 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 bin=$target/release
 
 die() { echo "load.sh: $*" >&2; exit 1; }
+# A pause left in the environment must not pace a run that did not ask for one.
+unset WRK_PAUSE_MS
 if [[ -n $RATE ]]; then
     [[ $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE: requests per second, a whole number"
     # The pause per connection, whole milliseconds (wrk's timer unit).

@@ -179,7 +179,12 @@ impl Writer {
         }
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut waiting = Vec::with_capacity(batch.len());
-        let (seq, prev, since) = (self.seq, self.prev.clone(), self.since_checkpoint);
+        let (seq, prev, since, last) = (
+            self.seq,
+            self.prev.clone(),
+            self.since_checkpoint,
+            self.last_checkpoint,
+        );
         // A checkpoint after every `checkpoint_every` records, also inside one batch: no
         // more records than that between two checkpoints, however busy the gateway.
         let mut checkpoints = Vec::new();
@@ -205,7 +210,12 @@ impl Writer {
         let outcome = self.commit(&buffer, sync);
         if outcome.is_err() {
             // Nothing of the batch counts as written: the next one goes on from before it.
-            (self.seq, self.prev, self.since_checkpoint) = (seq, prev, since);
+            (
+                self.seq,
+                self.prev,
+                self.since_checkpoint,
+                self.last_checkpoint,
+            ) = (seq, prev, since, last);
         }
         match &outcome {
             Err(error) => tracing::error!(%error, "audit records could not be written"),

@@ -75,11 +75,48 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-pub struct Redis {
-    target: Target,
+/// One connection to Redis and its attempts to make it.
+#[derive(Default)]
+struct Lane {
     connection: std::sync::RwLock<Option<Connection>>,
     /// One connection attempt at a time, and none during the backoff after a failure.
     attempts: tokio::sync::Mutex<Backoff>,
+}
+
+impl Lane {
+    fn current(&self) -> Option<Connection> {
+        self.connection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed command: a Sentinel connection is dropped when the master may have
+    /// moved (the others reconnect by themselves).
+    fn after_failure(&self, connection: &Connection, error: &redis::RedisError) {
+        let moved = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.kind() == redis::ErrorKind::ReadOnly;
+        if moved {
+            self.forget_sentinel_master(connection);
+        }
+    }
+
+    fn forget_sentinel_master(&self, connection: &Connection) {
+        if matches!(connection, Connection::Sentinel(_)) {
+            *self.connection.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+pub struct Redis {
+    target: Target,
+    /// Every command but the replicated writes.
+    shared: Lane,
+    /// The replay writes followed by `WAIT`: Redis reads nothing more from a client held in
+    /// `WAIT`, so on the shared connection a slow or stopped replica would stall every other
+    /// use of Redis (token cache, rate limits, the health check) behind them.
+    replicated: Lane,
     timeout: Duration,
     /// `redis_replica_acks`.
     replica_acks: u32,
@@ -144,8 +181,8 @@ impl Redis {
         }
         Ok(Redis {
             target,
-            connection: std::sync::RwLock::new(None),
-            attempts: tokio::sync::Mutex::new(Backoff::default()),
+            shared: Lane::default(),
+            replicated: Lane::default(),
             timeout,
             replica_acks: *replica_acks,
             tls_files: files.join(" and "),
@@ -195,14 +232,14 @@ impl Redis {
     /// The connection, made on first use. Fails fast instead of queueing: while one attempt
     /// runs, and during the backoff after a failed one, callers get `StoreUnavailable` at once,
     /// so no request waits more than one `redis_timeout`.
-    async fn connection(&self) -> Result<Connection, StoreUnavailable> {
-        if let Some(connection) = self.current() {
+    async fn connection(&self, lane: &Lane) -> Result<Connection, StoreUnavailable> {
+        if let Some(connection) = lane.current() {
             return Ok(connection);
         }
-        let Ok(mut attempts) = self.attempts.try_lock() else {
+        let Ok(mut attempts) = lane.attempts.try_lock() else {
             return Err(StoreUnavailable);
         };
-        if let Some(connection) = self.current() {
+        if let Some(connection) = lane.current() {
             return Ok(connection);
         }
         let now = std::time::Instant::now();
@@ -212,7 +249,7 @@ impl Redis {
         match self.connect().await {
             Ok(connection) => {
                 *attempts = Backoff::default();
-                *self.connection.write().unwrap_or_else(|e| e.into_inner()) =
+                *lane.connection.write().unwrap_or_else(|e| e.into_inner()) =
                     Some(connection.clone());
                 Ok(connection)
             }
@@ -223,30 +260,6 @@ impl Redis {
                 tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Redis cannot be used");
                 Err(StoreUnavailable)
             }
-        }
-    }
-
-    fn current(&self) -> Option<Connection> {
-        self.connection
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// After a failed command: a Sentinel connection is dropped when the master may have
-    /// moved (the others reconnect by themselves).
-    fn after_failure(&self, connection: &Connection, error: &redis::RedisError) {
-        let moved = error.is_io_error()
-            || error.is_connection_dropped()
-            || error.kind() == redis::ErrorKind::ReadOnly;
-        if moved {
-            self.forget_sentinel_master(connection);
-        }
-    }
-
-    fn forget_sentinel_master(&self, connection: &Connection) {
-        if matches!(connection, Connection::Sentinel(_)) {
-            *self.connection.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -305,7 +318,7 @@ impl Redis {
         &self,
         command: redis::Cmd,
     ) -> Result<T, StoreUnavailable> {
-        self.send(Request::Command(command)).await
+        self.send(&self.shared, Request::Command(command)).await
     }
 
     /// `command`, a write, and then `WAIT` for `redis_replica_acks` replicas, in one round trip
@@ -325,7 +338,9 @@ impl Redis {
             .cmd("WAIT")
             .arg(self.replica_acks)
             .arg(wait_ms);
-        let (reply, acks): (T, u64) = self.send(Request::Pipeline(pipeline)).await?;
+        let (reply, acks): (T, u64) = self
+            .send(&self.replicated, Request::Pipeline(pipeline))
+            .await?;
         let replicated = acks >= u64::from(self.replica_acks);
         if !replicated {
             tracing::warn!(
@@ -333,31 +348,28 @@ impl Redis {
                 redis_replica_acks = self.replica_acks,
                 "a shared-state write was not acknowledged by enough replicas in time"
             );
-            // The master may have been failed over without knowing it yet: ask Sentinel again.
-            if let Some(connection) = self.current() {
-                self.forget_sentinel_master(&connection);
-            }
         }
         Ok((reply, replicated))
     }
 
     async fn send<T: redis::FromRedisValue>(
         &self,
+        lane: &Lane,
         request: Request,
     ) -> Result<T, StoreUnavailable> {
-        let connection = self.connection().await?;
+        let connection = self.connection(lane).await?;
         let call = query::<T>(&connection, request);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "Redis command failed");
-                self.after_failure(&connection, &error);
+                lane.after_failure(&connection, &error);
                 Err(StoreUnavailable)
             }
             Err(_) => {
                 tracing::warn!("Redis command timed out");
                 // A master that stopped answering may have been failed over.
-                self.forget_sentinel_master(&connection);
+                lane.forget_sentinel_master(&connection);
                 Err(StoreUnavailable)
             }
         }
@@ -421,7 +433,14 @@ impl Redis {
         Ok((!value.is_empty()).then_some(value))
     }
 
+    /// The health check: Redis answers on the shared connection. It also makes the
+    /// replicated writes' connection when there is none, so that the first proofs after
+    /// ready do not find it being made (they would get 503 meanwhile). Not a `PING` on it:
+    /// that would queue behind a `WAIT`.
     pub async fn ping(&self) -> bool {
+        if self.replica_acks > 0 && self.replicated.current().is_none() {
+            let _ = self.connection(&self.replicated).await;
+        }
         self.run::<String>(redis::cmd("PING")).await.is_ok()
     }
 }

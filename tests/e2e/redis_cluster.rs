@@ -161,6 +161,9 @@ fn start_node(dir: &std::path::Path, ports: Option<(u16, u16)>) -> (Child, u16, 
             bus_port.to_string(),
             "--cluster-require-full-coverage".into(),
             "no".into(),
+            // A replica's first sync at once, not after the default 5 s wait for more.
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
             "--cluster-config-file".into(),
             dir.join("nodes.conf").display().to_string(),
         ];
@@ -287,7 +290,11 @@ fn a_killed_cluster_master_fails_its_slots_closed_and_recovers_without_restart()
 fn dpop_11_1_2_a_cluster_with_replica_acks_admits_a_proof_once_a_replica_holds_its_record() {
     let cluster = Cluster::start_with(1);
     let bank = Bank::start(Options {
-        state_extra: format!("{}redis_replica_acks = 1\n", cluster.state()),
+        // 1 s for a replica's acknowledgement (half of redis_timeout) on a loaded machine.
+        state_extra: format!(
+            "{}redis_replica_acks = 1\nredis_timeout = \"2s\"\n",
+            cluster.state()
+        ),
         public_url: Some("https://api.bank.test"),
         ..Options::default()
     });

@@ -179,9 +179,11 @@ impl Sentinel {
         String::from_utf8_lossy(&output.stdout).to_string()
     }
 
-    /// The `[state]` lines that reach the master through this sentinel.
+    /// The `[state]` lines that reach the master through this sentinel. A `redis_timeout` of
+    /// 2 s gives a replica 1 s to acknowledge a record (`WAIT`) on a loaded machine.
     fn state(&self) -> String {
-        match &self.secure {
+        let timeout = "redis_timeout = \"2s\"\n";
+        let state = match &self.secure {
             None => format!(
                 "redis_sentinel_nodes = [\"redis://127.0.0.1:{}\"]\nredis_sentinel_master = \"{MASTER}\"\n\
                  redis_insecure = true\n",
@@ -200,7 +202,8 @@ impl Sentinel {
                     secure.tls_file("ca.crt"),
                 )
             }
-        }
+        };
+        format!("{state}{timeout}")
     }
 
     /// Sentinel promotes the replica; returns once it is the master everyone agrees on and the
