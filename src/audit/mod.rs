@@ -9,6 +9,7 @@
 //! `fsync = "every-record"`).
 
 pub(crate) mod chain;
+mod reopen;
 mod writer;
 
 use crate::policy::{AuditPolicy, FsyncPolicy, OnFull};

@@ -75,11 +75,7 @@ impl Cluster {
         let deadline = Instant::now() + START_TIMEOUT;
         for (_, port) in &self.nodes {
             loop {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "cluster", "info"])
-                    .output()
-                    .expect("redis-cli runs");
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                if cli(*port, &["cluster", "info"]).contains("cluster_state:ok") {
                     break;
                 }
                 assert!(Instant::now() < deadline, "the cluster did not come up");
@@ -105,13 +101,7 @@ impl Cluster {
     fn nodes_holding(&self, pattern: &str) -> usize {
         self.nodes
             .iter()
-            .filter(|(_, port)| {
-                let scan = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
-                    .output()
-                    .expect("redis-cli runs");
-                !String::from_utf8_lossy(&scan.stdout).trim().is_empty()
-            })
+            .filter(|(_, port)| !cli(*port, &["--scan", "--pattern", pattern]).is_empty())
             .count()
     }
 
@@ -125,14 +115,9 @@ impl Cluster {
     }
 }
 
+/// `redis-cli` against the node on `port`.
 fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&output.stdout).to_string()
+    redis_cli(&["-p".to_string(), port.to_string()], args)
 }
 
 impl Drop for Cluster {
