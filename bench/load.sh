@@ -49,6 +49,15 @@
 #                        per request is compared at one request rate
 #   LOG_LEVEL=warn       the gateways' [log] level in every scenario but log; info runs them as
 #                        an operator would, writing the JSON access log to a file
+#   IDLE_POLL_NS=        unset: the machine's idle behaviour as it is. N: for the run, an idle
+#                        vCPU polls N ns before it halts (the cpuidle haltpoll driver's
+#                        guest_halt_poll_ns, put back on exit; needs root). On loopback in a VM
+#                        a proxy's write to the upstream (and to wrk) wakes a process whose vCPU
+#                        may have halted, and the kernel charges the IPI that wakes it to the
+#                        proxy: more the longer a target holds a request before it forwards it
+#                        (a signature check), less for auth = "none". Across a network to
+#                        another host that wake-up does not happen. 200000 makes it the same
+#                        for every target; the output's first line says which was measured
 #   SKIP_BUILD=1         use the binaries already in target/release
 #   COUNT=time           time: wrk throughput, latency and CPU time (the default)
 #                        instructions: the proxies run under valgrind's callgrind with its cache
@@ -202,6 +211,10 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n ${idle_poll_was:-} ]]; then
+        echo "$idle_poll_was" >"$idle_poll_knob" 2>/dev/null \
+            || echo "load.sh: could not put $idle_poll_knob back to $idle_poll_was" >&2
+    fi
     if [[ ${KEEP_TMP:-0} == 1 ]]; then
         echo "load.sh: kept $tmp" >&2
     else
@@ -212,6 +225,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+idle_poll_knob=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+idle=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo "unknown")
+if [[ -r $idle_poll_knob ]]; then
+    idle="$idle, guest_halt_poll_ns $(<"$idle_poll_knob")"
+fi
+if [[ -n ${IDLE_POLL_NS:-} ]]; then
+    [[ $IDLE_POLL_NS =~ ^[0-9]+$ ]] || die "IDLE_POLL_NS must be a number of nanoseconds"
+    [[ -w $idle_poll_knob ]] || die "IDLE_POLL_NS needs the cpuidle haltpoll driver and root ($idle_poll_knob)"
+    idle_poll_was=$(<"$idle_poll_knob")
+    echo "$IDLE_POLL_NS" >"$idle_poll_knob" || die "could not write $idle_poll_knob"
+    idle="$idle, set to $IDLE_POLL_NS for this run"
+fi
 
 # free_port NAME: a free port below the ephemeral range (so wrk's own outgoing sockets cannot
 # take it) into the variable NAME. Not a command substitution: in a subshell used_ports would not
@@ -1143,7 +1169,7 @@ EOF
 fi
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD, log level $LOG_LEVEL${RATE:+, offered $RATE req/s per target (a ${WRK_PAUSE_MS} ms pause per connection)}"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), proxy threads $BENCH_THREADS, $(nproc) CPUs, scenario $SCENARIO, LOAD=$LOAD, log level $LOG_LEVEL, cpuidle $idle${RATE:+, offered $RATE req/s per target (a ${WRK_PAUSE_MS} ms pause per connection)}"
 [[ $LOAD == alternate ]] || echo "(the two targets of a pair loaded together, proxies pinned to CPU $proxy_cpu)"
 [[ $COUNT == time ]] || echo "(COUNT=instructions: the proxies ran under callgrind; their wrk figures mean nothing)"
 echo
