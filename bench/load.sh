@@ -563,6 +563,11 @@ class Introspection(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
+    def do_GET(self):
+        # Readiness only: load.sh waits for this before its probes.
+        self.send_response(200 if self.path == "/ready" else 404)
+        self.send_header("content-length", "0")
+        self.end_headers()
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Introspection).serve_forever()
@@ -570,7 +575,8 @@ EOF
     # shellcheck disable=SC2046
     $(pinned load) python3 "$tmp/introspect.py" "$intro_port" "$tmp/dpop/introspection.json" \
         >"$tmp/introspect.log" 2>&1 &
-    pids+=("$!")
+    intro_pid=$!
+    pids+=("$intro_pid")
 fi
 
 # wait_for NAME PID URL: until URL answers 200, or fail showing NAME's log.
@@ -598,6 +604,8 @@ wait_for fapigate "$gate_pid" "http://127.0.0.1:$admin_port/readyz"
 wait_for fapigate "$gate_pid" "$gate/status"
 if want dpop; then
     wait_for fapigate-redis "$gate2_pid" "http://127.0.0.1:$admin2_port/readyz"
+    # The opaque probe's first use is introspected: a python that is not listening yet is a 503.
+    wait_for introspect "$intro_pid" "http://127.0.0.1:$intro_port/ready"
     # HAProxy refuses a request without the token: wait for its port (probed with it later).
     for i in $(seq 1 150); do
         (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break
