@@ -22,6 +22,7 @@ use fapigate::stages::{Confirmation, Grant};
 use fapigate::stages::{Credential, Scheme};
 use http::{HeaderMap, HeaderValue, Method};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::Digest;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -79,10 +80,11 @@ fn dpop(c: &mut Criterion) {
     for key in &keys {
         let alg = alg_name(key.alg);
         let token = access_token(&as_key, &key.jkt(), "at-1", now);
+        let token_sha256: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let context = ProofContext {
             method: "GET",
             target_uri: &target_uri,
-            access_token: &token,
+            access_token_sha256: &token_sha256,
             now,
             algs: &ALGS,
             max_clock_skew: Duration::from_secs(10),
@@ -138,10 +140,7 @@ fn dpop(c: &mut Criterion) {
     for key in keys.iter().filter(|k| k.alg != Algorithm::PS256) {
         let alg = alg_name(key.alg);
         let token = access_token(&as_key, &key.jkt(), "at-1", now);
-        let credential = Credential {
-            scheme: Scheme::Dpop,
-            token: token.clone(),
-        };
+        let credential = Credential::new(Scheme::Dpop, token.clone());
         let grant = Grant {
             issuer: ISSUER.into(),
             subject: Some("alice".into()),

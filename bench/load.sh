@@ -772,9 +772,10 @@ measure_together() {
     read -r pid_a port_a path_a kind_a <<<"$(target "$a")"
     read -r pid_b port_b path_b kind_b <<<"$(target "$b")"
     [[ $pid_a != "$pid_b" ]] || die "$a and $b are served by one process: their CPU cannot be told apart"
-    echo "== runs $((run + 1)), $((run + 2)): $scenario: $a and $b together ($DURATION)" >&2
     if with_proofs "$kind_a"; then fresh_proofs "$kind_a" "$DPOP_PROOFS"; fi
     if with_proofs "$kind_b" && [[ $kind_b != "$kind_a" ]]; then fresh_proofs "$kind_b" "$DPOP_PROOFS"; fi
+    # Said once the proofs are signed: bench/profile.sh starts sampling a second after it.
+    echo "== runs $((run + 1)), $((run + 2)): $scenario: $a and $b together ($DURATION)" >&2
     a0=$(cpu_ticks "$pid_a")
     b0=$(cpu_ticks "$pid_b")
     t0=$(date +%s.%N)

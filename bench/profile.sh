@@ -10,7 +10,9 @@
 #
 # Needs everything bench/load.sh dpop needs, and perf (Debian: linux-perf). Samples cpu-clock,
 # the event a VM offers; no call graphs (they cost the sampled process enough to move its
-# figures). The perf data and reports stay in PROFILE_DIR (default: a new folder in /tmp).
+# figures). In the same windows perf stat counts each target's writes and the IPIs it sends to
+# wake a halted vCPU, the peer wake of load.sh's IDLE_POLL_NS, and prices one IPI. The perf
+# data and reports stay in PROFILE_DIR (default: a new folder in /tmp).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +46,11 @@ record() {
         pid=$(pgrep -o -f "$pattern") || die "no process for $name ($pattern)"
         perf record -q -e cpu-clock -F 4000 -p "$pid" -o "$PROFILE_DIR/$name.data" \
             -- sleep "$PERF_SECONDS" 2>>"$PROFILE_DIR/perf.err" &
+        perfs+=("$!")
+        # Counted, not sampled: the writes and the IPIs they sent to wake a halted vCPU.
+        perf stat -x, -e syscalls:sys_enter_sendto,ipi:ipi_send_cpu,ipi:ipi_send_cpumask \
+            -p "$pid" -o "$PROFILE_DIR/$name.stat" -- sleep "$PERF_SECONDS" \
+            2>>"$PROFILE_DIR/perf.err" &
         perfs+=("$!")
     done
     wait "${perfs[@]}"
@@ -123,8 +130,54 @@ for k in sorted(diff, key=lambda k: -abs(diff[k]))[:25]:
 PY
     echo
 }
+# wakes NAME CPU...: per target, its writes and the IPIs it sent in the sampled window, and
+# what the peer-wake group costs per IPI. Each proxied request is two writes (sendto), one to
+# the upstream and one to the client, for fapigate and HAProxy alike.
+wakes() {
+    echo "| target | writes | IPIs sent | IPIs per request | peer wake µs/req | µs per IPI |"
+    echo "|---|---|---|---|---|---|"
+    local name
+    for name in "$@"; do
+        python3 - "$name" "$PROFILE_DIR/$name.stat" "$PROFILE_DIR/$name.txt" "$(cpu_of "$name")" <<'PY'
+import re, sys
+name, stat, report, cpu = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+counts = {}
+for line in open(stat):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].isdigit():
+        counts[f[2]] = int(f[0])
+writes = counts.get("syscalls:sys_enter_sendto", 0)
+ipis = counts.get("ipi:ipi_send_cpu", 0) + counts.get("ipi:ipi_send_cpumask", 0)
+total = wake = 0
+for line in open(report):
+    m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(.*)", line)
+    if m:
+        total += int(m[1])
+        if m[2] == "[kernel.kallsyms]" and "spin_unlock_irqrestore" in m[3]:
+            wake += int(m[1])
+wake_us = cpu * wake / total if total else 0.0
+per_request = 2 * ipis / writes if writes else 0.0
+# Below a fifth of an IPI per request the group is other time with interrupts off, not IPIs.
+per_ipi = f"{wake_us / per_request:.1f}" if per_request >= 0.2 else "-"
+print(f"| {name} | {writes} | {ipis} | {per_request:.2f} | {wake_us:.1f} | {per_ipi} |")
+PY
+    done
+    echo
+}
+# cpu_of NAME: the CPU µs/req of a sampled target (NAME as record() named it).
+cpu_of() {
+    case $1 in
+        dpop) cpu dpop dpop ;;
+        status) cpu dpop status ;;
+        dpop-ref) cpu dpop-ref dpop ;;
+        haproxy-jwt) cpu dpop-ref haproxy-jwt ;;
+    esac
+}
 {
     side dpop dpop status dpop status
     side dpop-ref dpop haproxy-jwt dpop-ref haproxy-jwt
+    echo "### IPIs: the peer wake counted (the same windows)"
+    echo
+    wakes dpop status dpop-ref haproxy-jwt
     echo "perf data, reports and load.sh's output: $PROFILE_DIR"
 } | tee "$PROFILE_DIR/profile.md"

@@ -7,6 +7,7 @@
 
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use sha2::Digest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -26,7 +27,29 @@ impl Scheme {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub scheme: Scheme,
-    pub token: String,
+    token: String,
+    /// SHA-256 of the token, taken once with it: the token cache's key and what a DPoP
+    /// proof's `ath` hashes (RFC 9449 §4.2), so neither hashes the token again.
+    sha256: [u8; 32],
+}
+
+impl Credential {
+    pub fn new(scheme: Scheme, token: String) -> Self {
+        let sha256 = sha2::Sha256::digest(token.as_bytes()).into();
+        Credential {
+            scheme,
+            token,
+            sha256,
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -120,10 +143,7 @@ pub(crate) fn extract(
     if !is_token68(token) {
         return Err(malformed);
     }
-    Ok(Some(Credential {
-        scheme,
-        token: token.to_string(),
-    }))
+    Ok(Some(Credential::new(scheme, token.to_string())))
 }
 
 fn has_access_token_parameter(query: &str) -> bool {
@@ -165,7 +185,8 @@ mod tests {
         ] {
             let got = extract(&headers(&[value]), None).unwrap().unwrap();
             assert_eq!(got.scheme, scheme, "{value}");
-            assert_eq!(got.token, "abc.def");
+            assert_eq!(got.token(), "abc.def");
+            assert_eq!(got.sha256()[..], sha2::Sha256::digest(b"abc.def")[..]);
         }
     }
 

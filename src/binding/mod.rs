@@ -333,7 +333,7 @@ impl Binder {
         let context = ProofContext {
             method: facts.method.as_str(),
             target_uri: &target_uri,
-            access_token: &credential.token,
+            access_token_sha256: credential.sha256(),
             now: facts.now,
             algs: &self.algs,
             max_clock_skew: policy.profile.max_clock_skew,

@@ -160,12 +160,18 @@ fn signed_proof(header: &[u8], claims: &[u8]) -> String {
     format!("{signing_input}.{}", b64.encode(signature.as_ref()))
 }
 
+/// SHA-256 of `token`, the access token of [`proof_context`].
+static FUZZ_TOKEN_SHA256: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    sha2::Sha256::digest(b"token").into()
+});
+
 /// A `GET {PUBLIC_URL}/accounts` with the access token `token`, at [`NOW`].
 fn proof_context() -> crate::binding::dpop::ProofContext<'static> {
     crate::binding::dpop::ProofContext {
         method: "GET",
         target_uri: "https://api.bank.example/accounts",
-        access_token: "token",
+        access_token_sha256: &FUZZ_TOKEN_SHA256,
         now: NOW,
         algs: &[
             jsonwebtoken::Algorithm::ES256,

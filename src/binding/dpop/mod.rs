@@ -91,13 +91,16 @@ impl DpopCheck {
 
 /// The longest `jti` we store a hash of (DPOP-11.1-3).
 const MAX_JTI_BYTES: usize = 256;
+/// A SHA-256 in unpadded base64url: the length of an `ath`.
+const ATH_CHARS: usize = 43;
 
 /// What a request says, for comparing with a proof.
 pub struct ProofContext<'a> {
     pub method: &'a str,
     /// `public_url` plus the request path, without query.
     pub target_uri: &'a str,
-    pub access_token: &'a str,
+    /// SHA-256 of the access token the proof must be bound to (`ath`).
+    pub access_token_sha256: &'a [u8; 32],
     pub now: u64,
     pub algs: &'a [Algorithm],
     pub max_clock_skew: Duration,
@@ -189,8 +192,11 @@ pub fn verify(proof: &str, request: &ProofContext<'_>) -> Result<ValidProof, Dpo
     if iat > newest || iat < oldest {
         return Err(DpopCheck::Iat);
     }
-    let expected_ath = b64.encode(sha2::Sha256::digest(request.access_token.as_bytes()));
-    if *ath != *expected_ath {
+    let mut expected_ath = [0u8; ATH_CHARS];
+    let written = b64
+        .encode_slice(request.access_token_sha256, &mut expected_ath)
+        .map_err(|_| DpopCheck::Ath)?;
+    if ath.as_bytes() != &expected_ath[..written] {
         return Err(DpopCheck::Ath);
     }
     // Scoped by key (RFC 9449 §11.1: a jti is unique per key): another client's proof with
@@ -286,12 +292,17 @@ pub(crate) mod tests {
     }
 
     pub(crate) const TOKEN: &str = "the-access-token";
+    static TOKEN_SHA256: std::sync::LazyLock<[u8; 32]> =
+        std::sync::LazyLock::new(|| sha2::Sha256::digest(TOKEN).into());
     pub(crate) const URI: &str = "https://api.bank.example/accounts";
     pub(crate) const NOW: u64 = 1_700_000_000;
 
+    fn unpadded(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
     pub(crate) fn claims() -> serde_json::Value {
-        let ath =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(TOKEN));
+        let ath = unpadded(&sha2::Sha256::digest(TOKEN));
         serde_json::json!({"jti": "j-1", "htm": "GET", "htu": URI, "iat": NOW, "ath": ath})
     }
 
@@ -331,7 +342,7 @@ pub(crate) mod tests {
         ProofContext {
             method: "GET",
             target_uri: URI,
-            access_token: TOKEN,
+            access_token_sha256: &TOKEN_SHA256,
             now: NOW,
             algs: &[Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA],
             max_clock_skew: Duration::from_secs(10),
@@ -474,6 +485,32 @@ pub(crate) mod tests {
                     &key,
                     serde_json::json!({}),
                     with(c.clone(), "ath", "AAAA".into()),
+                ),
+                DpopCheck::Ath,
+            ),
+            (
+                "dpop_4_3_12_ath_of_another_token",
+                proof(
+                    &key,
+                    serde_json::json!({}),
+                    with(
+                        c.clone(),
+                        "ath",
+                        unpadded(&sha2::Sha256::digest("another-token")).into(),
+                    ),
+                ),
+                DpopCheck::Ath,
+            ),
+            (
+                "dpop_4_3_12_ath_padded",
+                proof(
+                    &key,
+                    serde_json::json!({}),
+                    with(
+                        c.clone(),
+                        "ath",
+                        format!("{}=", unpadded(&*TOKEN_SHA256)).into(),
+                    ),
                 ),
                 DpopCheck::Ath,
             ),
