@@ -15,7 +15,8 @@
 #             an mTLS-bound JWT over a client-certificate connection (wrk cannot present a
 #             certificate: a second HAProxy on the load CPUs takes wrk's plain requests to
 #             fapigate's TLS listener with the client certificate, for /status alike); and
-#             fapigate's /status against the Pingora proxy. Pairs as LOAD says
+#             fapigate's /status against the Pingora proxy, and the Pingora proxy against
+#             HAProxy forwarding without a check (the floor of each core). Pairs as LOAD says
 #   signed    GET /signed (sign_response, RFC 9421 ed25519) against GET /plain, together or
 #             alternately (LOAD below)
 #   log       GET /status (auth = "none") on a fapigate writing its JSON access log (level
@@ -488,6 +489,7 @@ if want dpop; then
     openssl pkey -inform DER -in "$tmp/dpop/as.pk8" -pubout -out "$tmp/dpop/as.pub.pem" \
         2>>"$tmp/openssl.log" || { cat "$tmp/openssl.log" >&2; die "openssl could not export the AS key"; }
     free_port haproxy_port
+    free_port haproxy_plain_port
     cat >"$tmp/haproxy.cfg" <<EOF
 global
     nbthread $BENCH_THREADS
@@ -506,6 +508,10 @@ frontend jwt
     http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
     http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$tmp/dpop/as.pub.pem") -m int 1 }
     http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+    default_backend upstream
+# The floor: the same HAProxy forwarding without a check, against the Pingora proxy.
+frontend plain
+    bind 127.0.0.1:$haproxy_plain_port
     default_backend upstream
 backend upstream
     http-reuse always
@@ -667,6 +673,7 @@ target() {
         opaque) echo "$gate_pid $plain_port /accounts opaque" ;;
         dpop-redis) echo "$gate2_pid $plain2_port /accounts dpop" ;;
         haproxy-jwt) echo "$haproxy_pid $haproxy_port /accounts bearer" ;;
+        haproxy-plain) echo "$haproxy_pid $haproxy_plain_port /status -" ;;
         # wrk -> the TPP-side HAProxy -> TLS with the client certificate -> fapigate
         mtls) echo "$gate_pid $origin_a_port /accounts mtls" ;;
         status-tls) echo "${gate_b_pid:-$gate_pid} $origin_b_port /status -" ;;
@@ -977,7 +984,7 @@ dpop_preflight() {
 
 if want dpop; then
     dpop_preflight
-    warm baseline status dpop opaque haproxy-jwt mtls status-tls
+    warm baseline status dpop opaque haproxy-jwt haproxy-plain mtls status-tls
     for round in $(seq 1 "$ROUNDS"); do
         measure_pair dpop dpop status
         measure_pair dpop-ref dpop haproxy-jwt
@@ -985,6 +992,7 @@ if want dpop; then
         measure_pair mtls mtls status-tls
         measure_pair redis dpop-redis status
         measure_pair pingora status baseline
+        measure_pair floor baseline haproxy-plain
     done
     say ""
     say "### dpop: GET /accounts (JWT at+jwt + fresh DPoP proof per request) vs GET /status (auth none)"
@@ -1028,6 +1036,13 @@ if want dpop; then
     say ""
     medians pingora baseline status
     ratio_row pingora status baseline
+    say ""
+    say "### floor: the Pingora proxy vs HAProxy, both forwarding GET /status with no check"
+    say ""
+    medians floor haproxy-plain baseline
+    ratio_row floor baseline haproxy-plain
+    say ""
+    say "Pingora proxy CPU above HAProxy: $(above floor baseline haproxy-plain)"
     say ""
     for s in dpop dpop-ref opaque mtls redis; do
         for name in dpop opaque mtls dpop-redis; do
