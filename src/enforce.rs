@@ -285,13 +285,9 @@ impl<'e> Enforcer<'e> {
             .map_err(|e| on_route(e.into()))?;
         // The stages below hold large futures (AS calls, key fetches): boxed, they are built
         // only by requests that reach them, and do not inflate every request's state.
-        let grant = Box::pin(
-            self.engine
-                .tokens
-                .validate_credential(&credential, head.now),
-        )
-        .await
-        .map_err(|e| on_route(token_rejection(&credential, e)))?;
+        let grant = Box::pin(self.engine.tokens.validate(&credential, head.now))
+            .await
+            .map_err(|e| on_route(token_rejection(&credential, e)))?;
         let bound = Box::pin(
             self.engine
                 .binder

@@ -21,7 +21,6 @@ use introspection::{Introspected, Introspector};
 use jsonwebtoken::Algorithm;
 use jwks::KeySet;
 use jwt::JwtIssuer;
-use sha2::Digest;
 use shared::SharedVerdicts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,29 +195,14 @@ impl Tokens {
         })
     }
 
-    /// Validates a token at time `now` (Unix seconds).
-    pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Grant>, TokenError> {
-        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        self.validate_keyed(token, key, now).await
-    }
-
-    /// [`Tokens::validate`] of a request's credential, keyed by the digest it already holds.
-    pub async fn validate_credential(
+    /// Validates a request's token at time `now` (Unix seconds), cached by the SHA-256 the
+    /// credential took of it.
+    pub async fn validate(
         &self,
         credential: &crate::credential::Credential,
         now: u64,
     ) -> Result<Arc<Grant>, TokenError> {
-        self.validate_keyed(credential.token(), *credential.sha256(), now)
-            .await
-    }
-
-    /// `key` is the SHA-256 of `token`.
-    async fn validate_keyed(
-        &self,
-        token: &str,
-        key: [u8; 32],
-        now: u64,
-    ) -> Result<Arc<Grant>, TokenError> {
+        let (token, key) = (credential.token(), *credential.sha256());
         let entry = self
             .cache
             .entry(key)
